@@ -1,0 +1,132 @@
+"""The lake layout (SPEC §2): every path the system writes is built here from validated parts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from crypto_lake.lib.symbols import validate_day, validate_symbol, validate_ticker
+
+EXCHANGE = "binance"
+MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "coverage")
+QA_DATASETS = ("violations", "anomalies", "verdicts")
+
+# part-000042.jsonl, part-000042.jsonl.gz, part-000042.jsonl.zst, part-000042.jsonl.open
+_PART_RE = re.compile(r"^part-(\d{6,})\.jsonl(\.gz|\.zst)?(\.open)?$")
+COMPRESSION_SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
+
+
+@dataclass(frozen=True)
+class PartName:
+    """A parsed raw part file name."""
+
+    number: int
+    compression: str  # none | gzip | zstd
+    is_open: bool
+
+
+def parse_part_name(name: str) -> PartName | None:
+    """Parse a raw part file name; ``None`` for anything that is not one."""
+    m = _PART_RE.fullmatch(name)
+    if not m:
+        return None
+    suffix = m.group(2) or ""
+    compression = {v: k for k, v in COMPRESSION_SUFFIX.items()}[suffix]
+    return PartName(int(m.group(1)), compression, bool(m.group(3)))
+
+
+def part_file_name(number: int, *, compression: str = "none", is_open: bool = False) -> str:
+    """``part-000042.jsonl`` (sealed) or ``part-000042.jsonl.open`` (being written)."""
+    if number < 0:
+        raise ValueError(f"part number must be >= 0, got {number}")
+    if is_open:
+        return f"part-{number:06d}.jsonl.open"
+    return f"part-{number:06d}.jsonl{COMPRESSION_SUFFIX[compression]}"
+
+
+@dataclass(frozen=True)
+class LakeLayout:
+    """All paths under one lake root."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # raw capture -----------------------------------------------------------------------------
+    @property
+    def raw_root(self) -> Path:
+        return self.root / "raw" / EXCHANGE
+
+    def raw_symbol_dir(self, symbol: str) -> Path:
+        return self.raw_root / validate_symbol(symbol)
+
+    def raw_day_dir(self, symbol: str, day: str | date) -> Path:
+        return self.raw_symbol_dir(symbol) / validate_day(day)
+
+    @property
+    def quarantine_root(self) -> Path:
+        return self.root / "raw" / "_quarantine"
+
+    # tables ----------------------------------------------------------------------------------
+    def dataset_root(self, dataset: str) -> Path:
+        if dataset not in MARKET_DATASETS:
+            raise ValueError(f"unknown market dataset {dataset!r}; known: {MARKET_DATASETS}")
+        return self.root / dataset
+
+    def market_partition_dir(self, dataset: str, symbol: str, day: str | date) -> Path:
+        return (
+            self.dataset_root(dataset)
+            / f"exchange={EXCHANGE}"
+            / f"symbol={validate_symbol(symbol)}"
+            / f"date={validate_day(day)}"
+        )
+
+    def macro_partition_dir(self, ticker: str, day: str | date) -> Path:
+        return (
+            self.root
+            / "macro_1m"
+            / f"ticker={validate_ticker(ticker)}"
+            / f"date={validate_day(day)}"
+        )
+
+    def qa_partition_dir(self, kind: str, day: str | date) -> Path:
+        if kind not in QA_DATASETS:
+            raise ValueError(f"unknown QA dataset {kind!r}; known: {QA_DATASETS}")
+        return self.root / "qa" / kind / f"date={validate_day(day)}"
+
+    def qa_report_path(self, day: str | date) -> Path:
+        return self.root / "qa" / "reports" / f"{validate_day(day)}.md"
+
+    def archive_path(self, dataset: str, symbol: str, day: str | date) -> Path:
+        self.dataset_root(dataset)
+        return (
+            self.root
+            / "archive"
+            / dataset
+            / f"symbol={validate_symbol(symbol)}"
+            / f"{validate_day(day)}.parquet"
+        )
+
+    # state -----------------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.state_dir / "heartbeat.json"
+
+    @property
+    def collector_lock_path(self) -> Path:
+        return self.state_dir / "collector.lock"
+
+    @property
+    def gaps_path(self) -> Path:
+        return self.state_dir / "gaps.json"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.state_dir / "lake.duckdb"

@@ -1,0 +1,97 @@
+"""The raw line schema shared by the collector (writer) and Dagster (reader).
+
+Every line of a raw part file is one JSON object. Three kinds exist:
+
+* market data, exactly what the exchange sent, wrapped with the local receive clock::
+
+    {"recv_ns": 1700000000123456789, "conn": "ws-3", "unit": "us",
+     "stream": "btcusdt@trade", "data": {...verbatim exchange payload...}}
+
+  ``unit`` is the unit of the payload's time fields ("ms" or "us").
+* repaired trades fetched from REST after a gap; ``data`` is the verbatim REST element
+  (``historicalTrades`` or ``aggTrades`` shape) and ``rest`` names the endpoint::
+
+    {"recv_ns": ..., "conn": "rest", "unit": "ms", "stream": "btcusdt@trade",
+     "rest": "historicalTrades", "data": {"id": 1, "price": "...", ...}}
+
+* session records, so a reader can tell an outage from a quiet market::
+
+    {"recv_ns": ..., "conn": "ws-3", "session": "disconnect", "reason": "..."}
+
+Parsing belongs to Dagster: the collector never rewrites a payload, so a parser bug can
+always be fixed by reprocessing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+
+RAW_SCHEMA_VERSION = 1
+TimeUnit = Literal["ms", "us"]
+SESSION_EVENTS = (
+    "connect",  # socket open, before any data
+    "subscribed",  # streams confirmed by the first message or the URL
+    "disconnect",  # socket closed; "reason" says why
+    "server_shutdown",  # Binance announced a shutdown of this connection
+    "replaced",  # make-before-break replacement took over from this connection
+    "collector_start",
+    "collector_stop",
+)
+REST_SOURCES = ("historicalTrades", "aggTrades")
+
+
+class RawLineError(ValueError):
+    """A raw line that is not valid JSON or not one of the three kinds."""
+
+
+def ws_line(recv_ns: int, conn: str, unit: TimeUnit, message: bytes) -> bytes:
+    """Wrap a verbatim combined-stream message (``{"stream":..,"data":..}``) as a raw line.
+
+    The message bytes are spliced in unchanged after the collector's own fields, so the
+    exchange's text (key order, decimal strings) is preserved to the byte.
+    """
+    message = message.strip()
+    if not message.startswith(b"{"):
+        raise RawLineError("combined-stream message is not a JSON object")
+    head = b'{"recv_ns":%d,"conn":%s,"unit":"%s",' % (recv_ns, orjson.dumps(conn), unit.encode())
+    return head + message[1:] + b"\n"
+
+
+def repaired_line(recv_ns: int, stream: str, unit: TimeUnit, source: str, payload: dict) -> bytes:
+    """A trade fetched from REST to repair a gap; ``payload`` is the verbatim REST element."""
+    if source not in REST_SOURCES:
+        raise ValueError(f"unknown REST source {source!r}")
+    record = {
+        "recv_ns": recv_ns,
+        "conn": "rest",
+        "unit": unit,
+        "stream": stream,
+        "rest": source,
+        "data": payload,
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def session_line(recv_ns: int, conn: str, event: str, **fields: Any) -> bytes:
+    """A session record (connect, disconnect with reason, server shutdown notice, ...)."""
+    if event not in SESSION_EVENTS:
+        raise ValueError(f"unknown session event {event!r}")
+    record = {"recv_ns": recv_ns, "conn": conn, "session": event, **fields}
+    return orjson.dumps(record) + b"\n"
+
+
+def parse_line(line: bytes | str) -> dict[str, Any]:
+    """Parse and classify one raw line; raises RawLineError for anything malformed."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise RawLineError(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("recv_ns"), int):
+        raise RawLineError("raw line must be an object with an integer recv_ns")
+    if "session" in obj:
+        return obj
+    if not isinstance(obj.get("stream"), str) or not isinstance(obj.get("data"), dict):
+        raise RawLineError("market line needs a string 'stream' and an object 'data'")
+    return obj
