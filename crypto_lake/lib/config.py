@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,12 +63,30 @@ class CollectorConfig(_Section):
     fsync: bool = True
 
 
+class DagsterConfig(_Section):
+    """Partitions and automation cadence of the Dagster code location.
+
+    The demo compresses the cadence through the environment, e.g.
+    ``CRYPTO_LAKE__DAGSTER__REFRESH_INTERVAL_SECONDS=60`` and
+    ``CRYPTO_LAKE__DAGSTER__FINALIZE_CRON='*/5 * * * *'``.
+    """
+
+    partitions_start: date = date(2024, 1, 1)
+    # How often today's partitions are rebuilt from newly sealed raw files (one run per pass).
+    refresh_interval_seconds: int = Field(300, ge=30)
+    # When yesterday's partitions are finalized (UTC); after the first raw files of the new
+    # day have sealed, because a day's last trades can sit in them.
+    finalize_cron: str = "10 0 * * *"
+    raw_sensor_interval_seconds: int = Field(30, ge=5)
+
+
 class Config(_Section):
     lake_root: Path = Path("./lake")
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     macro_tickers: list[str] = Field(default_factory=lambda: list(DEFAULT_MACRO_TICKERS))
     binance: BinanceConfig = Field(default_factory=BinanceConfig)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    dagster: DagsterConfig = Field(default_factory=DagsterConfig)
 
     @field_validator("symbols")
     @classmethod
