@@ -1,0 +1,173 @@
+"""The demo: exchange simulator + collector + Dagster on loopback, no network needed.
+
+``./dev demo`` runs this. It starts, each in its own process group:
+
+1. the exchange simulator (``python -m crypto_lake.simulator``) on an ephemeral loopback port;
+2. the collector daemon writing raw files into the demo lake, pointed at the simulator;
+3. ``dagster dev`` (webserver on 127.0.0.1 + daemon) with compressed schedules,
+
+prints where to look, and stops everything on Ctrl+C (or after ``--duration`` seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crypto_lake.lib.logs import setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT,DOGEUSDT,ADAUSDT"
+log = setup_logging().getChild("demo")
+
+
+@dataclass
+class Fleet:
+    """The demo's child processes; each leads its own process group so Ctrl+C stops all."""
+
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], logfile: Path) -> None:
+        log.info("starting %s: %s (log: %s)", name, " ".join(argv), logfile)
+        out = open(logfile, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.procs[name] = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                log.info("stopping %s", name)
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        # dagster dev leaves grandchildren in its group: make sure the whole group is gone.
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _wait_for_file(path: Path, fleet: Fleet, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if fleet.dead():
+            raise RuntimeError(f"{fleet.dead()} exited during start-up; see the logs in the lake")
+        time.sleep(0.2)
+    raise TimeoutError(f"{path} did not appear within {timeout} s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
+    p.add_argument("--lake", type=Path, default=ROOT / "lake-demo", help="demo lake root")
+    p.add_argument("--symbols", default=DEMO_SYMBOLS, help="comma-separated symbols")
+    p.add_argument("--port", type=int, default=3000, help="Dagster web UI port on 127.0.0.1")
+    p.add_argument("--rotate-seconds", type=float, default=15.0, help="raw file rotation")
+    p.add_argument("--no-dagster", action="store_true", help="only simulator + collector")
+    p.add_argument("--fresh", action="store_true", help="delete the demo lake first")
+    p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl+C)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    lake: Path = args.lake.resolve()
+    if args.fresh and lake.exists():
+        shutil.rmtree(lake)
+    (lake / "logs").mkdir(parents=True, exist_ok=True)
+    home = lake / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "LAKE_ROOT": str(lake),
+        "DAGSTER_HOME": str(home),
+        "CRYPTO_LAKE__SYMBOLS": f"[{args.symbols}]",
+        "CRYPTO_LAKE_DEMO": "1",  # compressed schedules
+        "PYTHONUNBUFFERED": "1",
+    }
+    py = sys.executable
+    fleet = Fleet()
+    stop_requested = False
+
+    def _request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    try:
+        port_file = lake / "state" / "simulator.url"
+        port_file.parent.mkdir(parents=True, exist_ok=True)
+        port_file.unlink(missing_ok=True)
+        fleet.start(
+            "simulator",
+            [py, "-m", "crypto_lake.simulator", "--symbols", args.symbols, "--port", "0",
+             "--port-file", str(port_file)],
+            env, lake / "logs" / "simulator.log",
+        )  # fmt: skip
+        urls = dict(
+            line.split("=", 1) for line in _wait_for_file(port_file, fleet, 30).splitlines()
+        )
+        env["CRYPTO_LAKE__BINANCE__WS_BASE_URL"] = urls["ws"]
+        env["CRYPTO_LAKE__BINANCE__REST_BASE_URL"] = urls["rest"]
+        env["CRYPTO_LAKE__COLLECTOR__ROTATE_SECONDS"] = str(args.rotate_seconds)
+        env["CRYPTO_LAKE__COLLECTOR__METRICS_PORT"] = "0"
+        fleet.start(
+            "collector", [py, "-m", "collector_daemon"], env, lake / "logs" / "collector.log"
+        )
+        if not args.no_dagster:
+            fleet.start(
+                "dagster",
+                [py, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
+                 "-h", "127.0.0.1", "-p", str(args.port)],
+                env, lake / "logs" / "dagster.log",
+            )  # fmt: skip
+        print(
+            f"\ncrypto_lake demo is running (lake: {lake})\n"
+            f"  exchange simulator : {urls['ws']}  {urls['rest']}\n"
+            f"  raw files          : {lake / 'raw' / 'binance'}\n"
+            f"  collector heartbeat: {lake / 'state' / 'heartbeat.json'}\n"
+            + ("" if args.no_dagster else f"  Dagster UI         : http://127.0.0.1:{args.port}\n")
+            + f"  logs               : {lake / 'logs'}\n"
+            "Press Ctrl+C to stop everything.\n",
+            flush=True,
+        )
+        started = time.monotonic()
+        while not stop_requested:
+            if fleet.dead():
+                log.error("%s exited unexpectedly; see %s", fleet.dead(), lake / "logs")
+                return 1
+            if args.duration and time.monotonic() - started > args.duration:
+                break
+            time.sleep(0.5)
+        return 0
+    finally:
+        fleet.stop()
+        print("crypto_lake demo stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
