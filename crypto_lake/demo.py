@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         "LAKE_ROOT": str(lake),
         "DAGSTER_HOME": str(home),
         "CRYPTO_LAKE__SYMBOLS": f"[{args.symbols}]",
-        "CRYPTO_LAKE_DEMO": "1",  # compressed schedules
+        # compressed automation: refresh today's partitions every minute
+        "CRYPTO_LAKE__DAGSTER__REFRESH_INTERVAL_SECONDS": "60",
+        "CRYPTO_LAKE__DAGSTER__RAW_SENSOR_INTERVAL_SECONDS": "10",
         "PYTHONUNBUFFERED": "1",
     }
     py = sys.executable
