@@ -80,12 +80,32 @@ class DagsterConfig(_Section):
     raw_sensor_interval_seconds: int = Field(30, ge=5)
 
 
+class MacroConfig(_Section):
+    """yfinance minute data (SPEC §8); see crypto_lake/lib/macro.py and lib/yahoo.py."""
+
+    # None: real Yahoo through yfinance's own session. A URL (tests: http://127.0.0.1:PORT)
+    # routes every *.yahoo.com request yfinance makes to that server instead.
+    yahoo_base_url: str | None = None
+    start_date: str = "2026-01-01"  # first daily partition shown in the UI
+    catchup_days: int = Field(7, ge=0, le=29)  # Yahoo keeps 1-minute bars ~30 days
+    request_timeout_seconds: float = Field(20.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_seconds: float = Field(2.0, ge=0)
+    backoff_cap_seconds: float = Field(60.0, ge=0)
+    # ICE's DXY needs USDSEK=X, which is not a default ticker: when True, DXY inputs missing
+    # from macro_tickers are fetched as extra macro_minute partitions.
+    fetch_dxy_inputs: bool = True
+    # Share of in-session minutes that may be missing before the check warns.
+    max_missing_fraction: float = Field(0.05, ge=0, le=1)
+
+
 class Config(_Section):
     lake_root: Path = Path("./lake")
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     macro_tickers: list[str] = Field(default_factory=lambda: list(DEFAULT_MACRO_TICKERS))
     binance: BinanceConfig = Field(default_factory=BinanceConfig)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    macro: MacroConfig = Field(default_factory=MacroConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
 
     @field_validator("symbols")

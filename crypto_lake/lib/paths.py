@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote
 
 from crypto_lake.lib.symbols import validate_day, validate_symbol, validate_ticker
 
@@ -85,12 +86,17 @@ class LakeLayout:
         )
 
     def macro_partition_dir(self, ticker: str, day: str | date) -> Path:
+        # '=' and '^' are percent-encoded (ticker=ES%3DF): DuckDB's hive reader rejects a raw
+        # '=' inside a value, and both DuckDB and pyarrow decode %XX back to ES=F.
         return (
             self.root
             / "macro_1m"
-            / f"ticker={validate_ticker(ticker)}"
+            / f"ticker={quote(validate_ticker(ticker), safe='')}"
             / f"date={validate_day(day)}"
         )
+
+    def dxy_partition_dir(self, day: str | date) -> Path:
+        return self.root / "dxy_synthetic_1m" / f"date={validate_day(day)}"
 
     def qa_partition_dir(self, kind: str, day: str | date) -> Path:
         if kind not in QA_DATASETS:
