@@ -1,0 +1,135 @@
+"""Ground truth of every trade the simulated market generated, kept columnar per symbol.
+
+The streams and the REST API both read from here, so REST answers are consistent with what
+was streamed by construction. Columns are ``array.array`` (8 bytes per value, appended in
+time order); queries copy a slice into numpy and aggregate with integer arithmetic, so kline
+volumes are exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from crypto_lake.simulator.instruments import Instrument, format_e8
+
+
+@dataclass(frozen=True)
+class TradeSlice:
+    """A contiguous run of trades as numpy columns (times in µs, prices in ticks)."""
+
+    first_id: int
+    time_us: np.ndarray
+    ticks: np.ndarray
+    lots: np.ndarray
+    maker: np.ndarray  # 1 when the buyer was the maker (taker sold)
+
+
+class SymbolLedger:
+    """Every trade and aggregate trade of one symbol; thread-safe appends and reads."""
+
+    def __init__(self, instrument: Instrument, first_trade_id: int, first_agg_id: int) -> None:
+        self.instrument = instrument
+        self.first_trade_id = first_trade_id
+        self.first_agg_id = first_agg_id
+        self._time = array("q")
+        self._ticks = array("q")
+        self._lots = array("q")
+        self._maker = array("b")
+        self._agg_start = array("q")  # index of each aggregate's first trade
+        self._agg_time = array("q")
+        self._lock = threading.Lock()
+
+    # -- writing (market loop only) ---------------------------------------------------------
+    def add_order(self, time_us: int, ticks: int, fills: list[int], maker: bool) -> tuple[int, int]:
+        """Record one taker order (``fills`` lots at one price); returns (agg id, first id)."""
+        with self._lock:
+            start = len(self._time)
+            self._agg_start.append(start)
+            self._agg_time.append(time_us)
+            n = len(fills)
+            self._time.extend([time_us] * n)
+            self._ticks.extend([ticks] * n)
+            self._lots.extend(fills)
+            self._maker.extend([int(maker)] * n)
+            return self.first_agg_id + len(self._agg_start) - 1, self.first_trade_id + start
+
+    # -- reading ----------------------------------------------------------------------------
+    @property
+    def trade_count(self) -> int:
+        return len(self._time)
+
+    @property
+    def next_trade_id(self) -> int:
+        return self.first_trade_id + len(self._time)
+
+    def slice(self, lo: int, hi: int) -> TradeSlice:
+        """Trades with index lo..hi-1 (clipped) as numpy copies."""
+        with self._lock:
+            lo, hi = max(lo, 0), min(hi, len(self._time))
+            hi = max(hi, lo)
+            return TradeSlice(
+                self.first_trade_id + lo,
+                np.frombuffer(self._time[lo:hi], dtype=np.int64),
+                np.frombuffer(self._ticks[lo:hi], dtype=np.int64),
+                np.frombuffer(self._lots[lo:hi], dtype=np.int64),
+                np.frombuffer(self._maker[lo:hi], dtype=np.int8),
+            )
+
+    def index_at_time(self, time_us: int, right: bool = False) -> int:
+        with self._lock:
+            return (bisect_right if right else bisect_left)(self._time, time_us)
+
+    def last_price_before(self, time_us: int) -> int | None:
+        """Ticks of the last trade strictly before ``time_us`` (carried into empty klines)."""
+        with self._lock:
+            i = bisect_left(self._time, time_us)
+            return self._ticks[i - 1] if i > 0 else None
+
+    def first_time(self) -> int | None:
+        with self._lock:
+            return self._time[0] if self._time else None
+
+    def agg_bounds(self, lo: int, hi: int) -> tuple[int, list[int], list[int]]:
+        """Aggregates lo..hi-1 (clipped): (first agg index, trade start indices, trade ends)."""
+        with self._lock:
+            n = len(self._agg_start)
+            lo, hi = max(lo, 0), min(hi, n)
+            hi = max(hi, lo)
+            starts = list(self._agg_start[lo:hi])
+            ends = [*starts[1:], self._agg_start[hi] if hi < n else len(self._time)]
+            return lo, starts, ends
+
+    def agg_count(self) -> int:
+        return len(self._agg_start)
+
+    def agg_index_at_time(self, time_us: int, right: bool = False) -> int:
+        with self._lock:
+            return (bisect_right if right else bisect_left)(self._agg_time, time_us)
+
+    def trade_dicts(self) -> list[dict]:
+        """Every trade as a plain dict (ids, decimal strings, µs time, aggregate id)."""
+        agg_lo, starts, ends = self.agg_bounds(0, self.agg_count())
+        trades = self.slice(0, self.trade_count)
+        inst = self.instrument
+        out: list[dict] = []
+        for k, (s, e) in enumerate(zip(starts, ends, strict=True)):
+            for i in range(s, e):
+                ticks, lots = int(trades.ticks[i]), int(trades.lots[i])
+                out.append(
+                    {
+                        "id": self.first_trade_id + i,
+                        "agg_id": self.first_agg_id + agg_lo + k,
+                        "price": format_e8(ticks * inst.tick_e8),
+                        "qty": format_e8(lots * inst.lot_e8),
+                        "quote_qty": format_e8(ticks * lots * inst.notional_e8),
+                        "time_us": int(trades.time_us[i]),
+                        "time_ms": int(trades.time_us[i]) // 1000,
+                        "is_buyer_maker": bool(trades.maker[i]),
+                    }
+                )
+        return out

@@ -1,0 +1,169 @@
+"""ExchangeSimulator: one aiohttp server on one port for /stream (WebSocket) and /api/v3 (REST)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from itertools import count
+
+from aiohttp import web
+
+from crypto_lake.lib.logs import get_logger
+from crypto_lake.simulator.config import SimConfig
+from crypto_lake.simulator.connection import Connection
+from crypto_lake.simulator.faults import Faults
+from crypto_lake.simulator.limits import RateLimiter
+from crypto_lake.simulator.market import Event, MarketModel
+from crypto_lake.simulator.rest import RestApi
+from crypto_lake.simulator.sentlog import SentLog
+from crypto_lake.simulator.streams import StreamRequestError, parse_streams, parse_time_unit
+from crypto_lake.simulator.wire import rest_error
+
+log = get_logger("simulator")
+
+
+class ExchangeSimulator:
+    """A loopback Binance: combined streams, REST, fault knobs and a log of what it sent."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.faults = Faults()
+        self.faults._bind(self, None)
+        self.sent = SentLog()
+        self.market = MarketModel(cfg.symbols, cfg.seed, time.time_ns() // 1000, cfg.rate_scale)
+        self.connections: dict[int, Connection] = {}
+        self._ids = count(1)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.host = ""
+        self.port = 0
+        self.connections_total = 0
+        self.connections_refused = 0
+        self.replay_finished = asyncio.Event()  # set when a replay file has been fully sent
+        self.stream_symbols = set(cfg.symbols)
+        if cfg.replay_path is not None:
+            from crypto_lake.simulator.replay import replay_symbols
+
+            self.stream_symbols |= set(replay_symbols(cfg.replay_path))
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self.faults._bind(self, loop)
+        rest = RestApi(self.market, RateLimiter(self.cfg.rest_weight_limit, self.faults))
+        app = web.Application()
+        app.add_routes([web.get("/stream", self._handle_stream), *rest.routes()])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        self.host, self.port = self._runner.addresses[0][:2]
+        if self.cfg.replay_path is not None:
+            from crypto_lake.simulator.replay import replay_file
+
+            self._tasks.append(asyncio.create_task(replay_file(self, self.cfg)))
+        else:
+            # Restart the model clock now so the first events are not a backlog since __init__.
+            self.market.restart_clock(time.time_ns() // 1000)
+            self._tasks.append(asyncio.create_task(self._market_loop()))
+        log.info("simulator listening on %s (REST %s)", self.ws_url, self.rest_url)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await asyncio.gather(
+            *(c.close(1001, "server stopping") for c in list(self.connections.values())),
+            return_exceptions=True,
+        )
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ExchangeSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def trades(self, symbol: str) -> list[dict]:
+        """Ground truth: every trade generated for ``symbol``, including ones skipped on sockets."""
+        return self.market.ledger(symbol).trade_dicts()
+
+    # -- market -----------------------------------------------------------------------------
+    async def _market_loop(self) -> None:
+        interval = self.cfg.tick_interval_s
+        while True:
+            events = self.market.advance(time.time_ns() // 1000)
+            if events:
+                self.publish(events)
+            await asyncio.sleep(interval)
+
+    def publish(self, events: list[Event]) -> None:
+        """Hand freshly published events to every open connection."""
+        for conn in list(self.connections.values()):
+            conn.push(events)
+
+    # -- websocket --------------------------------------------------------------------------
+    async def _handle_stream(self, request: web.Request) -> web.StreamResponse:
+        if self.faults.refuse_connections:
+            self.connections_refused += 1
+            return web.Response(status=503, text="Service Unavailable (refused by fault knob)")
+        try:
+            streams = parse_streams(
+                request.query.get("streams"), self.stream_symbols, self.cfg.max_streams
+            )
+            unit = parse_time_unit(request.query.get("timeUnit"))
+        except StreamRequestError as exc:
+            return web.Response(
+                status=400, body=rest_error(-1121, str(exc)), content_type="application/json"
+            )
+        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 16)
+        await ws.prepare(request)
+        conn = Connection(
+            next(self._ids), ws, request, streams, unit, self.cfg, self.faults, self.sent
+        )
+        self.connections[conn.id] = conn
+        self.connections_total += 1
+        log.info("conn %d opened: %d streams, unit %s", conn.id, len(streams), unit)
+        tasks = [asyncio.create_task(conn.write_loop()), asyncio.create_task(conn.clock_loop())]
+        try:
+            await conn.read_loop()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.closing = True
+            self.connections.pop(conn.id, None)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("conn %d closed", conn.id)
+        return ws
+
+    # -- fault targets (called on the loop by Faults) ---------------------------------------
+    def _skip_trades(self, symbol: str, n: int) -> None:
+        if symbol not in self.market.symbols:
+            raise ValueError(f"symbol {symbol!r} is not simulated")
+        self.market.symbols[symbol].skip_remaining += n
+
+    def _drop_all(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.abort()
+
+    def _stall_all(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        for conn in list(self.connections.values()):
+            conn.stalled_until = until

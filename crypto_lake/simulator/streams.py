@@ -1,0 +1,53 @@
+"""Parsing and validating the combined-stream URL: ``/stream?streams=a/b&timeUnit=...``."""
+
+from __future__ import annotations
+
+from crypto_lake.lib.symbols import InvalidNameError, validate_symbol
+from crypto_lake.simulator.wire import Unit
+
+STREAM_KINDS = ("trade", "aggTrade", "bookTicker")
+
+
+class StreamRequestError(ValueError):
+    """A stream URL the exchange would reject (HTTP 400 before the upgrade)."""
+
+
+def parse_stream_name(name: str, known_symbols: set[str]) -> str:
+    """Validate ``btcusdt@trade``-style names; returns the canonical stream name."""
+    sym, sep, kind = name.partition("@")
+    if not sep or not sym:
+        raise StreamRequestError(f"invalid stream name {name!r}: expected <symbol>@<kind>")
+    if sym != sym.lower():
+        raise StreamRequestError(f"invalid stream name {name!r}: symbols are lower-case in streams")
+    try:
+        symbol = validate_symbol(sym.upper())
+    except InvalidNameError as exc:
+        raise StreamRequestError(str(exc)) from exc
+    if kind not in STREAM_KINDS:
+        raise StreamRequestError(
+            f"unknown stream kind {kind!r} in {name!r}: supported {', '.join(STREAM_KINDS)}"
+        )
+    if symbol not in known_symbols:
+        raise StreamRequestError(f"unknown symbol {symbol!r} in stream {name!r}")
+    return f"{sym}@{kind}"
+
+
+def parse_streams(raw: str | None, known_symbols: set[str], max_streams: int) -> list[str]:
+    """The ``streams`` query parameter as a validated list (order kept, duplicates removed)."""
+    if not raw:
+        raise StreamRequestError("missing 'streams' parameter, e.g. ?streams=btcusdt@trade")
+    names = [n for n in raw.split("/") if n]
+    if not names:
+        raise StreamRequestError("empty 'streams' parameter")
+    if len(names) > max_streams:
+        raise StreamRequestError(f"too many streams: {len(names)} > {max_streams}")
+    return list(dict.fromkeys(parse_stream_name(n, known_symbols) for n in names))
+
+
+def parse_time_unit(raw: str | None) -> Unit:
+    """``timeUnit`` query value (or X-MBX-TIME-UNIT header) -> "ms" or "us"."""
+    if raw is None or raw.upper() in ("MILLISECOND", "MILLISECONDS"):
+        return "ms"
+    if raw.upper() in ("MICROSECOND", "MICROSECONDS"):
+        return "us"
+    raise StreamRequestError(f"invalid timeUnit {raw!r}: expected MILLISECOND or MICROSECOND")
