@@ -1,0 +1,367 @@
+"""The collector process: wires writer, router, connections, gap repair and health together.
+
+Start-up order matters: take the lake lock, recover leftover ``.open`` files, learn where
+each symbol's trade ids stopped (files + ``state/gaps.json``), then connect. Shutdown
+(SIGTERM/SIGINT) is the reverse: close the sockets, write ``collector_stop``, seal every
+file, save the gap book, write the final heartbeat, release the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from collector_daemon.connection import GroupSettings, StreamGroup
+from collector_daemon.gaps import GapBook
+from collector_daemon.health import (
+    MetricsServer,
+    disk_free,
+    iso,
+    quantiles,
+    sd_notify,
+    watchdog_interval,
+)
+from collector_daemon.lock import LakeLock
+from collector_daemon.recovery import last_ids, recover_lake
+from collector_daemon.repair import RestRepairer
+from collector_daemon.router import Router
+from collector_daemon.tracker import IdTracker
+from collector_daemon.writer import RawWriter
+from crypto_lake.lib.config import Config
+from crypto_lake.lib.fsutil import atomic_write_bytes
+from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.paths import LakeLayout
+
+log = get_logger("collector")
+
+EXIT_OK = 0
+EXIT_WRITE_FAILED = 74  # EX_IOERR: systemd's Restart=on-failure restarts us later
+
+
+@dataclass
+class Tuning:
+    """Knobs that are not part of the shared config file (CLI flags)."""
+
+    flush_interval: float = 0.02  # lines reach the OS within this (kill -9 loses at most this)
+    fsync_interval: float = 1.0  # lines are durable (fsynced) within about this
+    reorder_grace: float = 2.0  # a missing id becomes a gap after this
+    rotate_check: float = 0.1
+
+
+class Collector:
+    """One collector process over one lake (see module docstring)."""
+
+    def __init__(self, cfg: Config, tuning: Tuning | None = None) -> None:
+        self.cfg = cfg
+        self.tuning = tuning or Tuning()
+        self.layout = LakeLayout(cfg.lake_root)
+        self.lock = LakeLock(self.layout.collector_lock_path)
+        self.status = "starting"
+        self.error: str | None = None
+        self.started_ns = time.time_ns()
+        self.run_id = f"{self.started_ns // 1_000_000_000:x}"
+        self.torn_lines_recovered = 0
+        self.stream_kind = cfg.binance.trade_stream
+        self.trackers = {s: IdTracker() for s in cfg.symbols}
+        self.book = GapBook(self.layout.gaps_path)
+        c = cfg.collector
+        self.writer = RawWriter(
+            self.layout,
+            compression=c.compression,
+            rotate_seconds=c.rotate_seconds,
+            fsync=c.fsync,
+            on_failure=self._on_write_failure,
+        )
+        self.router = Router(
+            self.writer,
+            trade_stream=self.stream_kind,
+            time_unit=cfg.binance.time_unit,
+            trackers=self.trackers,
+        )
+        self.groups: list[StreamGroup] = []
+        self.repairer: RestRepairer | None = None
+        self.metrics: MetricsServer | None = None
+        self._stop: asyncio.Event | None = None
+        self._prev_rate = (time.monotonic(), 0)
+
+    # start-up --------------------------------------------------------------------------------
+    def _restore_ids(self) -> None:
+        """Seed every tracker with the last id on disk, open gaps and holes in the files."""
+        for gap in self.book.load():
+            tracker = self.trackers.get(gap.symbol)
+            if tracker is not None and gap.stream.endswith(f"@{self.stream_kind}"):
+                tracker.add_hole(gap.first_id, gap.last_id, 0.0, gap.cause, declared=True)
+        for symbol, tracker in self.trackers.items():
+            found = last_ids(self.layout, symbol, f"{symbol.lower()}@{self.stream_kind}")
+            if found.last_id is None:
+                continue
+            tracker.next_id = max(tracker.next_id or 0, found.last_id + 1)
+            tracker.last_time = found.last_time
+            tracker.cause_hint = "restart"
+            for first, last in found.holes:
+                tracker.add_hole(first, last, 0.0, "file-hole", declared=False)
+            log.info("%s: resuming after id %d", symbol, found.last_id)
+
+    def _build_groups(self) -> None:
+        b = self.cfg.binance
+        per_conn = max(1, b.max_streams_per_connection // 2)  # trade + bookTicker per symbol
+        c = self.cfg.collector
+        settings = GroupSettings(
+            silence_timeout=c.silence_timeout_seconds,
+            max_age=c.max_connection_age_seconds,
+            backoff_base=c.backoff_base_seconds,
+            backoff_cap=c.backoff_cap_seconds,
+        )
+        symbols = self.cfg.symbols
+        for i in range(0, len(symbols), per_conn):
+            chunk = symbols[i : i + per_conn]
+            streams = "/".join(self.router.streams_for(chunk))
+            url = f"{b.ws_base_url.rstrip('/')}/stream?streams={streams}"
+            if b.time_unit == "us":
+                url += "&timeUnit=MICROSECOND"
+            self.groups.append(
+                StreamGroup(
+                    len(self.groups),
+                    chunk,
+                    url,
+                    self.router,
+                    settings,
+                    f"ws-{self.run_id}",
+                    random.Random(),
+                )
+            )
+
+    def _on_write_failure(self, exc: BaseException) -> None:
+        self.status = "failed"
+        self.error = f"write failed: {exc}"
+        if self._stop is not None:
+            self._stop.set()
+
+    def request_stop(self) -> None:
+        if self._stop is not None and not self._stop.is_set():
+            log.info("stop requested")
+            self._stop.set()
+
+    # periodic work ---------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        last_rotate = 0.0
+        while True:
+            await asyncio.sleep(self.tuning.flush_interval)
+            self.writer.flush()
+            now = time.monotonic()
+            if now - last_rotate >= self.tuning.rotate_check:
+                last_rotate = now
+                self.writer.rotate()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tuning.fsync_interval)
+            await self.writer.sync()
+
+    async def _gap_loop(self) -> None:
+        stream = self.stream_kind
+        last_save = 0.0
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            new = False
+            for symbol, tracker in self.trackers.items():
+                for hole in tracker.due(now, self.tuning.reorder_grace):
+                    self.book.declare(symbol, f"{symbol.lower()}@{stream}", hole)
+                    new = True
+            self.book.reconcile(self.trackers)
+            if new and self.repairer is not None:
+                self.repairer.wakeup.set()
+            if self.book.dirty and now - last_save >= 0.5:
+                last_save = now
+                try:
+                    self.book.save()
+                except OSError as exc:
+                    log.error("cannot save %s: %s", self.book.path, exc)
+
+    async def _heartbeat_loop(self) -> None:
+        wd = watchdog_interval()
+        hb_every = self.cfg.collector.heartbeat_seconds
+        tick = min(hb_every, wd) if wd else hb_every
+        last_hb = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            if wd:
+                sd_notify("WATCHDOG=1")
+            if time.monotonic() - last_hb >= hb_every - 1e-3:
+                last_hb = time.monotonic()
+                self.write_heartbeat()
+
+    # heartbeat -------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        now_ns, mono = time.time_ns(), time.monotonic()
+        st = self.router.stats
+        prev_t, prev_n = self._prev_rate
+        rate = (st.messages - prev_n) / (mono - prev_t) if mono > prev_t else 0.0
+        symbols = {}
+        for s, tracker in self.trackers.items():
+            last = st.last_msg_ns.get(s)
+            symbols[s] = {
+                "last_message_at": iso(last),
+                "age_seconds": round((now_ns - last) / 1e9, 3) if last else None,
+                "next_trade_id": tracker.next_id,
+                "pending_holes": len(tracker.holes),
+            }
+        reconnect_s = [x for g in self.groups for x in g.reconnect_seconds]
+        conns = []
+        for g in self.groups:
+            if g.current is not None and not (g.current.task and g.current.task.done()):
+                conns.append(
+                    {
+                        "conn": g.current.state.conn_id,
+                        "symbols": g.symbols,
+                        "age_seconds": round(mono - g.current.opened, 3),
+                    }
+                )
+        rest = self.repairer.stats if self.repairer else None
+        return {
+            "status": self.status,
+            "error": self.error,
+            "pid": os.getpid(),
+            "run_id": self.run_id,
+            "lake_root": str(self.layout.root),
+            "started_at": iso(self.started_ns),
+            "updated_at": iso(now_ns),
+            "updated_ns": now_ns,
+            "symbols": symbols,
+            "messages_total": st.messages,
+            "messages_per_second": round(rate, 1),
+            "duplicates_dropped": st.duplicates,
+            "quarantined": st.quarantined,
+            "server_shutdown_notices": st.shutdown_notices,
+            "latency_ms": quantiles(list(st.latency_ns), 1e6),
+            "durable_latency_ms": self.writer.durable.quantiles((0.5, 0.95, 0.99)),
+            "reconnects": sum(g.reconnects for g in self.groups),
+            "replacements": sum(g.replacements for g in self.groups),
+            "connect_failures": sum(g.connect_failures for g in self.groups),
+            "reconnect_seconds": quantiles(reconnect_s),
+            "max_backoff_seconds": max(
+                (d for g in self.groups for d in g.backoff_delays), default=0.0
+            ),
+            "connections": conns,
+            "gaps": {**self.book.counts(), "open_list": self.book.summary()},
+            "rest": rest.__dict__.copy() if rest else None,
+            "bytes_written": self.writer.bytes_written,
+            "lines_written": self.writer.lines_written,
+            "parts_sealed": self.writer.parts_sealed,
+            "open_parts": len(self.writer.parts),
+            "torn_lines_recovered": self.torn_lines_recovered,
+            "disk_free_bytes": disk_free(self.layout.root),
+            "metrics_url": self.metrics.url if self.metrics else None,
+        }
+
+    def write_heartbeat(self) -> None:
+        snap = self.snapshot()
+        self._prev_rate = (time.monotonic(), self.router.stats.messages)
+        try:
+            data = orjson.dumps(snap, option=orjson.OPT_INDENT_2)
+            atomic_write_bytes(self.layout.heartbeat_path, data, durable=False)
+        except OSError as exc:
+            log.error("cannot write heartbeat: %s", exc)
+
+    # main ------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code. Raises LockHeld."""
+        self._stop = asyncio.Event()
+        self.lock.acquire()
+        try:
+            return await self._run()
+        finally:
+            self.lock.release()
+
+    async def _run(self) -> int:
+        assert self._stop is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        log.info(
+            "collector writing to %s (symbols: %s)",
+            self.layout.root.resolve(),
+            ",".join(self.cfg.symbols),
+        )
+        report = await asyncio.to_thread(recover_lake, self.layout, self.cfg.collector.compression)
+        self.torn_lines_recovered = report.torn_lines
+        await asyncio.to_thread(self._restore_ids)
+        self._build_groups()
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        self.router.session(
+            "collector",
+            self.cfg.symbols,
+            "collector_start",
+            pid=os.getpid(),
+            recovered_parts=len(report.sealed),
+            torn_lines=report.torn_lines,
+        )
+        tasks = [loop.create_task(g.run(), name=f"group-{g.index}") for g in self.groups]
+        helpers = [
+            loop.create_task(c())
+            for c in (self._flush_loop, self._sync_loop, self._gap_loop, self._heartbeat_loop)
+        ]
+        if self.cfg.collector.repair_gaps:
+            c, b = self.cfg.collector, self.cfg.binance
+            self.repairer = RestRepairer(
+                rest_url=b.rest_base_url,
+                trade_stream=self.stream_kind,
+                time_unit=b.time_unit,
+                budget_per_minute=c.rest_weight_budget_per_minute,
+                writer=self.writer,
+                trackers=self.trackers,
+                book=self.book,
+            )
+            helpers.append(loop.create_task(self.repairer.run()))
+        if self.cfg.collector.metrics_port:
+            self.metrics = MetricsServer(
+                self.cfg.collector.metrics_host, self.cfg.collector.metrics_port, self.snapshot
+            )
+            try:
+                await self.metrics.start()
+            except OSError as exc:
+                log.error("metrics endpoint disabled: %s", exc)
+                self.metrics = None
+        if self.status == "starting":
+            self.status = "running"
+        self.write_heartbeat()
+        sd_notify("READY=1")
+        await self._stop.wait()
+        return await self._shutdown(tasks, helpers)
+
+    async def _shutdown(self, tasks: list[asyncio.Task], helpers: list[asyncio.Task]) -> int:
+        failed = self.writer.failed is not None
+        if not failed:
+            self.status = "stopping"
+        sd_notify("STOPPING=1")
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks, timeout=4.0)
+        for t in helpers:
+            t.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if not failed:
+            self.router.session("collector", self.cfg.symbols, "collector_stop", reason="signal")
+        await self.writer.close()
+        failed = self.writer.failed is not None
+        self.book.reconcile(self.trackers)
+        with contextlib.suppress(OSError):
+            self.book.save(force=True)
+        self.status = "failed" if failed else "stopped"
+        self.write_heartbeat()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if failed:
+            log.error("collector stopped after a write error: %s", self.error)
+            return EXIT_WRITE_FAILED
+        log.info("collector stopped cleanly (%d parts sealed)", self.writer.parts_sealed)
+        return EXIT_OK
