@@ -179,13 +179,18 @@ class MarketModel:
 
     def restart_clock(self, start_us: int) -> None:
         """Move the (not yet advanced) model's start to ``start_us``, keeping its draws."""
-        delta = start_us - self.start_us
-        self.start_us = start_us
         for market in self.symbols.values():
             if market.ledger.trade_count:
                 raise RuntimeError("cannot restart the clock of a market that already traded")
-            market.next_order += delta
-            market.next_quote += delta
+        self.shift_clock(start_us - self.start_us)
+
+    def shift_clock(self, delta_us: int) -> None:
+        """Postpone every pending event by ``delta_us`` (a pause: no backlog on resume)."""
+        self.start_us += delta_us
+        for market in self.symbols.values():
+            market.next_order += delta_us
+            market.next_quote += delta_us
+            market.burst_until += delta_us
 
     def ledger(self, symbol: str) -> SymbolLedger:
         return self.symbols[symbol].ledger

@@ -124,8 +124,11 @@ class RestApi:
         return limit
 
     def _time(self, request: web.Request, name: str, unit_div: int) -> int | None:
+        """A time parameter in µs; an end time covers its whole millisecond."""
         value = self._int(request, name)
-        return None if value is None else value * unit_div  # to µs
+        if value is None:
+            return None
+        return value * unit_div + (unit_div - 1 if name == "endTime" else 0)
 
     # -- endpoints --------------------------------------------------------------------------
     def exchange_info(self, request: web.Request, unit_div: int) -> dict:

@@ -40,6 +40,7 @@ class ExchangeSimulator:
         self.port = 0
         self.connections_total = 0
         self.connections_refused = 0
+        self._paused_at_us: int | None = None
         self.replay_finished = asyncio.Event()  # set when a replay file has been fully sent
         self.stream_symbols = set(cfg.symbols)
         if cfg.replay_path is not None:
@@ -65,7 +66,10 @@ class ExchangeSimulator:
             self._tasks.append(asyncio.create_task(replay_file(self, self.cfg)))
         else:
             # Restart the model clock now so the first events are not a backlog since __init__.
-            self.market.restart_clock(time.time_ns() // 1000)
+            now_us = time.time_ns() // 1000
+            self.market.restart_clock(now_us)
+            if self._paused_at_us is not None:  # paused before start: trading begins on resume
+                self._paused_at_us = now_us
             self._tasks.append(asyncio.create_task(self._market_loop()))
         log.info("simulator listening on %s (REST %s)", self.ws_url, self.rest_url)
 
@@ -107,10 +111,36 @@ class ExchangeSimulator:
     async def _market_loop(self) -> None:
         interval = self.cfg.tick_interval_s
         while True:
-            events = self.market.advance(time.time_ns() // 1000)
-            if events:
-                self.publish(events)
+            if self._paused_at_us is None:
+                events = self.market.advance(time.time_ns() // 1000)
+                if events:
+                    self.publish(events)
             await asyncio.sleep(interval)
+
+    def pause_market(self) -> None:
+        """Stop trading (like exchange maintenance): no new trades or quotes until resumed.
+
+        Connections stay open. Thread-safe; REST answers stay valid and complete.
+        """
+        self.faults._run(self._pause)
+
+    def resume_market(self) -> None:
+        """Resume trading; the paused time is skipped, so no backlog of events is produced."""
+        self.faults._run(self._resume)
+
+    def _pause(self) -> None:
+        if self._paused_at_us is None:
+            now_us = time.time_ns() // 1000
+            if self._tasks:  # running: publish what happened up to now, then freeze
+                events = self.market.advance(now_us)
+                if events:
+                    self.publish(events)
+            self._paused_at_us = now_us
+
+    def _resume(self) -> None:
+        if self._paused_at_us is not None:
+            self.market.shift_clock(time.time_ns() // 1000 - self._paused_at_us)
+            self._paused_at_us = None
 
     def publish(self, events: list[Event]) -> None:
         """Hand freshly published events to every open connection."""
