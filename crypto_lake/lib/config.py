@@ -86,7 +86,7 @@ class MacroConfig(_Section):
     # None: real Yahoo through yfinance's own session. A URL (tests: http://127.0.0.1:PORT)
     # routes every *.yahoo.com request yfinance makes to that server instead.
     yahoo_base_url: str | None = None
-    start_date: str = "2026-01-01"  # first daily partition shown in the UI
+    start_date: date = date(2026, 1, 1)  # first daily partition (Yahoo keeps only ~30 days)
     catchup_days: int = Field(7, ge=0, le=29)  # Yahoo keeps 1-minute bars ~30 days
     request_timeout_seconds: float = Field(20.0, gt=0)
     max_attempts: int = Field(5, ge=1)

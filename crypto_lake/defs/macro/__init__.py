@@ -1,0 +1,1 @@
+"""Macro minute data: yfinance 1-minute bars (macro_minute) and the synthetic DXY."""

@@ -1,0 +1,150 @@
+"""macro_minute (yfinance 1-minute bars) and dxy_synthetic_minute (ICE formula from FX bars)."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from crypto_lake.defs.macro.partitions import DATE_DIM, TICKER_DIM, dxy_partitions, macro_partitions
+from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.macro import (
+    DXY_WEIGHTS,
+    PartitionOutcome,
+    refresh_dxy,
+    refresh_partition,
+)
+from crypto_lake.lib.yahoo import YahooFetchError, YahooSettings
+
+# Yahoo rate-limits per IP: runs that call it share this pool (limit it in dagster.yaml).
+YAHOO_POOL = "yahoo"
+COVERAGE_CHECK = "in_session_minutes_complete"
+
+BAR_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("ticker", "string", description="Yahoo ticker, e.g. ES=F"),
+        dg.TableColumn("ts", "timestamp[us, UTC]", description="minute start, UTC"),
+        *(dg.TableColumn(c, "float64") for c in ("open", "high", "low", "close")),
+        dg.TableColumn("volume", "int64", description="0 for FX"),
+    ]
+)
+
+
+def yahoo_settings(lake: LakeResource) -> YahooSettings:
+    m = lake.config.macro
+    return YahooSettings(
+        base_url=m.yahoo_base_url,
+        timeout_seconds=m.request_timeout_seconds,
+        max_attempts=m.max_attempts,
+        backoff_base_seconds=m.backoff_base_seconds,
+        backoff_cap_seconds=m.backoff_cap_seconds,
+        cache_dir=lake.layout.state_dir / "yfinance",
+    )
+
+
+def outcome_metadata(o: PartitionOutcome) -> dict[str, object]:
+    cov = o.coverage
+    return {
+        "dagster/row_count": o.stored_rows,
+        "dagster/uri": dg.MetadataValue.path(str(o.path)),
+        "dagster/column_schema": BAR_COLUMNS,
+        "status": o.status,
+        "got_nothing": o.got_nothing,
+        "fetched_rows": o.fetched_rows,
+        "stored_rows_before": o.stored_rows_before,
+        "new_minutes": o.new_minutes,
+        "file_changed": o.file_changed,
+        "in_session_minutes": cov.in_session_minutes,
+        "missing_in_session_minutes": cov.missing_in_session,
+        "missing_fraction": round(cov.missing_fraction, 6),
+        "rows_outside_session": cov.rows_outside_session,
+        "missing_ranges": dg.MetadataValue.json([list(r) for r in cov.missing_ranges]),
+        "first_ts": o.first_ts or "",
+        "last_ts": o.last_ts or "",
+        "attempts": o.attempts,
+        "rate_limited_retries": o.rate_limited,
+        "dropped_incomplete": o.dropped_incomplete,
+        "dropped_invalid": o.dropped_invalid,
+        "dropped_outside_day": o.dropped_outside_day,
+        "yahoo_reason": o.reason,
+    }
+
+
+@dg.asset(
+    partitions_def=macro_partitions,
+    group_name="macro",
+    kinds={"parquet", "python"},
+    pool=YAHOO_POOL,
+    check_specs=[dg.AssetCheckSpec(COVERAGE_CHECK, asset="macro_minute")],
+)
+def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """1-minute OHLCV bars of macro/FX tickers from Yahoo Finance (yfinance), UTC, regular
+    trading hours, one file per ticker and UTC day under `macro_1m/`. Columns ticker, ts,
+    open, high, low, close, volume; unique by (ticker, ts). A refresh merges Yahoo's answer
+    into what is stored and never removes a stored bar: an empty or failed answer leaves the
+    file as it was. Metadata: stored rows, what this fetch brought (`got_nothing`), and the
+    minutes missing inside the ticker's trading hours (weekends and holidays don't count)."""
+    keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
+    day, ticker = keys[DATE_DIM], keys[TICKER_DIM]
+    now = datetime.now(UTC)
+    try:
+        outcome = refresh_partition(lake.layout, ticker, day, now, yahoo_settings(lake))
+    except YahooFetchError as exc:
+        raise dg.Failure(
+            description=f"{exc}. Stored bars were left unchanged.",
+            metadata={
+                "attempts": exc.attempts,
+                "rate_limited_retries": exc.rate_limited,
+                "errors": dg.MetadataValue.json(exc.errors[-5:]),
+            },
+        ) from exc
+    cov = outcome.coverage
+    max_missing = lake.config.macro.max_missing_fraction
+    context.log.info(
+        f"{ticker} {day}: {outcome.status}, fetched {outcome.fetched_rows}, stored "
+        f"{outcome.stored_rows}, missing in session {cov.missing_in_session}"
+    )
+    check = dg.AssetCheckResult(
+        check_name=COVERAGE_CHECK,
+        passed=cov.missing_fraction <= max_missing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "missing_in_session_minutes": cov.missing_in_session,
+            "in_session_minutes": cov.in_session_minutes,
+            "missing_fraction": round(cov.missing_fraction, 6),
+            "max_missing_fraction": max_missing,
+            "missing_ranges": dg.MetadataValue.json([list(r) for r in cov.missing_ranges]),
+        },
+    )
+    return dg.MaterializeResult(metadata=outcome_metadata(outcome), check_results=[check])
+
+
+@dg.asset(
+    partitions_def=dxy_partitions,
+    group_name="macro",
+    kinds={"parquet", "duckdb"},
+    # Default mapping (day -> every ticker of that day); naming the beta
+    # MultiToSingleDimensionPartitionMapping would only add a warning.
+    deps=["macro_minute"],
+)
+def dxy_synthetic_minute(
+    context: dg.AssetExecutionContext, lake: LakeResource
+) -> dg.MaterializeResult:
+    """Synthetic US Dollar Index per UTC minute from the FX bars of macro_minute, with ICE's
+    formula: 50.14348112 × EURUSD^-0.576 × USDJPY^0.136 × GBPUSD^-0.119 × USDCAD^0.091 ×
+    USDSEK^0.042 × USDCHF^0.036. Only minutes where all six FX inputs have a bar are computed
+    (columns ts, open, close). Never shrinks what is stored."""
+    day = context.partition_key
+    out = refresh_dxy(lake.layout, day)
+    if out.missing_inputs:
+        context.log.warning(f"DXY {day}: no bars for {', '.join(out.missing_inputs)}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": out.stored_rows,
+            "dagster/uri": dg.MetadataValue.path(str(out.path)),
+            "computed_minutes": out.rows,
+            "got_nothing": out.rows == 0,
+            "minutes_with_some_inputs_missing": out.minutes_with_some_inputs,
+            "missing_inputs": dg.MetadataValue.json(out.missing_inputs),
+            "inputs": dg.MetadataValue.json(list(DXY_WEIGHTS)),
+            "file_changed": out.file_changed,
+        }
+    )

@@ -1,0 +1,142 @@
+"""Macro schedules: refresh today every 15 minutes, catch up the last days on a fresh lake.
+
+``macro_minute_schedule`` (every 15 min, RUNNING by default) requests one run per ticker for
+today's partition (and yesterday's during the first hour of the UTC day, so its last minutes
+land), plus, once each, every (day, ticker) of the last ``macro.catchup_days`` days that was
+never materialized: that is the start-up catch-up of a fresh lake.
+
+``dxy_synthetic_minute_schedule`` (every 15 min, 5 minutes later) recomputes today's DXY and
+any recent day whose FX input files are newer than its DXY file.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+
+from crypto_lake.defs.macro.assets import dxy_synthetic_minute, macro_minute
+from crypto_lake.defs.macro.partitions import (
+    CONFIG,
+    MACRO_TICKERS,
+    macro_key,
+)
+from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.macro import DXY_WEIGHTS, bar_path, dxy_path
+from crypto_lake.lib.paths import LakeLayout
+
+macro_minute_job = dg.define_asset_job("macro_minute_job", selection=[macro_minute])
+dxy_synthetic_minute_job = dg.define_asset_job(
+    "dxy_synthetic_minute_job", selection=[dxy_synthetic_minute]
+)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    day: str
+    ticker: str
+    reason: str  # recent | catchup
+
+
+def recent_days(now: datetime, first_day: date) -> list[str]:
+    """Today, plus yesterday during the first hour of the UTC day."""
+    today = now.astimezone(UTC).date()
+    days = [today]
+    if now.astimezone(UTC).hour == 0:
+        days.insert(0, today - timedelta(days=1))
+    return [d.isoformat() for d in days if d >= first_day]
+
+
+def plan_macro_runs(
+    now: datetime,
+    tickers: list[str],
+    materialized: set[str],
+    catchup_days: int,
+    first_day: date,
+) -> list[PlannedRun]:
+    """Which (day, ticker) partitions a schedule tick should refresh (see module docstring)."""
+    recent = recent_days(now, first_day)
+    today = now.astimezone(UTC).date()
+    runs = [PlannedRun(d, t, "recent") for d in recent for t in tickers]
+    for back in range(catchup_days, 0, -1):
+        day = today - timedelta(days=back)
+        if day < first_day or day.isoformat() in recent:
+            continue
+        runs += [
+            PlannedRun(day.isoformat(), t, "catchup")
+            for t in tickers
+            if f"{day.isoformat()}|{t}" not in materialized
+        ]
+    return runs
+
+
+def stale_dxy_days(layout: LakeLayout, days: list[str]) -> list[tuple[str, int]]:
+    """Days whose newest FX input file is newer than the DXY file (with that input mtime)."""
+    out = []
+    for day in days:
+        inputs = [bar_path(layout, t, day) for t in DXY_WEIGHTS]
+        mtimes = [p.stat().st_mtime_ns for p in inputs if p.exists()]
+        if not mtimes:
+            continue
+        target = dxy_path(layout, day)
+        if not target.exists() or target.stat().st_mtime_ns < max(mtimes):
+            out.append((day, max(mtimes)))
+    return out
+
+
+def _tick(context: dg.ScheduleEvaluationContext) -> datetime:
+    return context.scheduled_execution_time or datetime.now(UTC)
+
+
+@dg.schedule(
+    job=macro_minute_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def macro_minute_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    """Refresh today's macro minute bars for every ticker; catch up recent days never fetched."""
+    now = _tick(context)
+    materialized = set(context.instance.get_materialized_partitions(macro_minute.key))
+    plan = plan_macro_runs(
+        now, MACRO_TICKERS, materialized, CONFIG.macro.catchup_days, CONFIG.macro.start_date
+    )
+    stamp = now.strftime("%Y%m%dT%H%M")
+    return [
+        dg.RunRequest(
+            partition_key=macro_key(r.day, r.ticker),
+            # Catch-up runs are requested once ever; recent ones once per tick.
+            run_key=f"catchup:{r.day}|{r.ticker}"
+            if r.reason == "catchup"
+            else f"{stamp}:{r.day}|{r.ticker}",
+            tags={"crypto_lake/macro_reason": r.reason},
+        )
+        for r in plan
+    ]
+
+
+@dg.schedule(
+    job=dxy_synthetic_minute_job,
+    cron_schedule="5-59/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def dxy_synthetic_minute_schedule(
+    context: dg.ScheduleEvaluationContext, lake: LakeResource
+) -> list[dg.RunRequest]:
+    """Recompute today's synthetic DXY, and any recent day whose FX bars changed since."""
+    now = _tick(context)
+    today = now.astimezone(UTC).date()
+    first = CONFIG.macro.start_date
+    recent = recent_days(now, first)
+    window = [
+        (today - timedelta(days=b)).isoformat()
+        for b in range(CONFIG.macro.catchup_days, 0, -1)
+        if today - timedelta(days=b) >= first
+    ]
+    stamp = now.strftime("%Y%m%dT%H%M")
+    requests = [dg.RunRequest(partition_key=d, run_key=f"{stamp}:{d}") for d in recent]
+    requests += [
+        dg.RunRequest(partition_key=d, run_key=f"inputs:{d}:{mtime}")
+        for d, mtime in stale_dxy_days(lake.layout, [d for d in window if d not in recent])
+    ]
+    return requests
