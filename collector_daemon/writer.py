@@ -12,6 +12,7 @@ more is accepted, and the failure callback tells the collector to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -204,10 +205,11 @@ class RawWriter:
             # A short write may have left half a line: cut back to the last whole line so
             # recovery seals clean data. The .open files stay for the next start.
             try:
-                os.ftruncate(part.fd, part.good_offset)
+                os.truncate(part.path, part.good_offset)
             except OSError as trunc_exc:
                 log.error("cannot truncate %s: %s", part.path, trunc_exc)
-            os.close(part.fd)
+            with contextlib.suppress(OSError):
+                os.close(part.fd)
         self.parts.clear()
         if self.on_failure is not None:
             self.on_failure(exc)
