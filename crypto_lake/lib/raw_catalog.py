@@ -90,10 +90,7 @@ def ndjson_source(param: str = "paths") -> str:
         "{recv_ns: 'BIGINT', conn: 'VARCHAR', unit: 'VARCHAR', stream: 'VARCHAR', "
         "rest: 'VARCHAR', session: 'VARCHAR', data: 'JSON'}"
     )
-    return (
-        f"read_ndjson(${param}, columns={columns}, ignore_errors=true, filename=true, "
-        "maximum_object_size=16777216)"
-    )
+    return f"read_ndjson(${param}, columns={columns}, ignore_errors=true, filename=true)"
 
 
 def scan_raw_files(paths: list[Path], con: duckdb.DuckDBPyConnection | None = None) -> dict:
