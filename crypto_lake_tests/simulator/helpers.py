@@ -83,6 +83,20 @@ async def collect(
     return frames, ws
 
 
+async def drain(ws: aiohttp.ClientWebSocketResponse, quiet_s: float = 0.3) -> list[str]:
+    """Text frames still arriving until the connection has been quiet for ``quiet_s``."""
+    frames: list[str] = []
+    while True:
+        try:
+            msg = await ws.receive(timeout=quiet_s)
+        except TimeoutError:
+            return frames
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            frames.append(msg.data)
+        elif msg.type in _ENDED:
+            return frames
+
+
 def parse_frames(frames: list[str]) -> list[dict]:
     return [orjson.loads(f) for f in frames]
 

@@ -12,6 +12,7 @@ from crypto_lake_tests.simulator.helpers import (
     aio,
     collect,
     data_of,
+    drain,
     get_json,
     running,
     sim_client,
@@ -62,13 +63,7 @@ async def test_rest_klines_equal_klines_rebuilt_from_streamed_trades() -> None:
         # Connect while the market is closed, so the client sees every trade ever made.
         frames, ws = await collect(session, url, 3.0, on_open=sim.resume_market)
         sim.pause_market()
-        await asyncio.sleep(0.2)  # the last published frames reach the client
-        while True:
-            try:
-                msg = await ws.receive(timeout=0.3)
-            except TimeoutError:
-                break
-            frames.append(msg.data)
+        frames += await drain(ws)  # the last published frames reach the client
         await ws.close()
         for symbol in ("BTCUSDT", "ETHUSDT"):
             trades = [t for t in data_of(frames, "trade") if t["s"] == symbol]
