@@ -192,7 +192,8 @@ def last_trade_price(trades_path: Path) -> Decimal | None:
     return row[0]
 
 
-_BARS_1M_SQL = """
+# The 1-minute rollup of read_parquet($bars); also used by rule R7.
+BARS_1M_SELECT = """
 SELECT any_value(symbol) AS symbol,
     time_bucket(INTERVAL 1 minute, window_start) AS window_start,
     coalesce(arg_min(open, window_start) FILTER (WHERE NOT is_empty),
@@ -218,8 +219,8 @@ SELECT any_value(symbol) AS symbol,
     count(*) FILTER (WHERE is_outage)::INTEGER AS outage_seconds
 FROM read_parquet($bars)
 GROUP BY time_bucket(INTERVAL 1 minute, window_start)
-ORDER BY window_start
 """
+_BARS_1M_SQL = BARS_1M_SELECT + "ORDER BY window_start"
 
 
 def build_bars_1m(

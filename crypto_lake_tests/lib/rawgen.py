@@ -175,3 +175,70 @@ def clean_lines(trades: list[Trade], quotes: list[Quote]) -> list[tuple[int, byt
     lines = [(tr.t_ms + 5, trade_line(tr, tr.t_ms + 5)) for tr in trades]
     lines += [(q.recv_ms, quote_line(q)) for q in quotes]
     return sorted(lines, key=lambda x: x[0])
+
+
+@dataclass
+class Partition:
+    """Outputs of one (BTCUSDT, DAY) build under a temporary lake."""
+
+    layout: LakeLayout
+    files: list[Path]
+    stats: object
+    trades: Path
+    quotes: Path
+    bars: Path
+    bars_1m: Path
+
+
+def build_partition(root: Path, lines: list[tuple[int, bytes]], threads: int | None = None,
+                    shuffle_seed: int | None = None) -> Partition:  # fmt: skip
+    """Raw lines -> catalog -> trades/quotes -> bars_1s -> bars_1m, in the lake layout."""
+    from crypto_lake.lib.bars import build_bars_1m, build_bars_1s
+    from crypto_lake.lib.raw_catalog import RawCatalog
+    from crypto_lake.lib.ticks import build_ticks, connect
+
+    layout = LakeLayout(root)
+    write_raw(layout, lines, shuffle_seed=shuffle_seed)
+    catalog = RawCatalog(layout)
+    catalog.refresh()
+    files = catalog.files_for("BTCUSDT", DAY)
+    con = connect(threads=threads)
+
+    def out(ds: str) -> Path:
+        return layout.market_partition_dir(ds, "BTCUSDT", DAY) / "part-0.parquet"
+
+    stats = build_ticks(files, "BTCUSDT", DAY, out("trades"), out("quotes"),
+                        layout.quarantine_root / "transform", con=con)  # fmt: skip
+    build_bars_1s(out("trades"), out("quotes"), "BTCUSDT", DAY, out("bars_1s"), stats.outages,
+                  con=con)  # fmt: skip
+    build_bars_1m(out("bars_1s"), out("bars_1m"), con=con)
+    return Partition(layout, files, stats, out("trades"), out("quotes"), out("bars_1s"),
+                     out("bars_1m"))  # fmt: skip
+
+
+def rest_klines(trades: list[Trade]) -> list[list]:
+    """Binance REST 1 m kline arrays for DAY built from ``trades`` (empty minutes carry close)."""
+    by_min: dict[int, list[Trade]] = defaultdict(list)
+    last_close = None
+    for tr in trades:
+        if tr.t_ms < DAY_START_MS:
+            last_close = tr.price
+        elif tr.t_ms < DAY_END_MS:
+            by_min[tr.t_ms // 60_000].append(tr)
+    rows = []
+    for minute in range(DAY_START_MS // 60_000, DAY_END_MS // 60_000):
+        g = by_min.get(minute, [])
+        if not g and last_close is None:
+            continue
+        p = [Decimal(t.price) for t in g] or [Decimal(last_close)]
+        vol = sum((Decimal(t.qty) for t in g), Decimal(0))
+        qv = sum((Decimal(t.price) * Decimal(t.qty) for t in g), Decimal(0))
+        tb = sum((Decimal(t.qty) for t in g if not t.m), Decimal(0))
+        o = minute * 60_000
+        ohlc = [f"{x:.8f}" for x in (p[0], max(p), min(p), p[-1])]
+        rows.append(
+            [o, *ohlc, f"{vol:.8f}", o + 59_999, f"{qv:.8f}", len(g), f"{tb:.8f}", "0", "0"]
+        )
+        if g:
+            last_close = g[-1].price
+    return rows

@@ -1,0 +1,141 @@
+"""The query layer (SPEC §10): a DuckDB database file of views over the lake's Parquet.
+
+Views read hive-partitioned Parquet directly, so they always see the current files; the
+database only stores the view definitions. Paths come from :class:`LakeLayout` (whose parts
+are validated) and are embedded as escaped SQL string literals. A dataset with no files yet
+gets an empty view of the right columns, so queries bind on a fresh lake.
+
+The database is built under a temporary name and renamed into place, so a reader never
+opens a half-built file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import duckdb
+
+from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.paths import EXCHANGE, LakeLayout
+
+log = get_logger("views")
+
+# Columns of each dataset (for the empty views of a fresh lake); hive columns come last.
+_PRICE, _QTY, _VOL, _QVOL = "DECIMAL(18,8)", "DECIMAL(20,8)", "DECIMAL(38,8)", "DECIMAL(38,16)"
+_BARS = [
+    ("symbol", "VARCHAR"), ("window_start", "TIMESTAMPTZ"), ("open", _PRICE),
+    ("high", _PRICE), ("low", _PRICE), ("close", _PRICE), ("volume_base", _VOL),
+    ("volume_quote", _QVOL), ("trade_count", "BIGINT"), ("vwap", "DOUBLE"),
+    ("taker_buy_base", _VOL), ("first_trade_id", "BIGINT"), ("last_trade_id", "BIGINT"),
+    ("bid", _PRICE), ("ask", _PRICE), ("bid_qty", _QTY), ("ask_qty", _QTY), ("mid", "DOUBLE"),
+    ("spread", _PRICE), ("spread_bps", "DOUBLE"), ("is_live", "BOOLEAN"),
+    ("is_repaired", "BOOLEAN"), ("is_empty", "BOOLEAN"), ("is_outage", "BOOLEAN"),
+]  # fmt: skip
+SCHEMAS: dict[str, list[tuple[str, str]]] = {
+    "trades": [
+        ("symbol", "VARCHAR"), ("trade_id", "BIGINT"), ("ts_event", "TIMESTAMPTZ"),
+        ("ts_recv", "TIMESTAMPTZ"), ("price", _PRICE), ("qty", _QTY), ("quote_qty", _QVOL),
+        ("is_buyer_maker", "BOOLEAN"), ("repaired", "BOOLEAN"), ("first_trade_id", "BIGINT"),
+        ("last_trade_id", "BIGINT"), ("trade_count", "BIGINT"),
+    ],
+    "quotes": [
+        ("symbol", "VARCHAR"), ("update_id", "BIGINT"), ("ts_recv", "TIMESTAMPTZ"),
+        ("bid", _PRICE), ("bid_qty", _QTY), ("ask", _PRICE), ("ask_qty", _QTY),
+    ],
+    "bars_1s": _BARS,
+    "bars_1m": [*_BARS, ("seconds", "INTEGER"), ("trade_seconds", "INTEGER"),
+                ("outage_seconds", "INTEGER")],
+    "klines_1m": [
+        ("symbol", "VARCHAR"), ("open_time", "TIMESTAMPTZ"), ("open", _PRICE),
+        ("high", _PRICE), ("low", _PRICE), ("close", _PRICE), ("volume", _VOL),
+        ("close_time", "TIMESTAMPTZ"), ("quote_volume", _VOL), ("trade_count", "BIGINT"),
+        ("taker_buy_base", _VOL), ("taker_buy_quote", _VOL),
+    ],
+}  # fmt: skip
+VIEW_DATASETS = tuple(SCHEMAS)
+
+_COMPARE_SQL = """
+CREATE OR REPLACE VIEW compare_bars_vs_klines_1m AS
+SELECT coalesce(b.symbol, k.symbol) AS symbol, coalesce(b.window_start, k.open_time) AS minute,
+    b.open AS bar_open, k.open AS kline_open, b.high AS bar_high, k.high AS kline_high,
+    b.low AS bar_low, k.low AS kline_low, b.close AS bar_close, k.close AS kline_close,
+    b.volume_base AS bar_volume, k.volume AS kline_volume,
+    b.volume_quote AS bar_quote_volume, k.quote_volume AS kline_quote_volume,
+    b.trade_count AS bar_trade_count, k.trade_count AS kline_trade_count,
+    (b.open = k.open AND b.high = k.high AND b.low = k.low AND b.close = k.close
+     AND b.volume_base = k.volume AND b.trade_count = k.trade_count) AS matches
+FROM bars_1m b FULL JOIN klines_1m k ON b.symbol = k.symbol AND b.window_start = k.open_time
+"""
+
+
+def sql_literal(path: Path | str) -> str:
+    """A path as a single-quoted SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def dataset_glob(layout: LakeLayout, dataset: str) -> Path:
+    return layout.dataset_root(dataset) / f"exchange={EXCHANGE}" / "*" / "*" / "*.parquet"
+
+
+def dataset_source(layout: LakeLayout, dataset: str) -> str:
+    """SELECT over a dataset's partitions (hive columns exchange/date added), or an empty one."""
+    glob = dataset_glob(layout, dataset)
+    if any(layout.dataset_root(dataset).glob(f"exchange={EXCHANGE}/*/*/*.parquet")):
+        return (
+            f"SELECT * FROM read_parquet({sql_literal(glob)}, hive_partitioning = true, "
+            "union_by_name = true)"
+        )
+    cols = [*SCHEMAS[dataset], ("exchange", "VARCHAR"), ("date", "DATE")]
+    return "SELECT " + ", ".join(f"NULL::{t} AS {n}" for n, t in cols) + " WHERE false"
+
+
+def view_statements(layout: LakeLayout) -> list[str]:
+    """CREATE VIEW statements for the market datasets and the bars-vs-klines comparison."""
+    out = [f"CREATE OR REPLACE VIEW {d} AS {dataset_source(layout, d)}" for d in VIEW_DATASETS]
+    return [*out, _COMPARE_SQL]
+
+
+def _default_extra(layout: LakeLayout) -> list[str]:
+    """Views other domains contribute (macro_minute, ...), when their module is present."""
+    try:
+        from crypto_lake.lib.macro import macro_view_statements
+    except ImportError:
+        return []
+    return macro_view_statements(layout)
+
+
+def build_lake_views(
+    layout: LakeLayout,
+    db_path: Path | None = None,
+    extra_statements: Iterable[str] | Callable[[LakeLayout], Iterable[str]] | None = None,
+) -> Path:
+    """(Re)create the views database (default ``state/lake.duckdb``); returns its path.
+
+    ``extra_statements`` adds views of other domains; by default the macro views are added.
+    """
+    db_path = Path(db_path or layout.duckdb_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    if extra_statements is None:
+        extra = _default_extra(layout)
+    elif callable(extra_statements):
+        extra = list(extra_statements(layout))
+    else:
+        extra = list(extra_statements)
+    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            for stmt in [*view_statements(layout), *extra]:
+                con.execute(stmt)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, db_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    log.info("lake views written to %s", db_path)
+    return db_path

@@ -1,0 +1,129 @@
+"""R1-R7: silent on clean data, firing on each crafted violation; the Markdown report; the CLI."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from crypto_lake.lib.klines import write_klines
+from crypto_lake.lib.rules import evaluate_rules, main, overall_verdict, render_rules_report
+from crypto_lake.lib.ticks import write_parquet
+from crypto_lake_tests.lib import rawgen
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    trades, quotes = rawgen.make_trades(600, seed=21), rawgen.make_quotes(80, seed=22)
+    root = tmp_path_factory.mktemp("rules")
+    part = rawgen.build_partition(root, rawgen.clean_lines(trades, quotes))
+    klines = part.layout.market_partition_dir("klines_1m", "BTCUSDT", rawgen.DAY) / "k.parquet"
+    write_klines(rawgen.rest_klines(trades), klines, symbol="BTCUSDT")
+    return part, klines, trades
+
+
+def _mutate(src: Path, dst: Path, sql: str) -> Path:
+    """Copy a bars file through a DuckDB SELECT that injects a violation."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    table = con.sql(sql.replace("BARS", f"read_parquet('{src}')")).to_arrow_table()
+    write_parquet(table, dst)
+    return dst
+
+
+def test_clean_partition_passes_every_rule(clean):
+    part, klines, _ = clean
+    results = evaluate_rules(part.bars, klines, part.trades)
+    assert [r for r in results.values() if not r.passed] == []
+    assert not results["R7"].skipped and results["R7"].checked == 1440
+    assert results["R1"].checked == 86_400
+    assert overall_verdict(results) == "PASS"
+
+
+CASES = {
+    # rule: (SELECT over BARS with a row number n, minimum violations)
+    "R1": ("SELECT * REPLACE (CASE WHEN n = 1000 THEN high + 1 ELSE open END AS open)", 1),
+    "R2": ("SELECT * REPLACE (CASE WHEN n IN (5, 6) THEN 0 ELSE low END AS low)", 2),
+    "R3": ("SELECT * REPLACE (CASE WHEN n = 80000 THEN bid - 1 ELSE ask END AS ask)", 1),
+    "R4": ("SELECT * REPLACE (CASE WHEN n = 40000 THEN NULL ELSE close END AS close)", 1),
+    "R5": ("SELECT * EXCLUDE (n) FROM t WHERE n <> 300 UNION ALL "
+           "SELECT * EXCLUDE (n) FROM t WHERE n = 9", 2),
+    "R6": ("SELECT * REPLACE (CASE WHEN n % 100 = 0 THEN 600.0 ELSE spread_bps END "
+           "AS spread_bps)", 800),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_fires_on_crafted_violation(clean, tmp_path, rule):
+    part, _, _ = clean
+    select, minimum = CASES[rule]
+    if rule == "R5":
+        sql = (
+            f"WITH t AS (SELECT *, row_number() OVER (ORDER BY window_start) n FROM BARS) {select}"
+        )
+    else:
+        sql = (f"WITH t AS (SELECT *, row_number() OVER (ORDER BY window_start) n FROM BARS) "
+               f"{select.replace('SELECT * REPLACE', 'SELECT * EXCLUDE (n) REPLACE')} FROM t "
+               "ORDER BY window_start")  # fmt: skip
+    bad = _mutate(part.bars, tmp_path / "bad.parquet", sql)
+    results = evaluate_rules(bad, None, None)
+    r = results[rule]
+    assert not r.passed and r.violations >= minimum, r
+    assert r.worst_rows, "the offending rows are named"
+    others = [x.rule for x in results.values() if not x.passed and x.rule != rule]
+    # R1/R2 injections may also trip the other price rule; nothing else may fire.
+    assert set(others) <= {"R1", "R2", "R4"} - {rule}
+    report = render_rules_report(results, "crafted")
+    assert f"## {rule}: top offending rows" in report
+    expected = "FAIL" if r.severity == "critical" else "INVESTIGATE"
+    assert f"**Overall: {expected}**" in report
+
+
+def test_r4_names_the_bad_row(clean, tmp_path):
+    part, _, _ = clean
+    sql = ("WITH t AS (SELECT *, row_number() OVER (ORDER BY window_start) n FROM BARS) "
+           "SELECT * EXCLUDE (n) REPLACE (CASE WHEN n = 40001 THEN NULL ELSE close END AS close) "
+           "FROM t ORDER BY window_start")  # fmt: skip
+    bad = _mutate(part.bars, tmp_path / "bad.parquet", sql)
+    r = evaluate_rules(bad)["R4"]
+    assert r.violations == 1
+    assert r.worst_rows[0]["window_start"].startswith("2024-03-01T11:06:40")
+
+
+def test_r5_reports_missing_trade_ids_from_trades(clean, tmp_path):
+    part, _, _ = clean
+    sql = "SELECT * FROM BARS WHERE trade_id NOT IN (10150, 10151, 10152) ORDER BY ts_event"
+    trades = _mutate(part.trades, tmp_path / "t.parquet", sql)
+    r = evaluate_rules(part.bars, None, trades)["R5"]
+    assert not r.passed and r.violations == 1
+    assert r.worst_rows[0]["first_missing"] == 10150 and r.worst_rows[0]["last_missing"] == 10152
+
+
+def test_r7_detects_kline_mismatch_and_skips_without_klines(clean, tmp_path):
+    part, _, trades = clean
+    rows = rawgen.rest_klines(trades)
+    rows[3] = [*rows[3][:5], str(Decimal(rows[3][5]) + Decimal("0.00000001")),
+               *rows[3][6:]]  # fmt: skip
+    bad = tmp_path / "k.parquet"
+    write_klines(rows, bad, symbol="BTCUSDT")
+    r7 = evaluate_rules(part.bars, bad)["R7"]
+    assert not r7.passed and r7.violations == 1
+    assert r7.worst_rows[0]["bar_volume"] != r7.worst_rows[0]["kl_volume"]
+    skipped = evaluate_rules(part.bars)["R7"]
+    assert skipped.skipped and skipped.passed
+
+
+def test_cli_prints_report(clean, capsys):
+    part, _, _ = clean
+    code = main(["--lake", str(part.layout.root), "--symbol", "BTCUSDT", "--date", rawgen.DAY])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "**Overall: PASS**" in out and "| R7 | major |" in out
+
+
+def test_cli_rejects_bad_symbol_and_missing_partition(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--lake", str(tmp_path), "--symbol", "../etc", "--date", rawgen.DAY])
+    assert main(["--lake", str(tmp_path), "--symbol", "BTCUSDT", "--date", rawgen.DAY]) == 2
