@@ -35,11 +35,13 @@ class Fleet:
 
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], logfile: Path) -> None:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], logfile: Path, cwd: Path = ROOT
+    ) -> None:
         log.info("starting %s: %s (log: %s)", name, " ".join(argv), logfile)
         out = open(logfile, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.procs[name] = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def dead(self) -> list[str]:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     try:
-        port_file = lake / "state" / "simulator.url"
+        port_file = lake / "state" / "simulator.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
         fleet.start(
@@ -130,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
              "--port-file", str(port_file)],
             env, lake / "logs" / "simulator.log",
         )  # fmt: skip
-        urls = dict(
-            line.split("=", 1) for line in _wait_for_file(port_file, fleet, 30).splitlines()
-        )
+        sim_port = int(_wait_for_file(port_file, fleet, 30))
+        urls = {"ws": f"ws://127.0.0.1:{sim_port}", "rest": f"http://127.0.0.1:{sim_port}"}
         env["CRYPTO_LAKE__BINANCE__WS_BASE_URL"] = urls["ws"]
         env["CRYPTO_LAKE__BINANCE__REST_BASE_URL"] = urls["rest"]
         env["CRYPTO_LAKE__COLLECTOR__ROTATE_SECONDS"] = str(args.rotate_seconds)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dagster",
                 [py, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
                  "-h", "127.0.0.1", "-p", str(args.port)],
-                env, lake / "logs" / "dagster.log",
+                env, lake / "logs" / "dagster.log", cwd=home,
             )  # fmt: skip
         print(
             f"\ncrypto_lake demo is running (lake: {lake})\n"

@@ -1,0 +1,78 @@
+"""The README's demo command starts everything, says where to look, and Ctrl+C stops it all."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.e2e
+def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTO_LAKE")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crypto_lake.demo", "--lake", str(tmp_path / "lake"),
+         "--port", str(port), "--rotate-seconds", "3", "--symbols", "BTCUSDT,ETHUSDT"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            out.append(line)
+            if "Press Ctrl+C" in line or proc.poll() is not None:
+                break
+        text = "".join(out)
+        assert f"Dagster UI         : http://127.0.0.1:{port}" in text, text
+        assert "raw files" in text and "exchange simulator : ws://127.0.0.1:" in text
+        # The UI answers, and the collector seals raw files from the simulator.
+        deadline = time.monotonic() + 300
+        ui_ok = False
+        while time.monotonic() < deadline and not ui_ok:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as r:
+                    ui_ok = r.status == 200
+            except OSError:
+                time.sleep(1)
+        assert ui_ok, "Dagster webserver did not answer"
+        raw = tmp_path / "lake" / "raw" / "binance" / "BTCUSDT"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(raw.glob("*/part-*.jsonl")):
+            time.sleep(0.5)
+        assert list(raw.glob("*/part-*.jsonl")), "no sealed raw file"
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl+C sends to the foreground process
+        rest, _ = proc.communicate(timeout=60)
+        out.append(rest)
+    assert proc.returncode == 0, "".join(out)
+    assert "crypto_lake demo stopped." in "".join(out)
+    # No child is left behind: every component was in its own process group, all gone now.
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    leftovers = [ln for ln in ps.splitlines() if str(tmp_path) in ln]
+    assert not leftovers, leftovers
+    assert not _group_alive(proc.pid)
