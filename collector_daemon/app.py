@@ -30,8 +30,9 @@ from collector_daemon.health import (
     watchdog_interval,
 )
 from collector_daemon.lock import LakeLock
-from collector_daemon.recovery import last_ids, recover_lake
+from collector_daemon.recovery import recover_lake
 from collector_daemon.repair import RestRepairer
+from collector_daemon.resume import load_checkpoint, recent_ids, restore_tracker, save_checkpoint
 from collector_daemon.router import Router
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
@@ -94,21 +95,34 @@ class Collector:
 
     # start-up --------------------------------------------------------------------------------
     def _restore_ids(self) -> None:
-        """Seed every tracker with the last id on disk, open gaps and holes in the files."""
-        for gap in self.book.load():
-            tracker = self.trackers.get(gap.symbol)
-            if tracker is not None and gap.stream.endswith(f"@{self.stream_kind}"):
-                tracker.add_hole(gap.first_id, gap.last_id, 0.0, gap.cause, declared=True)
+        """Seed every tracker from the id checkpoint and the newest raw files (resume.py)."""
+        open_gaps = self.book.load()
+        checkpoint = load_checkpoint(self.layout, self.stream_kind)
         for symbol, tracker in self.trackers.items():
-            found = last_ids(self.layout, symbol, f"{symbol.lower()}@{self.stream_kind}")
-            if found.last_id is None:
-                continue
-            tracker.next_id = max(tracker.next_id or 0, found.last_id + 1)
-            tracker.last_time = found.last_time
-            tracker.cause_hint = "restart"
-            for first, last in found.holes:
-                tracker.add_hole(first, last, 0.0, "file-hole", declared=False)
-            log.info("%s: resuming after id %d", symbol, found.last_id)
+            cp = checkpoint.get(symbol)
+            stream = f"{symbol.lower()}@{self.stream_kind}"
+            floor = int(cp["next_id"]) - 1 if cp else None
+            ids = recent_ids(self.layout, symbol, stream, floor)
+            if cp is None:  # checkpoint lost: fall back to the open gaps of the gap book
+                for gap in open_gaps:
+                    if gap.symbol == symbol and gap.stream == stream:
+                        tracker.add_hole(gap.first_id, gap.last_id, 0.0, gap.cause, True)
+            restore_tracker(tracker, cp, ids)
+            for hole in tracker.holes:  # a declared hole whose gap record was never saved
+                if hole.declared and not any(
+                    g.symbol == symbol and g.first_id <= hole.first and hole.last <= g.last_id
+                    for g in open_gaps
+                ):
+                    hole.declared = False
+            if tracker.next_id is not None:
+                log.info(
+                    "%s: resuming at id %d (%d missing ranges)",
+                    symbol,
+                    tracker.next_id,
+                    len(tracker.holes),
+                )
+        self.book.reconcile(self.trackers)
+        save_checkpoint(self.layout, self.stream_kind, self.trackers)
 
     def _build_groups(self) -> None:
         b = self.cfg.binance
@@ -178,6 +192,7 @@ class Collector:
                     self.book.declare(symbol, f"{symbol.lower()}@{stream}", hole)
                     new = True
             self.book.reconcile(self.trackers)
+            self._checkpoint()
             if new and self.repairer is not None:
                 self.repairer.wakeup.set()
             if self.book.dirty and now - last_save >= 0.5:
@@ -186,6 +201,16 @@ class Collector:
                     self.book.save()
                 except OSError as exc:
                     log.error("cannot save %s: %s", self.book.path, exc)
+
+    def _checkpoint(self) -> None:
+        """Flush first, so the checkpoint never claims an id that is not in a file."""
+        self.writer.flush()
+        if self.writer.failed is not None:
+            return
+        try:
+            save_checkpoint(self.layout, self.stream_kind, self.trackers)
+        except OSError as exc:
+            log.error("cannot save the id checkpoint: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
         wd = watchdog_interval()
@@ -353,6 +378,8 @@ class Collector:
             self.router.session("collector", self.cfg.symbols, "collector_stop", reason="signal")
         await self.writer.close()
         failed = self.writer.failed is not None
+        if not failed:
+            self._checkpoint()
         self.book.reconcile(self.trackers)
         with contextlib.suppress(OSError):
             self.book.save(force=True)

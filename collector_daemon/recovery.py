@@ -1,4 +1,4 @@
-"""Start-up recovery: seal leftover ``.open`` files and find where each symbol's ids stopped.
+"""Start-up recovery: cut torn tails off leftover ``.open`` files and seal them.
 
 After a crash (kill -9, power loss, disk full) the lake may hold:
 
@@ -7,22 +7,15 @@ After a crash (kill -9, power loss, disk full) the lake may hold:
 * a stale ``.open`` beside its already-sealed compressed copy (crash between the rename and
   the unlink): the sealed file is complete, the ``.open`` is deleted;
 * ``.part-*.tmp`` leftovers of an interrupted compression: deleted.
-
-``last_ids`` reads the newest raw files of a symbol and returns the last trade (or aggTrade)
-id written plus any holes inside them, so a restart can detect the ids it missed while down.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import zstandard
 
 from collector_daemon.sealing import SealError, seal_file, sealed_path
 from crypto_lake.lib.logs import get_logger
@@ -106,86 +99,3 @@ def recover_lake(layout: LakeLayout, compression: str) -> RecoveryReport:
                 # Leave the file for the next start rather than lose it.
                 log.error("cannot recover %s: %s", path, exc)
     return report
-
-
-# last ids ------------------------------------------------------------------------------------
-def read_part_lines(path: Path) -> Iterator[bytes]:
-    """Lines of a sealed (possibly compressed) part file."""
-    parsed = parse_part_name(path.name)
-    comp = parsed.compression if parsed else "none"
-    with open(path, "rb") as raw:
-        if comp == "gzip":
-            stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-        elif comp == "zstd":
-            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))  # type: ignore[arg-type]
-        else:
-            stream = raw  # type: ignore[assignment]
-        yield from stream
-
-
-def _ids_in(path: Path, stream: str) -> list[tuple[int, int | None]]:
-    """(id, event time) of every trade line of ``stream`` in one part, live or repaired."""
-    marker = b'"stream":"' + stream.encode() + b'"'
-    out: list[tuple[int, int | None]] = []
-    for line in read_part_lines(path):
-        if marker not in line:
-            continue
-        try:
-            obj = orjson.loads(line)
-            data = obj["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        rest = obj.get("rest")
-        key = "id" if rest == "historicalTrades" else ("a" if "aggTrade" in stream else "t")
-        ident = data.get(key)
-        if isinstance(ident, int):
-            t = data.get("time") if rest == "historicalTrades" else data.get("T")
-            out.append((ident, t if isinstance(t, int) else None))
-    return out
-
-
-@dataclass
-class LastIds:
-    last_id: int | None
-    last_time: int | None
-    holes: list[tuple[int, int]]  # missing ranges found inside the files read
-
-
-def _sealed_parts_newest_first(layout: LakeLayout, symbol: str) -> Iterator[Path]:
-    sym_dir = layout.raw_symbol_dir(symbol)
-    if not sym_dir.is_dir():
-        return
-    for day in sorted((d for d in os.listdir(sym_dir) if not d.startswith(".")), reverse=True):
-        day_dir = sym_dir / day
-        parts = []
-        for name in os.listdir(day_dir):
-            parsed = parse_part_name(name)
-            if parsed is not None and not parsed.is_open:
-                parts.append((parsed.number, day_dir / name))
-        for _, path in sorted(parts, reverse=True):
-            yield path
-
-
-def last_ids(layout: LakeLayout, symbol: str, stream: str, files_with_ids: int = 2) -> LastIds:
-    """Last id and internal holes from the newest ``files_with_ids`` parts holding trades."""
-    ids: list[tuple[int, int | None]] = []
-    found = 0
-    for scanned, path in enumerate(_sealed_parts_newest_first(layout, symbol), start=1):
-        got = _ids_in(path, stream)
-        if got:
-            ids.extend(got)
-            found += 1
-        if found >= files_with_ids or scanned >= 50:
-            break
-    if not ids:
-        return LastIds(None, None, [])
-    ids.sort()
-    holes: list[tuple[int, int]] = []
-    prev = ids[0][0]
-    for ident, _ in ids[1:]:
-        if ident > prev + 1:
-            holes.append((prev + 1, ident - 1))
-        prev = max(prev, ident)
-    return LastIds(ids[-1][0], ids[-1][1], holes)

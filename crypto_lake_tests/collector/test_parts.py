@@ -18,7 +18,8 @@ from collector_daemon.connection import backoff_delay
 from collector_daemon.gaps import GapBook
 from collector_daemon.health import prometheus_text, quantiles, sd_notify
 from collector_daemon.lock import LakeLock, LockHeld
-from collector_daemon.recovery import RecoveryReport, last_ids, recover_lake, recover_open_file
+from collector_daemon.recovery import RecoveryReport, recover_lake, recover_open_file
+from collector_daemon.resume import load_checkpoint, recent_ids, restore_tracker, save_checkpoint
 from collector_daemon.sealing import SealError, seal_file
 from collector_daemon.tracker import IdTracker, RecentIds
 from collector_daemon.writer import NS_PER_DAY, RawWriter
@@ -180,7 +181,7 @@ def test_seal_refuses_to_overwrite(tmp_path: Path) -> None:
     assert (tmp_path / "part-000001.jsonl").read_bytes() == b"old\n"
 
 
-def test_last_ids_reads_live_and_repaired_lines(tmp_path: Path) -> None:
+def test_recent_ids_read_live_and_repaired_lines(tmp_path: Path) -> None:
     d = LakeLayout(tmp_path).raw_day_dir("BTCUSDT", "2026-01-02")
     d.mkdir(parents=True)
     lines = [ws_line(1, "ws-1", "us", _trade("BTCUSDT", i)) for i in (1, 2, 5)]
@@ -194,8 +195,35 @@ def test_last_ids_reads_live_and_repaired_lines(tmp_path: Path) -> None:
     }
     lines.append(orjson.dumps(rest) + b"\n")
     (d / "part-000000.jsonl").write_bytes(b"".join(lines))
-    found = last_ids(LakeLayout(tmp_path), "BTCUSDT", "btcusdt@trade")
-    assert found.last_id == 5 and found.holes == [(4, 4)]
+    ids = recent_ids(LakeLayout(tmp_path), "BTCUSDT", "btcusdt@trade", None)
+    assert [i for i, _ in ids] == [1, 2, 3, 5]
+    t = IdTracker()
+    restore_tracker(t, None, ids)
+    assert t.next_id == 6 and [(h.first, h.last) for h in t.holes] == [(4, 4)]
+
+
+def test_restore_replays_files_over_the_checkpoint() -> None:
+    """Checkpoint said next=10 with 4..5 missing; the crashed run then wrote 5, 14, 15."""
+    t = IdTracker()
+    cp = {"next_id": 10, "last_time": 1, "holes": [[4, 5, "in-stream", True]]}
+    restore_tracker(t, cp, [(5, 2), (14, 3), (15, 4)])
+    assert [(h.first, h.last, h.cause) for h in t.holes] == [
+        (4, 4, "in-stream"),
+        (10, 13, "restart"),  # written by nobody: the restart gap survives the crash
+    ]
+    assert t.next_id == 16 and t.holes[1].time_before == 1
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    layout = LakeLayout(tmp_path)
+    t = IdTracker()
+    t.accept(1, 0.0), t.accept(4, 0.0)
+    save_checkpoint(layout, "trade", {"BTCUSDT": t, "ETHUSDT": IdTracker()})
+    assert load_checkpoint(layout, "aggTrade") == {}
+    cp = load_checkpoint(layout, "trade")
+    assert cp == {
+        "BTCUSDT": {"next_id": 5, "last_time": None, "holes": [[2, 3, "in-stream", False]]}
+    }
 
 
 def test_gap_book_round_trip(tmp_path: Path) -> None:
