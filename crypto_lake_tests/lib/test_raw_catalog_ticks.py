@@ -1,0 +1,175 @@
+"""RawCatalog (incremental, persisted) and build_ticks edge cases: bad lines, real wire
+payloads, outages, unrepaired gaps, invalidated aggTrades, empty input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from crypto_lake.lib.bars import build_bars_1s
+from crypto_lake.lib.paths import LakeLayout, part_file_name
+from crypto_lake.lib.raw import session_line, ws_line
+from crypto_lake.lib.raw_catalog import RawCatalog
+from crypto_lake.lib.ticks import build_ticks
+from crypto_lake_tests.lib import rawgen
+
+SAMPLE = Path(__file__).parents[1] / "simulator" / "data" / "binance_ws_sample_2021-10-12.txt"
+
+
+def _write(layout: LakeLayout, day: str, part: int, lines: list[bytes], gz=False) -> Path:
+    d = layout.raw_day_dir("BTCUSDT", day)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / part_file_name(part, compression="gzip" if gz else "none")
+    data = b"".join(lines)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def _trades(ids, t0_ms):
+    return [rawgen.Trade(i, t0_ms + k * 10, "100.00000000", "1.00000000", False)
+            for k, i in enumerate(ids)]  # fmt: skip
+
+
+def test_catalog_is_incremental_and_persisted(tmp_path):
+    layout = LakeLayout(tmp_path)
+    t0 = rawgen.DAY_START_MS + 1000
+    trs = _trades(range(1, 6), t0)
+    p1 = _write(layout, rawgen.DAY, 1, [rawgen.trade_line(t, t.t_ms + 1) for t in trs])
+    _write(layout, rawgen.DAY, 2, [b'{"recv_ns": 1'], gz=False).rename(
+        layout.raw_day_dir("BTCUSDT", rawgen.DAY) / part_file_name(2, is_open=True)
+    )
+    cat = RawCatalog(layout)
+    new = cat.refresh()
+    assert [i.path for i in new] == [str(p1)]  # the .open file is not sealed yet
+    info = new[0]
+    assert (info.lines, info.bad_lines, info.part) == (5, 0, 1)
+    assert info.min_event_us == t0 * 1000 and info.max_event_us == (t0 + 40) * 1000
+    assert info.min_recv_ns == (t0 + 1) * 1_000_000 + 123
+    assert cat.refresh() == []
+    p3 = _write(layout, rawgen.DAY, 3, [*(rawgen.trade_line(t, t.t_ms + 9) for t in trs),
+                                        b"garbage\n"], gz=True)  # fmt: skip
+    again = RawCatalog(layout)  # state comes back from state/raw_catalog
+    new = again.refresh()
+    assert [(i.path, i.lines, i.bad_lines) for i in new] == [(str(p3), 6, 1)]
+    assert again.refresh() == []
+    assert len(again.files("BTCUSDT")) == 2
+
+
+def test_old_day_folders_are_not_relisted(tmp_path):
+    layout = LakeLayout(tmp_path)
+    for day in ("2024-02-26", "2024-02-27", "2024-02-28", "2024-02-29"):
+        _write(layout, day, 1, [session_line(1, "ws-1", "connect")])
+    cat = RawCatalog(layout)
+    assert len(cat.refresh()) == 4
+    # A file appearing in an old, closed folder is not looked for on the cheap path ...
+    _write(layout, "2024-02-26", 2, [session_line(2, "ws-1", "connect")])
+    assert cat.refresh() == []
+    # ... but a full refresh finds it.
+    assert [i.part for i in cat.refresh(full=True)] == [2]
+
+
+def test_files_for_finds_next_day_and_late_files(tmp_path):
+    layout = LakeLayout(tmp_path)
+    late_ms = rawgen.DAY_END_MS - 5
+    tr = rawgen.Trade(7, late_ms, "1.00000000", "1.00000000", True)
+    own = _write(layout, rawgen.DAY, 1, [rawgen.quote_line(rawgen.Quote(
+        1, rawgen.DAY_START_MS + 10, "1", "1", "2", "1"))])  # fmt: skip
+    spill = _write(layout, "2024-03-02", 2, [rawgen.trade_line(tr, late_ms + 20)])
+    unrelated = _write(
+        layout,
+        "2024-03-02",
+        3,
+        [
+            rawgen.trade_line(
+                rawgen.Trade(8, rawgen.DAY_END_MS + 60_000, "1", "1", True),
+                rawgen.DAY_END_MS + 60_001,
+            )
+        ],
+    )
+    late = _write(
+        layout, "2024-03-05", 4, [rawgen.rest_line(tr, rawgen.DAY_END_MS + 3 * 86_400_000)]
+    )
+    cat = RawCatalog(layout)
+    cat.refresh(full=True)
+    got = cat.files_for("BTCUSDT", rawgen.DAY)
+    assert got == [own, spill, late] and unrelated not in got
+
+
+def test_bad_lines_are_quarantined_not_fatal(tmp_path):
+    layout = LakeLayout(tmp_path)
+    trs = _trades(range(1, 4), rawgen.DAY_START_MS + 500)
+    good = [rawgen.trade_line(t, t.t_ms + 1) for t in trs]
+    bad_field = ws_line(rawgen.DAY_START_MS * 10**6 + 9, "ws-1", "us", orjson.dumps(
+        {"stream": "btcusdt@trade", "data": {"t": 99, "p": "not-a-price", "q": "1", "T": 1,
+                                             "m": True}}))  # fmt: skip
+    path = _write(layout, rawgen.DAY, 1, [good[0], b"{torn line\n", bad_field, b"[1,2]\n",
+                                          good[1], b'{"recv_ns": 1, "stream"'])  # fmt: skip
+    qdir = tmp_path / "quarantine"
+    out = tmp_path / "out"
+    stats = build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", qdir)
+    assert stats.bad_lines == 4 and stats.trade_rows == 2
+    records = [
+        orjson.loads(x)
+        for x in (qdir / f"BTCUSDT_{rawgen.DAY}.jsonl").read_bytes().split(b"\n")
+        if x
+    ]
+    assert len(records) == 4
+    assert {r.get("line_no") for r in records} == {None, 2, 4, 6}
+    assert any(r.get("data", "").find("not-a-price") >= 0 for r in records if "data" in r)
+    path.write_bytes(b"".join(good))  # fixed input: the quarantine file goes away
+    stats = build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", qdir)
+    assert stats.bad_lines == 0 and not (qdir / f"BTCUSDT_{rawgen.DAY}.jsonl").exists()
+
+
+def test_real_wire_payloads(tmp_path):
+    """Messages exactly as Binance sent them (aggTrade, bookTicker, depth, kline) parse."""
+    lines = []
+    for raw in SAMPLE.read_text().splitlines():
+        if not raw.strip() or raw.startswith("wss://"):  # the connect header line
+            continue
+        ts, msg = raw.split(": ", 1)
+        if '"stream":"nknusdt@' in msg:
+            lines.append(ws_line(int(float(ts) * 1e9), "ws-1", "ms", msg.encode()))
+    d = LakeLayout(tmp_path).raw_day_dir("NKNUSDT", "2021-10-12")
+    d.mkdir(parents=True)
+    (d / part_file_name(0)).write_bytes(b"".join(lines))
+    out = tmp_path / "out"
+    stats = build_ticks([d / part_file_name(0)], "NKNUSDT", "2021-10-12", out / "t.pq",
+                        out / "q.pq", tmp_path / "q")  # fmt: skip
+    assert stats.trade_kind == "aggTrade" and stats.trade_rows >= 1 and stats.quote_rows >= 1
+    assert stats.bad_lines == 0 and stats.ignored_lines > 0  # depth and kline streams
+    t = pq.read_table(out / "t.pq").to_pylist()[0]
+    assert str(t["price"]) == "0.35280000" and t["trade_count"] == 1
+    assert t["ts_event"].isoformat() == "2021-10-12T00:28:43.963000+00:00"
+
+
+def test_outages_gaps_and_invalidated_agg(tmp_path):
+    layout = LakeLayout(tmp_path)
+    t0 = rawgen.DAY_START_MS + 10_000
+    trs = [t for t in _trades(range(1, 11), t0) if t.id not in (4, 5)]  # ids 4-5 never arrive
+    lines = [rawgen.trade_line(t, t.t_ms + 1) for t in trs]
+    lines += [b for _, b in rawgen.disconnect_lines(t0 + 2_000, t0 + 5_000)]
+    invalid = {"a": 77, "p": "0", "q": "0", "f": -1, "l": -1, "T": t0, "m": True, "M": True}
+    lines.append(rawgen.agg_line(invalid, t0 + 3))
+    path = _write(layout, rawgen.DAY, 1, lines)
+    out = tmp_path / "out"
+    stats = build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", tmp_path / "q")
+    assert stats.trade_id_gaps == [(4, 5)] and stats.missing_trade_ids == 2
+    assert stats.invalidated_agg_trades == 1 and stats.trade_kind == "trade"
+    assert stats.outages == [((t0 + 2_000) * 1000, (t0 + 5_000) * 1000)]
+    bars = build_bars_1s(out / "t.pq", out / "q.pq", "BTCUSDT", rawgen.DAY, out / "b.pq",
+                         stats.outages)  # fmt: skip
+    assert bars.outage_seconds == 3  # seconds 12, 13, 14 overlap [12.0 s, 15.0 s)
+    assert bars.rows == 86_400 and bars.trade_count == 8
+
+
+def test_empty_input_gives_empty_tables(tmp_path):
+    out = tmp_path / "out"
+    stats = build_ticks([], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", tmp_path / "q")
+    assert stats.trade_rows == stats.quote_rows == 0
+    assert pq.read_schema(out / "t.pq").names[:3] == ["symbol", "trade_id", "ts_event"]
+    bars = build_bars_1s(out / "t.pq", out / "q.pq", "BTCUSDT", rawgen.DAY, out / "b.pq")
+    assert bars.rows == 86_400 and bars.empty_seconds == 86_400
