@@ -146,6 +146,8 @@ class StreamGroup:
             reason = conn.close_reason or conn.reason
             event = "replaced" if conn.close_reason == "replaced" else "disconnect"
             self.router.session(state.conn_id, self.symbols, event, reason=reason)
+            if event == "disconnect":
+                self.router.mark_reconnect(self.symbols)
             log.info("%s %s: %s", state.conn_id, event, reason)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._abort(conn))

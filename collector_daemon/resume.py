@@ -156,4 +156,5 @@ def restore_tracker(
         else:
             tracker.cause_hint = "restart"
             tracker.accept(ident, 0.0, t)
-    tracker.cause_hint = "restart"  # the first live id after start may open the restart gap
+    if tracker.next_id is not None:
+        tracker.cause_hint = "restart"  # the first live id after start may open the restart gap

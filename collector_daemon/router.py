@@ -74,6 +74,11 @@ class Router:
             out[f"{s.lower()}@bookTicker"] = (s, BOOK)
         return out
 
+    def mark_reconnect(self, symbols: list[str]) -> None:
+        """A connection was lost: a hole before the next trade is named 'reconnect'."""
+        for s in symbols:
+            self.trackers[s].cause_hint = "reconnect"
+
     # session records -------------------------------------------------------------------------
     def session(self, conn_id: str, symbols: list[str], event: str, **fields: object) -> None:
         """Write a session record into the current file of every symbol of a connection."""

@@ -57,6 +57,7 @@ class IdTracker:
         if nxt is None or ident == nxt:
             self.next_id = ident + 1
             self.last_time = event_time
+            self.cause_hint = "in-stream"  # the hint only names a hole right after the event
             return True
         if ident > nxt:
             hole = Hole(nxt, ident - 1, now, self.cause_hint, time_before=self.last_time)
