@@ -359,7 +359,10 @@ def refresh_dxy(layout: LakeLayout, day: str) -> DxyOutcome:
     stored = read_table(path, DXY_SCHEMA)
     merged = fresh
     if stored is not None and len(stored):
-        keyed = [s.append_column("ticker", pa.array(["DXY"] * len(s))) for s in (stored, fresh)]
+        keyed = [
+            s.append_column("ticker", pa.array(["DXY"] * len(s), pa.string()))
+            for s in (stored, fresh)
+        ]
         merged = dedup_sorted(pa.concat_tables(keyed)).drop_columns(["ticker"]).cast(DXY_SCHEMA)
     changed = write_if_changed(path, merged) if len(merged) else False
     return DxyOutcome(

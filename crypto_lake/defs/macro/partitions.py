@@ -42,3 +42,17 @@ MACRO_TICKERS = partition_tickers(CONFIG.macro_tickers, CONFIG.macro.fetch_dxy_i
 
 def macro_key(day: str, ticker: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({DATE_DIM: day, TICKER_DIM: ticker})
+
+
+def split_macro_key(key: str) -> tuple[str, str]:
+    """``"2026-11-20|ES=F"`` -> ``("2026-11-20", "ES=F")`` (dimensions sort by name)."""
+    day, ticker = str(key).split("|", 1)
+    return day, ticker
+
+
+def day_range_tags(day: str, tickers: list[str]) -> dict[str, str]:
+    """Tags making one run cover every ticker of ``day`` (keys sort by date, then ticker order)."""
+    return {
+        "dagster/asset_partition_range_start": f"{day}|{tickers[0]}",
+        "dagster/asset_partition_range_end": f"{day}|{tickers[-1]}",
+    }

@@ -1,9 +1,10 @@
 """Macro schedules: refresh today every 15 minutes, catch up the last days on a fresh lake.
 
-``macro_minute_schedule`` (every 15 min, RUNNING by default) requests one run per ticker for
-today's partition (and yesterday's during the first hour of the UTC day, so its last minutes
-land), plus, once each, every (day, ticker) of the last ``macro.catchup_days`` days that was
-never materialized: that is the start-up catch-up of a fresh lake.
+``macro_minute_schedule`` (every 15 min, RUNNING by default) requests one run per day covering
+every ticker: today (and yesterday during the first hour of the UTC day, so its last minutes
+land), plus each of the last ``macro.catchup_days`` days on which some ticker was never
+materialized: that is the start-up catch-up of a fresh lake (re-requested at most hourly
+while a day stays incomplete, e.g. after Yahoo rate-limited it).
 
 ``dxy_synthetic_minute_schedule`` (every 15 min, 5 minutes later) recomputes today's DXY and
 any recent day whose FX input files are newer than its DXY file.
@@ -18,12 +19,13 @@ from crypto_lake.defs.macro.assets import dxy_synthetic_minute, macro_minute
 from crypto_lake.defs.macro.partitions import (
     CONFIG,
     MACRO_TICKERS,
-    macro_key,
+    day_range_tags,
 )
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.macro import DXY_WEIGHTS, bar_path, dxy_path
 from crypto_lake.lib.paths import LakeLayout
 
+REASON_TAG = "crypto_lake/macro_reason"
 macro_minute_job = dg.define_asset_job("macro_minute_job", selection=[macro_minute])
 dxy_synthetic_minute_job = dg.define_asset_job(
     "dxy_synthetic_minute_job", selection=[dxy_synthetic_minute]
@@ -33,7 +35,6 @@ dxy_synthetic_minute_job = dg.define_asset_job(
 @dataclass(frozen=True)
 class PlannedRun:
     day: str
-    ticker: str
     reason: str  # recent | catchup
 
 
@@ -53,19 +54,16 @@ def plan_macro_runs(
     catchup_days: int,
     first_day: date,
 ) -> list[PlannedRun]:
-    """Which (day, ticker) partitions a schedule tick should refresh (see module docstring)."""
+    """Which days a schedule tick should refresh, all tickers at once (see module docstring)."""
     recent = recent_days(now, first_day)
     today = now.astimezone(UTC).date()
-    runs = [PlannedRun(d, t, "recent") for d in recent for t in tickers]
+    runs = [PlannedRun(d, "recent") for d in recent]
     for back in range(catchup_days, 0, -1):
-        day = today - timedelta(days=back)
-        if day < first_day or day.isoformat() in recent:
+        day = (today - timedelta(days=back)).isoformat()
+        if day < first_day.isoformat() or day in recent:
             continue
-        runs += [
-            PlannedRun(day.isoformat(), t, "catchup")
-            for t in tickers
-            if f"{day.isoformat()}|{t}" not in materialized
-        ]
+        if any(f"{day}|{t}" not in materialized for t in tickers):
+            runs.append(PlannedRun(day, "catchup"))
     return runs
 
 
@@ -103,12 +101,11 @@ def macro_minute_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunR
     stamp = now.strftime("%Y%m%dT%H%M")
     return [
         dg.RunRequest(
-            partition_key=macro_key(r.day, r.ticker),
-            # Catch-up runs are requested once ever; recent ones once per tick.
-            run_key=f"catchup:{r.day}|{r.ticker}"
-            if r.reason == "catchup"
-            else f"{stamp}:{r.day}|{r.ticker}",
-            tags={"crypto_lake/macro_reason": r.reason},
+            # Recent days once per tick; an incomplete past day at most once per hour.
+            run_key=f"recent:{r.day}:{stamp}"
+            if r.reason == "recent"
+            else f"catchup:{r.day}:{stamp[:11]}",
+            tags={**day_range_tags(r.day, MACRO_TICKERS), REASON_TAG: r.reason},
         )
         for r in plan
     ]

@@ -1,0 +1,167 @@
+"""Through Dagster: the 7-day catch-up of a fresh lake, metadata in the UI, failing runs."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crypto_lake.defs.macro.assets import COVERAGE_CHECK, dxy_synthetic_minute, macro_minute
+from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags, macro_key
+from crypto_lake.defs.macro.schedules import (
+    REASON_TAG,
+    PlannedRun,
+    dxy_synthetic_minute_schedule,
+    macro_minute_schedule,
+    plan_macro_runs,
+)
+from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.config import DEFAULT_MACRO_TICKERS
+from crypto_lake.lib.macro import bar_path
+from crypto_lake.lib.macro_calendar import session_minutes_utc
+from crypto_lake_tests.macro.yahoo_server import YahooServer
+
+
+@pytest.fixture
+def lake(yahoo: YahooServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LakeResource:
+    # Configuration, not patching: the client reads the Yahoo base URL from the lake config.
+    monkeypatch.setenv("CRYPTO_LAKE__MACRO__YAHOO_BASE_URL", yahoo.url)
+    monkeypatch.setenv("CRYPTO_LAKE__MACRO__MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("CRYPTO_LAKE__MACRO__BACKOFF_BASE_SECONDS", "0.01")
+    monkeypatch.setenv("CRYPTO_LAKE__MACRO__BACKOFF_CAP_SECONDS", "0.02")
+    return LakeResource(lake_root=str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _latest_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey) -> dict[str, dict]:
+    records = instance.fetch_materializations(asset, limit=1000).records
+    out: dict[str, dict] = {}
+    for rec in sorted(records, key=lambda r: r.storage_id):
+        mat = rec.asset_materialization
+        assert mat is not None and mat.partition is not None
+        out[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
+def test_plan_requests_today_and_only_incomplete_catchup_days() -> None:
+    now = datetime(2026, 11, 23, 0, 30, tzinfo=UTC)
+    done = {f"2026-11-18|{t}" for t in ("SPY", "ES=F")} | {"2026-11-19|SPY"}
+    plan = plan_macro_runs(now, ["SPY", "ES=F"], done, 7, now.date())
+    assert plan == [PlannedRun("2026-11-23", "recent")]  # nothing before the first day
+    plan = plan_macro_runs(now, ["SPY", "ES=F"], done, 7, datetime(2026, 11, 1).date())
+    recent = [r.day for r in plan if r.reason == "recent"]
+    assert recent == ["2026-11-22", "2026-11-23"]  # first hour: yesterday gets finalized
+    catchup = [r.day for r in plan if r.reason == "catchup"]
+    assert catchup == ["2026-11-16", "2026-11-17", "2026-11-19", "2026-11-20", "2026-11-21"]
+
+
+def _run(
+    instance: dg.DagsterInstance, lake: LakeResource, tags: dict, **kw
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [macro_minute], instance=instance, resources={"lake": lake}, tags=tags, **kw
+    )
+
+
+def test_seven_day_catchup_for_default_tickers_through_dagster(
+    yahoo: YahooServer, lake: LakeResource, instance: dg.DagsterInstance
+) -> None:
+    assert set(DEFAULT_MACRO_TICKERS) <= set(MACRO_TICKERS)  # 8 defaults + USDSEK=X for DXY
+    now = datetime.now(UTC)
+    today = now.date()
+    days = [today - timedelta(days=b) for b in range(7, 0, -1)]
+    # UUP misses three in-session minutes on every trading day.
+    for d in days:
+        yahoo.state.drop["UUP"] |= {
+            int(t) for t in session_minutes_utc("UUP", d)[:3].astype("int64")
+        }
+
+    requests = macro_minute_schedule(
+        dg.build_schedule_context(instance, scheduled_execution_time=now)
+    )
+    assert isinstance(requests, list)
+    catchup = [r for r in requests if r.tags[REASON_TAG] == "catchup"]
+    expected_days = [d for d in days if not (now.hour == 0 and d == today - timedelta(days=1))]
+    assert len(catchup) == len(expected_days)  # one run per day, covering every ticker
+    for req in requests:
+        result = _run(instance, lake, req.tags)
+        assert result.success
+        (check,) = result.get_asset_check_evaluations()
+        assert check.check_name == COVERAGE_CHECK
+        assert check.metadata["partitions_checked"].value == len(MACRO_TICKERS)
+
+    meta = _latest_metadata(instance, macro_minute.key)
+    for d in days:
+        for ticker in MACRO_TICKERS:
+            md = meta[str(macro_key(d.isoformat(), ticker))]
+            session = session_minutes_utc(ticker, d).size
+            dropped = 3 if ticker == "UUP" and session else 0
+            assert md["in_session_minutes"] == session
+            assert md["missing_in_session_minutes"] == dropped
+            assert md["dagster/row_count"] == session - dropped
+            assert md["got_nothing"] is (session == 0)
+            assert md["status"] == ("ok" if session else "empty")
+
+    # A second tick requests no catch-up again: the fresh-lake catch-up happens once.
+    again = macro_minute_schedule(
+        dg.build_schedule_context(instance, scheduled_execution_time=now + timedelta(minutes=15))
+    )
+    assert {r.tags[REASON_TAG] for r in again} == {"recent"}
+
+    # The DXY schedule picks up every day whose FX inputs are newer than its DXY file.
+    ctx = dg.build_schedule_context(
+        instance, scheduled_execution_time=now, resources={"lake": lake}
+    )
+    dxy_requests = dxy_synthetic_minute_schedule(ctx)
+    assert isinstance(dxy_requests, list)
+    fx_days = {d.isoformat() for d in days if session_minutes_utc("EURUSD=X", d).size}
+    assert fx_days <= {r.partition_key for r in dxy_requests}
+    for req in dxy_requests:
+        assert dg.materialize(
+            [dxy_synthetic_minute], partition_key=req.partition_key, instance=instance,
+            resources={"lake": lake},
+        ).success  # fmt: skip
+    dxy_meta = _latest_metadata(instance, dxy_synthetic_minute.key)
+    for day in fx_days:
+        fx_minutes = session_minutes_utc("EURUSD=X", datetime.fromisoformat(day).date()).size
+        assert dxy_meta[day]["dagster/row_count"] == fx_minutes
+        assert dxy_meta[day]["missing_inputs"] == []
+    # Nothing is stale any more: the next tick only refreshes the recent day(s).
+    later = dg.build_schedule_context(
+        instance, scheduled_execution_time=now + timedelta(minutes=15), resources={"lake": lake}
+    )
+    stale = {r.partition_key for r in dxy_synthetic_minute_schedule(later)}  # type: ignore[union-attr]
+    assert stale <= {today.isoformat(), (today - timedelta(days=1)).isoformat()}
+
+
+def test_failed_ticker_fails_the_run_but_keeps_stored_bars(
+    yahoo: YahooServer, lake: LakeResource, instance: dg.DagsterInstance
+) -> None:
+    day = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
+    tags = day_range_tags(day, MACRO_TICKERS)
+    assert _run(instance, lake, tags).success
+    paths = {t: bar_path(lake.layout, t, day) for t in MACRO_TICKERS}
+    before = {t: p.read_bytes() for t, p in paths.items() if p.exists()}
+    yahoo.state.rate_limit["ES=F"] = 1000
+    yahoo.state.empty.add("SPY")
+    result = _run(instance, lake, tags, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message  # type: ignore[union-attr]
+    assert "1 of 9" in message and f"{day}|ES=F" in message
+    after = {t: p.read_bytes() for t, p in paths.items() if p.exists()}
+    assert after == before  # neither the failure nor the empty answer changed a byte
+    # Single-cell materialization (one ticker, one day) from the UI works the same way.
+    single = dg.materialize(
+        [macro_minute], partition_key=str(macro_key(day, "UUP")), instance=instance,
+        resources={"lake": lake},
+    )  # fmt: skip
+    assert single.success
+    (mat,) = single.asset_materializations_for_node("macro_minute")
+    assert mat.partition == f"{day}|UUP" and mat.metadata["file_changed"].value is False
