@@ -382,32 +382,28 @@ def refresh_dxy(layout: LakeLayout, day: str) -> DxyOutcome:
 def macro_view_statements(layout: LakeLayout) -> list[str]:
     """DuckDB statements creating the views ``macro_minute`` and ``dxy_synthetic_minute``.
 
-    Views read the Parquet files directly (hive columns ticker/date decoded from the paths);
-    over an empty lake they are created over an empty typed relation so queries still bind.
+    Views read the Parquet files directly with hive partitioning (``date`` comes from the
+    path, so date filters prune files; the percent-encoded ticker decodes to ``ES=F``). Over
+    an empty lake they select from an empty typed relation, so queries still bind; re-run the
+    statements once files exist (lake_views does on every materialization).
     """
     macro_glob = layout.root / "macro_1m" / "*" / "*" / "*.parquet"
     dxy_glob = layout.root / "dxy_synthetic_1m" / "*" / "*.parquet"
-    empty_macro = (
-        "SELECT NULL::VARCHAR AS ticker, NULL::TIMESTAMPTZ AS ts, NULL::DOUBLE AS open, "
-        "NULL::DOUBLE AS high, NULL::DOUBLE AS low, NULL::DOUBLE AS close, "
-        "NULL::BIGINT AS volume WHERE false"
-    )
-    empty_dxy = (
-        "SELECT NULL::TIMESTAMPTZ AS ts, NULL::DOUBLE AS open, NULL::DOUBLE AS close WHERE false"
-    )
-    has_macro = any(layout.root.glob("macro_1m/*/*/*.parquet"))
-    has_dxy = any(layout.root.glob("dxy_synthetic_1m/*/*.parquet"))
+    macro_cols = "ticker, ts, open, high, low, close, volume, date"
     macro_src = (
-        "SELECT ticker, ts, open, high, low, close, volume "
-        f"FROM read_parquet('{_sql_str(macro_glob)}', hive_partitioning = false)"
-        if has_macro
-        else empty_macro
+        f"SELECT {macro_cols} FROM read_parquet('{_sql_str(macro_glob)}', "
+        "hive_partitioning = true, hive_types = {'date': DATE})"
+        if any(layout.root.glob("macro_1m/*/*/*.parquet"))
+        else "SELECT NULL::VARCHAR AS ticker, NULL::TIMESTAMPTZ AS ts, NULL::DOUBLE AS open, "
+        "NULL::DOUBLE AS high, NULL::DOUBLE AS low, NULL::DOUBLE AS close, "
+        "NULL::BIGINT AS volume, NULL::DATE AS date WHERE false"
     )
     dxy_src = (
-        f"SELECT ts, open, close FROM read_parquet('{_sql_str(dxy_glob)}', "
-        "hive_partitioning = false)"
-        if has_dxy
-        else empty_dxy
+        f"SELECT ts, open, close, date FROM read_parquet('{_sql_str(dxy_glob)}', "
+        "hive_partitioning = true, hive_types = {'date': DATE})"
+        if any(layout.root.glob("dxy_synthetic_1m/*/*.parquet"))
+        else "SELECT NULL::TIMESTAMPTZ AS ts, NULL::DOUBLE AS open, NULL::DOUBLE AS close, "
+        "NULL::DATE AS date WHERE false"
     )
     return [
         f"CREATE OR REPLACE VIEW macro_minute AS {macro_src}",

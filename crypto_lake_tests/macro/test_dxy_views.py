@@ -76,6 +76,11 @@ def test_views_bind_on_an_empty_lake_and_read_the_partitions(
         con.execute("SELECT column_name, column_type FROM (DESCRIBE macro_minute)").fetchall()
     )
     assert types["ts"] == "TIMESTAMP WITH TIME ZONE" and types["volume"] == "BIGINT"
+    assert types["date"] == "DATE" and types["ticker"] == "VARCHAR"
+    pruned = con.execute(
+        f"SELECT count(*) FROM macro_minute WHERE date = DATE '{DAY}' AND ticker = 'ES=F'"
+    ).fetchone()
+    assert pruned == (1320,)
     assert con.execute("SELECT count(*) FROM dxy_synthetic_minute").fetchone() == (1320,)
 
     # The documented join (lib/macro.py docstring) against a bars_1m relation.
