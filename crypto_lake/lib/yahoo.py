@@ -5,9 +5,12 @@ yfinance's real code (``Ticker.history``) and turns the ways yfinance fails into
 
 - ``ok``: a non-empty frame;
 - ``empty``: Yahoo answered with no bars (weekend, holiday, no data for the window). yfinance
-  raises ``YFPricesMissingError`` for this once its hidden errors are switched off;
+  raises ``YFPricesMissingError`` without a Yahoo reason for this once its hidden errors are
+  switched off;
 - :class:`YahooFetchError`: rate limiting (HTTP 429, ``YFRateLimitError``) or any other error
-  that persisted through ``max_attempts`` tries with capped exponential backoff and jitter.
+  that persisted through ``max_attempts`` tries with capped exponential backoff and jitter;
+  immediately when Yahoo's answer carries an explicit ``chart.error`` (unknown ticker, window
+  outside the 1-minute history), which retrying cannot fix.
 
 yfinance hides errors by default (it logs them and returns an empty frame), which would make a
 failure look like an empty day; we switch that off through its documented config
@@ -179,7 +182,11 @@ def fetch_minute_bars(
                 timeout=settings.timeout_seconds,
             )
         except YFPricesMissingError as exc:
-            return FetchResult(ticker, "empty", pd.DataFrame(), attempt, rate_limited, str(exc))
+            if exc.yahoo_reason is None:  # a window without bars: weekend, holiday, no trades
+                return FetchResult(ticker, "empty", pd.DataFrame(), attempt, rate_limited, str(exc))
+            # Yahoo said why (chart.error: unknown ticker, window out of range): the per-ticker
+            # error yfinance would otherwise hide as an empty frame. Asking again won't help.
+            raise YahooFetchError(ticker, attempt, rate_limited, [*errors, str(exc)]) from exc
         except YFRateLimitError as exc:
             rate_limited += 1
             errors.append(f"rate limited: {exc}")

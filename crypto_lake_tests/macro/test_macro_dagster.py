@@ -49,6 +49,13 @@ def _latest_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey) -> dict[s
     return out
 
 
+def test_schedules_run_by_default_every_15_minutes() -> None:
+    for schedule in (macro_minute_schedule, dxy_synthetic_minute_schedule):
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert macro_minute_schedule.cron_schedule == "*/15 * * * *"
+    assert macro_minute.backfill_policy == dg.BackfillPolicy.single_run()
+
+
 def test_plan_requests_today_and_only_incomplete_catchup_days() -> None:
     now = datetime(2026, 11, 23, 0, 30, tzinfo=UTC)
     done = {f"2026-11-18|{t}" for t in ("SPY", "ES=F")} | {"2026-11-19|SPY"}

@@ -100,7 +100,9 @@ def test_weekend_partition_says_it_got_nothing(
     assert not bar_path(layout, "SPY", "2026-11-21").exists()
 
 
-@pytest.mark.parametrize("failure", ["empty", "partial", "rate_limited", "server_error"])
+@pytest.mark.parametrize(
+    "failure", ["empty", "partial", "rate_limited", "server_error", "yahoo_error"]
+)
 def test_stored_data_survives_every_failure_unchanged(
     yahoo: YahooServer, settings: YahooSettings, layout: LakeLayout, failure: str
 ) -> None:
@@ -115,9 +117,11 @@ def test_stored_data_survives_every_failure_unchanged(
         state.drop["ES=F"] = {int(t) for t in minutes[200:]}
     elif failure == "rate_limited":
         state.rate_limit["ES=F"] = 100
+    elif failure == "yahoo_error":
+        state.chart_error["ES=F"] = "No data found, symbol may be delisted"
     else:
         state.fail["ES=F"] = 100
-    if failure in ("rate_limited", "server_error"):
+    if failure in ("rate_limited", "server_error", "yahoo_error"):
         with pytest.raises(YahooFetchError):
             refresh_partition(layout, "ES=F", "2026-11-20", NOW, settings)
     else:

@@ -78,6 +78,17 @@ def test_server_error_then_success(yahoo: YahooServer, settings: YahooSettings) 
     assert any("JSONDecodeError" in e or "Error" in e for e in result.errors)
 
 
+def test_hidden_per_ticker_error_is_surfaced_not_stored_as_empty(
+    yahoo: YahooServer, settings: YahooSettings
+) -> None:
+    # By default yfinance logs this and returns an empty frame, which would look like a quiet
+    # day; Yahoo's explicit reason makes it an error, without pointless retries.
+    yahoo.state.chart_error["USDCHF=X"] = "No data found, symbol may be delisted"
+    with pytest.raises(YahooFetchError, match="symbol may be delisted") as err:
+        fetch_minute_bars("USDCHF=X", utc("2026-11-20"), utc("2026-11-21"), settings)
+    assert err.value.attempts == 1
+
+
 def test_naive_window_is_rejected(settings: YahooSettings) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         fetch_minute_bars(

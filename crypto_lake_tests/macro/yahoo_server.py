@@ -51,6 +51,7 @@ class YahooState:
         self.rate_limit: dict[str, int] = defaultdict(int)  # next N bar requests -> 429
         self.fail: dict[str, int] = defaultdict(int)  # next N bar requests -> 500
         self.empty: set[str] = set()  # answer bar requests with no bars
+        self.chart_error: dict[str, str] = {}  # answer 404 + chart.error with this description
         self.drop: dict[str, set[int]] = defaultdict(set)  # epoch seconds left out
         self.price_shift: dict[str, float] = defaultdict(float)
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (host, path, params)
@@ -201,6 +202,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if state.rate_limit[ticker] > 0:
                     state.rate_limit[ticker] -= 1
                     self._send(429, b"Too Many Requests", "text/plain", {"Retry-After": "1"})
+                    return
+                if ticker in state.chart_error:
+                    error = {"code": "Not Found", "description": state.chart_error[ticker]}
+                    body = json.dumps({"chart": {"result": None, "error": error}}).encode()
+                    self._send(404, body, "application/json")
                     return
                 if state.fail[ticker] > 0:
                     state.fail[ticker] -= 1
