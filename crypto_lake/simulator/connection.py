@@ -21,9 +21,19 @@ from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.faults import Faults
 from crypto_lake.simulator.market import Event
 from crypto_lake.simulator.sentlog import SentLog
-from crypto_lake.simulator.wire import Unit, malformed_copy, render, server_shutdown_frame
+from crypto_lake.simulator.wire import (
+    Unit,
+    framed_ms,
+    framed_us,
+    malformed_copy,
+    render,
+    server_shutdown_frame,
+    ws_text_frame,
+)
 
 log = get_logger("simulator.ws")
+HIGH_WATER = 1 << 20  # transport bytes buffered before the writer waits for the client
+LOW_WATER = 1 << 18
 MALFORMED = "malformed"
 # A frame and what it carries: the data event, MALFORMED garbage, or None for control frames.
 Item = tuple[bytes, Event | str | None]
@@ -69,7 +79,8 @@ class Connection:
         if self.closing:
             return
         streams, unit, faults = self.streams, self.unit, self.faults
-        items = [(render(ev, unit), ev) for ev in events if ev.stream in streams and not ev.hidden]
+        framed = framed_us if unit == "us" else framed_ms
+        items = [(framed(ev), ev) for ev in events if ev.stream in streams and not ev.hidden]
         if not items:
             return
         if faults.duplicate_prob or faults.reorder_prob or faults.malformed_prob:
@@ -77,8 +88,8 @@ class Connection:
         self._pending.extend(items)
         self._wake.set()
 
-    def push_control(self, frame: bytes) -> None:
-        self._pending.append((frame, None))
+    def push_control(self, payload: bytes) -> None:
+        self._pending.append((ws_text_frame(payload), None))
         self._wake.set()
 
     def _apply_faults(self, items: list[Item]) -> list[Item]:
@@ -86,7 +97,8 @@ class Connection:
         rng, faults = self.rng, self.faults
         for item in items:
             if rng.random() < faults.malformed_prob:
-                out.append((malformed_copy(item[0]), MALFORMED))
+                garbage = malformed_copy(render(item[1], self.unit))  # type: ignore[arg-type]
+                out.append((ws_text_frame(garbage), MALFORMED))
             out.append(item)
             if rng.random() < faults.duplicate_prob:
                 out.append(item)
@@ -96,24 +108,26 @@ class Connection:
 
     # -- writer task ------------------------------------------------------------------------
     async def write_loop(self) -> None:
-        ws = self.ws
-        text = WSMsgType.TEXT
-        while not ws.closed:
+        """Write queued frames in one transport write per batch, with flow control."""
+        transport = self.request.transport
+        while not self.closing and transport is not None and not transport.is_closing():
             await self._wake.wait()
             self._wake.clear()
             items, self._pending = self._pending, []
-            if self.stalled():
+            if not items or self.stalled():
                 continue  # a stalled connection loses what the exchange published meanwhile
-            done: list[Event] = []
-            try:
-                for frame, ev in items:
-                    await ws.send_frame(frame, text)
-                    if isinstance(ev, Event):
-                        done.append(ev)
-                    elif ev == MALFORMED:
-                        self.sent.record_malformed()
-            finally:
-                self._confirm(done)
+            transport.write(b"".join([frame for frame, _ in items]))
+            done = [ev for _, ev in items if isinstance(ev, Event)]
+            if len(done) != len(items):
+                self.sent.record_malformed(sum(1 for _, ev in items if ev is MALFORMED))
+            if transport.get_write_buffer_size() > HIGH_WATER:
+                await self._wait_for_client(transport)
+            self._confirm(done)
+
+    async def _wait_for_client(self, transport: asyncio.Transport) -> None:
+        """Back-pressure: a slow client holds its own queue, never the market loop."""
+        while transport.get_write_buffer_size() > LOW_WATER and not transport.is_closing():
+            await asyncio.sleep(0.002)
 
     def _confirm(self, done: list[Event]) -> None:
         """Record frames as sent once nothing is left in the transport's buffer."""

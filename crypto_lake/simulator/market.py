@@ -8,14 +8,18 @@ seed started at the same instant produces the same market. Events are generated 
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from crypto_lake.simulator.instruments import Instrument, format_e8, instrument_for
 from crypto_lake.simulator.ledger import SymbolLedger
 
 QUOTES_PER_ORDER = 7.0  # extra bookTicker updates per taker order (plus one after each order)
-BURST_START_PROB = 0.003  # chance per taker order that a burst of activity begins
+BURSTS_PER_S = 1 / 60  # a burst of activity starts about once a minute per symbol
+_CACHE_MAX = 50_000  # formatted decimal strings kept per symbol (prices repeat constantly)
+_BOOK_SIZES = 512
+_log = math.log
 
 
 @dataclass(slots=True)
@@ -30,18 +34,20 @@ class Event:
     stream: str
     ident: int
     time_us: int
-    price: str = ""
-    qty: str = ""
+    price: bytes = b""  # decimal strings, pre-encoded for the wire
+    qty: bytes = b""
     maker: bool = False
     first_id: int = 0  # aggTrade f
     last_id: int = 0  # aggTrade l
-    bid: str = ""
-    bid_qty: str = ""
-    ask: str = ""
-    ask_qty: str = ""
+    bid: bytes = b""
+    bid_qty: bytes = b""
+    ask: bytes = b""
+    ask_qty: bytes = b""
     hidden: bool = False  # withheld from sockets by the skip_trade_ids fault
     event_us: int = 0  # E: when the exchange published it
-    frames: dict = field(default_factory=dict)  # unit -> rendered bytes
+    # Rendered WebSocket frames per time unit, cached: every connection shares them.
+    wire_ms: bytes | None = None
+    wire_us: bytes | None = None
 
 
 class SymbolMarket:
@@ -49,6 +55,7 @@ class SymbolMarket:
 
     def __init__(self, inst: Instrument, seed: int, start_us: int, rate_scale: float) -> None:
         self.inst = inst
+        self.symbol = inst.symbol
         self.rng = random.Random(f"{seed}:{inst.symbol}")
         rng = self.rng
         lower = inst.symbol.lower()
@@ -64,59 +71,95 @@ class SymbolMarket:
         self.mean_lots = max(1.0, inst.mean_qty * 10**inst.lot_decimals)
         self.burst_until = 0
         self.burst_mult = 1.0
-        self.next_order = start_us + self._gap(self.order_rate)
-        self.next_quote = start_us + self._gap(self.quote_rate)
         self.skip_remaining = 0  # trades still to withhold from sockets
+        # Burst starts are a Poisson process in time, so rate_scale does not make them common.
+        self.burst_prob = BURSTS_PER_S / self.order_rate
+        self._order_gap_us = 1e6 / self.order_rate  # mean gaps; bursts divide them
+        self._quote_gap_us = 1e6 / self.quote_rate
+        self._tick_e8, self._lot_e8 = inst.tick_e8, inst.lot_e8
+        self._prices: dict[int, bytes] = {}
+        self._qtys: dict[int, bytes] = {}
+        # Resting sizes shown in bookTicker: a seeded table keeps the hot path cheap.
+        self._book_sizes = [self._qty(self._lots(3.0)) for _ in range(_BOOK_SIZES)]
+        self.next_order = start_us + self._gap(self._order_gap_us, start_us)
+        self.next_quote = start_us + self._gap(self._quote_gap_us, start_us)
 
-    def _gap(self, rate: float) -> int:
-        return max(1, int(self.rng.expovariate(rate) * 1e6))
+    def _price(self, ticks: int) -> bytes:
+        s = self._prices.get(ticks)
+        if s is None:
+            if len(self._prices) > _CACHE_MAX:
+                self._prices.clear()
+            s = self._prices[ticks] = format_e8(ticks * self._tick_e8).encode()
+        return s
+
+    def _qty(self, lots: int) -> bytes:
+        s = self._qtys.get(lots)
+        if s is None:
+            if len(self._qtys) > _CACHE_MAX:
+                self._qtys.clear()
+            s = self._qtys[lots] = format_e8(lots * self._lot_e8).encode()
+        return s
+
+    def _lots(self, scale: float = 1.0) -> int:
+        return max(1, int(-_log(1.0 - self.rng.random()) * self.mean_lots * scale))
+
+    def _gap(self, mean_us: float, t: int) -> int:
+        """An exponential inter-arrival time in µs (a Poisson process), at least 1 µs."""
+        if t < self.burst_until:
+            mean_us /= self.burst_mult
+        return 1 + int(-_log(1.0 - self.rng.random()) * mean_us)
 
     def advance(self, now_us: int, out: list[Event]) -> None:
         """Append every event with time <= now_us to ``out`` in time order."""
+        append = out.append
         while True:
-            t = min(self.next_order, self.next_quote)
-            if t > now_us:
-                return
             if self.next_order <= self.next_quote:
+                t = self.next_order
+                if t > now_us:
+                    return
                 self._order(t, out)
-                mult = self.burst_mult if t < self.burst_until else 1.0
-                self.next_order = t + self._gap(self.order_rate * mult)
+                self.next_order = t + self._gap(self._order_gap_us, t)
             else:
-                self._walk_quote()
-                out.append(self._quote_event(t))
-                mult = self.burst_mult if t < self.burst_until else 1.0
-                self.next_quote = t + self._gap(self.quote_rate * mult)
-
-    def _walk_quote(self) -> None:
-        r = self.rng.random()
-        if r < 0.12:
-            self.bid += 1
-            self.ask = max(self.ask, self.bid + 1)
-        elif r < 0.24 and self.bid > 1:
-            self.bid -= 1
-        elif r < 0.36:
-            self.ask = max(self.bid + 1, self.ask - 1)
-        elif r < 0.48 and self.ask - self.bid < 3:
-            self.ask += 1
+                t = self.next_quote
+                if t > now_us:
+                    return
+                append(self._quote_event(t))
+                self.next_quote = t + self._gap(self._quote_gap_us, t)
 
     def _quote_event(self, t: int) -> Event:
-        rng, inst = self.rng, self.inst
-        self.update_id += rng.randint(1, 5)  # real u skips values: useless for gap detection
+        rng = self.rng.random
+        r = rng()
+        # random walk of the touch on the tick grid; the spread stays 1..3 ticks
+        if r < 0.12:
+            self.bid += 1
+            if self.ask <= self.bid:
+                self.ask = self.bid + 1
+        elif r < 0.24:
+            if self.bid > 1:
+                self.bid -= 1
+        elif r < 0.36:
+            if self.ask - 1 > self.bid:
+                self.ask -= 1
+        elif r < 0.48 and self.ask - self.bid < 3:
+            self.ask += 1
+        # real u skips values: useless for gap detection, fine for ordering
+        self.update_id += 1 + int(rng() * 5)
+        sizes = self._book_sizes
         return Event(
             "bookTicker",
-            inst.symbol,
+            self.symbol,
             self.streams[2],
             self.update_id,
             t,
-            bid=format_e8(self.bid * inst.tick_e8),
-            bid_qty=format_e8(max(1, int(rng.expovariate(1 / self.mean_lots) * 3)) * inst.lot_e8),
-            ask=format_e8(self.ask * inst.tick_e8),
-            ask_qty=format_e8(max(1, int(rng.expovariate(1 / self.mean_lots) * 3)) * inst.lot_e8),
+            bid=self._price(self.bid),
+            bid_qty=sizes[int(rng() * _BOOK_SIZES)],
+            ask=self._price(self.ask),
+            ask_qty=sizes[int(rng() * _BOOK_SIZES)],
         )
 
     def _order(self, t: int, out: list[Event]) -> None:
         rng, inst = self.rng, self.inst
-        if t >= self.burst_until and rng.random() < BURST_START_PROB:
+        if t >= self.burst_until and rng.random() < self.burst_prob:
             self.burst_until = t + int(rng.uniform(1.0, 5.0) * 1e6)
             self.burst_mult = rng.uniform(3.0, 8.0)
         taker_sells = rng.random() < 0.5
@@ -124,9 +167,9 @@ class SymbolMarket:
         n = 1
         while n < inst.max_fills and rng.random() < 0.45:
             n += 1
-        fills = [max(1, int(rng.expovariate(1 / self.mean_lots))) for _ in range(n)]
+        fills = [self._lots() for _ in range(n)]
         agg_id, first = self.ledger.add_order(t, ticks, fills, taker_sells)
-        price = format_e8(ticks * inst.tick_e8)
+        price = self._price(ticks)
         for k, lots in enumerate(fills):
             hidden = self.skip_remaining > 0
             if hidden:
@@ -134,7 +177,7 @@ class SymbolMarket:
             out.append(
                 Event(
                     "trade", inst.symbol, self.streams[0], first + k, t, price,
-                    format_e8(lots * inst.lot_e8), taker_sells, hidden=hidden,
+                    self._qty(lots), taker_sells, hidden=hidden,
                 )
             )  # fmt: skip
         # An aggregate is withheld when any of its trades is, so its id gap is visible too.
@@ -142,7 +185,7 @@ class SymbolMarket:
         out.append(
             Event(
                 "aggTrade", inst.symbol, self.streams[1], agg_id, t, price,
-                format_e8(sum(fills) * inst.lot_e8), taker_sells, first, first + n - 1,
+                self._qty(sum(fills)), taker_sells, first, first + n - 1,
                 hidden=hidden_agg,
             )
         )  # fmt: skip

@@ -24,6 +24,7 @@ from crypto_lake.lib.raw import RawLineError, parse_line
 from crypto_lake.lib.symbols import InvalidNameError, stream_symbol
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.market import Event
+from crypto_lake.simulator.wire import ws_text_frame
 
 if TYPE_CHECKING:
     from crypto_lake.simulator.server import ExchangeSimulator
@@ -59,9 +60,9 @@ def market_events(path: Path, stats: dict[str, int]) -> Iterator[tuple[int, Even
                 continue
             kind = stream.partition("@")[2]
             ident = data.get(_IDENT_KEY.get(kind, ""), 0)
-            frame = orjson.dumps({"stream": stream, "data": data})
+            frame = ws_text_frame(orjson.dumps({"stream": stream, "data": data}))
             ev = Event(kind, symbol, stream, ident if isinstance(ident, int) else 0, 0)
-            ev.frames = {"ms": frame, "us": frame}
+            ev.wire_ms = ev.wire_us = frame  # replayed verbatim whatever the client asked
             yield line["recv_ns"], ev
 
 

@@ -17,31 +17,20 @@ class SentLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ids: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self._ids: dict[str, set[int]] = defaultdict(set)  # by stream name, e.g. btcusdt@trade
         self._count = 0
         self.malformed = 0
-        self.replayed = 0  # frames sent from a replay file (not model events)
-
-    def record(self, ev: Event) -> None:
-        with self._lock:
-            self._ids[(ev.symbol, ev.kind)].add(ev.ident)
-            self._count += 1
 
     def record_many(self, events: list[Event]) -> None:
         with self._lock:
             ids = self._ids
             for ev in events:
-                ids[(ev.symbol, ev.kind)].add(ev.ident)
+                ids[ev.stream].add(ev.ident)
             self._count += len(events)
 
-    def record_raw(self, n: int = 1) -> None:
+    def record_malformed(self, n: int = 1) -> None:
         with self._lock:
-            self._count += n
-            self.replayed += n
-
-    def record_malformed(self) -> None:
-        with self._lock:
-            self.malformed += 1
+            self.malformed += n
 
     def trade_ids(self, symbol: str) -> set[int]:
         """Trade ids (``t`` of @trade) sent on any socket."""
@@ -62,4 +51,4 @@ class SentLog:
 
     def _copy(self, symbol: str, kind: str) -> set[int]:
         with self._lock:
-            return set(self._ids.get((symbol, kind), ()))
+            return set(self._ids.get(f"{symbol.lower()}@{kind}", ()))

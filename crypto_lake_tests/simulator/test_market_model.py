@@ -78,13 +78,13 @@ def test_ids_prices_and_quotes_are_consistent() -> None:
             assert {(f.price, f.time_us, f.maker) for f in fills} == {
                 (agg.price, agg.time_us, agg.maker)
             }
-            assert sum(Decimal(f.qty) for f in fills) == Decimal(agg.qty)
+            assert sum(Decimal(f.qty.decode()) for f in fills) == Decimal(agg.qty.decode())
         for e in trades:
-            assert Decimal(e.price) % tick == 0 and Decimal(e.price) > 0
+            assert Decimal(e.price.decode()) % tick == 0 and Decimal(e.price.decode()) > 0
         us = [e.ident for e in books]
         assert all(b > a for a, b in itertools.pairwise(us))  # u increases...
         assert any(b - a > 1 for a, b in itertools.pairwise(us))  # ...but skips values
-        assert all(Decimal(e.bid) < Decimal(e.ask) for e in books)
+        assert all(Decimal(e.bid.decode()) < Decimal(e.ask.decode()) for e in books)
         times = [e.time_us for e in evs]
         assert times == sorted(times)
         assert model.ledger(sym).trade_count == len(trades)
