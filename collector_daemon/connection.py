@@ -3,13 +3,18 @@
 A ``StreamGroup`` owns the streams of some symbols (as many as fit in one connection) and:
 
 * reconnects after every failure with capped exponential backoff and full jitter;
-* answers server pings (the websockets library does that) and treats a connection that has
+* answers server pings (aiohttp's autoping does that) and treats a connection that has
   been silent for ``silence_timeout`` seconds as dead;
 * replaces its connection make-before-break when it reaches ``max_age`` (Binance cuts at
   24 h) or the server announced a shutdown: the new connection is opened first, both run
   side by side for a moment (the router drops the duplicates), then the old one is closed;
 * writes session records (connect, subscribed, disconnect with reason, replaced) into the
   files of all its symbols, so each file tells an outage from a quiet market.
+
+The WebSocket client is aiohttp's (also our REST client): its C frame reader receives about
+three times more messages per second than the ``websockets`` library on this hardware
+(bench/bench_collector.py measures the ceiling), which is what lets one process take 13
+busy symbols with a wide margin.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import random
 import time
 from dataclasses import dataclass
 
-import websockets
-from websockets.exceptions import ConnectionClosed
+import aiohttp
+from aiohttp import WSMsgType
 
 from collector_daemon.router import ConnState, Router
 from crypto_lake.lib.logs import get_logger
@@ -38,6 +43,21 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"server rejected the WebSocket connection: HTTP {exc.status}"
+    return str(exc) or type(exc).__name__
+
+
+def _close_reason(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage) -> str:
+    if msg.type == WSMsgType.ERROR:
+        return f"connection error: {ws.exception() or msg.data!r}"
+    if ws.close_code in (None, 1006):
+        return "connection lost (no close frame)"
+    extra = f", {msg.extra}" if msg.type == WSMsgType.CLOSE and msg.extra else ""
+    return f"closed by server (code {ws.close_code}{extra})"
+
+
 @dataclass
 class GroupSettings:
     silence_timeout: float
@@ -49,9 +69,12 @@ class GroupSettings:
 class _Conn:
     """A live socket plus its reader task."""
 
-    def __init__(self, state: ConnState, ws: websockets.ClientConnection) -> None:
+    def __init__(
+        self, state: ConnState, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession
+    ) -> None:
         self.state = state
         self.ws = ws
+        self.session = session
         self.opened = time.monotonic()
         self.last_msg = self.opened
         self.live = asyncio.Event()
@@ -93,21 +116,25 @@ class StreamGroup:
     async def _connect(self) -> _Conn | None:
         self._seq += 1
         conn_id = f"{self.conn_prefix}-{self.index}.{self._seq}"
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=OPEN_TIMEOUT)
+        )
         try:
-            ws = await websockets.connect(
+            ws = await session.ws_connect(
                 self.url,
-                open_timeout=OPEN_TIMEOUT,
-                close_timeout=1.0,
-                compression=None,
-                max_queue=4096,
-                max_size=1 << 22,
+                autoping=True,  # answers the server's pings with the same payload
+                heartbeat=None,  # the silence watchdog covers dead connections
+                compress=0,
+                max_msg_size=1 << 22,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
             )
-        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            await session.close()
             self.connect_failures += 1
-            log.warning("connect %s failed: %s", conn_id, exc)
+            log.warning("connect %s failed: %s", conn_id, _describe(exc))
             return None
         state = ConnState(conn_id, self.symbols, self.streams)
-        conn = _Conn(state, ws)
+        conn = _Conn(state, ws, session)
         self.router.session(conn_id, self.symbols, "connect", url=self.url)
         log.info("%s connected (%d streams)", conn_id, len(self.streams))
         conn.task = asyncio.get_running_loop().create_task(self._read(conn))
@@ -116,26 +143,24 @@ class StreamGroup:
     async def _read(self, conn: _Conn) -> None:
         on_message = self.router.on_message
         state = conn.state
-        recv = conn.ws.recv
+        receive = conn.ws.receive
+        data_types = (WSMsgType.TEXT, WSMsgType.BINARY)
         try:
-            msg = await recv(decode=False)
-            conn.last_msg = time.monotonic()
-            conn.live.set()
-            self.router.session(
-                state.conn_id, self.symbols, "subscribed", streams=sorted(self.streams)
-            )
-            on_message(state, msg)
-            while True:
-                msg = await recv(decode=False)
+            msg = await receive()
+            if msg.type in data_types:
                 conn.last_msg = time.monotonic()
-                on_message(state, msg)
-        except ConnectionClosed as exc:
-            rcvd = exc.rcvd
-            conn.reason = (
-                f"closed by server (code {rcvd.code}{', ' + rcvd.reason if rcvd.reason else ''})"
-                if rcvd is not None
-                else "connection lost (no close frame)"
-            )
+                conn.live.set()
+                self.router.session(
+                    state.conn_id, self.symbols, "subscribed", streams=sorted(self.streams)
+                )
+                on_message(state, msg.data)
+                while True:
+                    msg = await receive()
+                    if msg.type not in data_types:
+                        break
+                    conn.last_msg = time.monotonic()
+                    on_message(state, msg.data)
+            conn.reason = _close_reason(conn.ws, msg)
         except asyncio.CancelledError:
             conn.reason = "collector stopping"
             raise
@@ -154,12 +179,11 @@ class StreamGroup:
 
     @staticmethod
     async def _abort(conn: _Conn) -> None:
-        try:
+        """Close the socket: a close frame if the peer still answers, else just drop it."""
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.ws.close(), timeout=1.0)
-        except (TimeoutError, OSError, ConnectionClosed):
-            transport = conn.ws.transport
-            if transport is not None:
-                transport.abort()
+        with contextlib.suppress(Exception):
+            await conn.session.close()
 
     async def _close(self, conn: _Conn, why: str) -> None:
         conn.close_reason = why
