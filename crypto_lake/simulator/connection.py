@@ -34,6 +34,9 @@ from crypto_lake.simulator.wire import (
 log = get_logger("simulator.ws")
 HIGH_WATER = 1 << 20  # transport bytes buffered before the writer waits for the client
 LOW_WATER = 1 << 18
+# A client this far behind is cut off, as Binance does with slow consumers, instead of
+# letting its queue grow without bound.
+MAX_QUEUED_FRAMES = 1_000_000
 MALFORMED = "malformed"
 # A frame and what it carries: the data event, MALFORMED garbage, or None for control frames.
 Item = tuple[bytes, Event | str | None]
@@ -87,6 +90,10 @@ class Connection:
             items = self._apply_faults(items)
         self._pending.extend(items)
         self._wake.set()
+        if len(self._pending) > MAX_QUEUED_FRAMES:
+            log.warning("conn %d: client too slow (%d frames queued), dropping it", self.id,
+                        len(self._pending))  # fmt: skip
+            self.abort()
 
     def push_control(self, payload: bytes) -> None:
         self._pending.append((ws_text_frame(payload), None))
@@ -111,7 +118,13 @@ class Connection:
         """Write queued frames in one transport write per batch, with flow control."""
         transport = self.request.transport
         while not self.closing and transport is not None and not transport.is_closing():
-            await self._wake.wait()
+            if self._unconfirmed:
+                # Frames still buffered: look again soon even if the market is quiet.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.02)
+                self._confirm([])
+            else:
+                await self._wake.wait()
             self._wake.clear()
             items, self._pending = self._pending, []
             if not items or self.stalled():

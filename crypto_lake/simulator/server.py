@@ -162,7 +162,10 @@ class ExchangeSimulator:
                 status=400, body=rest_error(-1121, str(exc)), content_type="application/json"
             )
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 16)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the client went away during the handshake
+            return ws
         conn = Connection(
             next(self._ids), ws, request, streams, unit, self.cfg, self.faults, self.sent
         )

@@ -45,7 +45,7 @@ async def receive_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> li
 async def test_drop_connections_closes_abruptly() -> None:
     async with sim_client(BTC) as (sim, session):
         ws = await session.ws_connect(stream_url(sim, TRADES))
-        await asyncio.sleep(0.3)
+        first = await receive_for(ws, 0.5)
         assert len(sim.connections) == 1
         sim.faults.drop_connections()
         msgs = await receive_for(ws, 2.0)
@@ -54,6 +54,9 @@ async def test_drop_connections_closes_abruptly() -> None:
         assert ws.close_code in (None, 1006)
         await asyncio.sleep(0.1)
         assert sim.connections == {}
+        # SentLog never claims a frame the client could not have read
+        got = {orjson.loads(m.data)["data"]["t"] for _, m in first + msgs if m.type == 1}
+        assert got and sim.sent.trade_ids("BTCUSDT") <= got
 
 
 @aio

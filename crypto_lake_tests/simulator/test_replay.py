@@ -37,6 +37,8 @@ def write_raw(path: Path, messages: list[dict], spacing_ns: int) -> bytes:
         lines.append(ws_line(T0 + i * spacing_ns, "ws-1", "ms", orjson.dumps(msg)))
         if i == 3:
             lines.append(b"{not json at all\n")  # a torn line: skipped and counted
+            bad = {"stream": "../../etc@trade", "data": {"t": 1}}  # never becomes a symbol
+            lines.append(ws_line(T0, "ws-1", "ms", orjson.dumps(bad)))
             lines.append(repaired_line(T0, "btcusdt@trade", "ms", "historicalTrades", {"id": 1}))
     lines.append(session_line(T0 + len(messages) * spacing_ns, "ws-1", "disconnect", reason="x"))
     data = b"".join(lines)
