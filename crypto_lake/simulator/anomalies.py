@@ -178,7 +178,7 @@ def _inject_one(
     if kind == "r4_nan_ohlc":
         cols["open"][s] = np.nan
         cols["close"][s] = np.nan
-        return float("nan")
+        return 1.0
     raise ValueError(f"unknown anomaly kind {kind!r}; known: {MARKET_KINDS + CRITICAL_KINDS}")
 
 

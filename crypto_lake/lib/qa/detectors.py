@@ -162,6 +162,8 @@ def zscore_flags(f: BarFeatures, cfg: ZScoreConfig) -> Flags:
 
 def _trailing_max(x: np.ndarray, lookback: int) -> np.ndarray:
     """max(x[t - lookback .. t]) by rows; NaN anywhere in the window gives NaN."""
+    if len(x) == 0:
+        return x.copy()
     padded = np.concatenate([np.full(lookback, np.nan), x])
     windows = np.lib.stride_tricks.sliding_window_view(padded, lookback + 1)
     out = windows.max(axis=1)

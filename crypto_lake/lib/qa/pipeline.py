@@ -37,6 +37,12 @@ SCHEMAS = {
 }
 # The column that places each QA row in time (what merge_window filters on).
 TIME_COLUMN = {"violations": "ts", "anomalies": "start", "verdicts": "window_start"}
+# A total order per dataset, so merged files are identical whatever the run history.
+SORT_KEYS = {
+    "violations": ["ts", "rule", "detail"],
+    "anomalies": ["start", "detector", "end"],
+    "verdicts": ["scope", "window_start", "window_end"],
+}
 
 
 @dataclass
@@ -95,7 +101,7 @@ def detect_anomalies(
         timings[name] = time.perf_counter() - t0
     events = pa.concat_tables(tables)
     events = _in_window(events, "start", window)
-    events = events.sort_by([("start", "ascending"), ("detector", "ascending")])
+    events = events.sort_by([(k, "ascending") for k in SORT_KEYS["anomalies"]])
     return events, timings
 
 
@@ -194,7 +200,9 @@ def merge_window(
             inside = pc.or_(inside, pc.equal(old["scope"], "day"))
         kept = old.filter(pc.invert(inside))
     merged = pa.concat_tables([kept, rows.cast(schema)])
-    merged = merged.take(pc.sort_indices(merged, [(column, "ascending")]))
+    merged = merged.sort_by(
+        [(k, "descending" if k == "scope" else "ascending") for k in SORT_KEYS[kind]]
+    )
     with atomic_path(path) as tmp:
         pq.write_table(merged, tmp, compression="zstd")
     return merged

@@ -5,7 +5,9 @@ The asset checks on ``bars_1s`` answer "does the partition pass?"; this module a
 seconds, per minute for R7), which is what ``qa_violations`` stores and fusion scores.
 
 NaN handling: DuckDB orders NaN above every number, so a NaN price would silently pass
-R1/R2. Those rules therefore only judge finite prices; NaN and NULL prices are R4's.
+R1/R2. Those rules therefore only judge finite prices; NaN and NULL prices are R4's, with
+the market library's convention that NULL O/H/L/C before the day's first trade is allowed
+(lib.rules does the same). Severities come from lib.rules.SEVERITY.
 """
 
 from __future__ import annotations
@@ -15,15 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-RULE_SEVERITY = {
-    "R1": "critical",
-    "R2": "critical",
-    "R3": "major",
-    "R4": "critical",
-    "R5": "major",
-    "R6": "minor",
-    "R7": "major",
-}
+from crypto_lake.lib.rules import SEVERITY
+
+# One severity table for the asset checks and QA (lib.rules owns it).
+RULE_SEVERITY = dict(SEVERITY)
 SEVERITIES = ("critical", "major", "minor")
 SPREAD_LIMIT_BPS = 500.0
 VIOLATION_SCHEMA = pa.schema(
@@ -51,8 +48,13 @@ SELECT 'R3', ts_s, 1, format('bid={{}} ask={{}}', bid, ask)
 FROM b WHERE isfinite(bid) AND isfinite(ask) AND ask < bid
 UNION ALL
 SELECT 'R4', ts_s, 1, format('open={{}} high={{}} low={{}} close={{}}', open, high, low, close)
-FROM b WHERE open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL
-   OR isnan(open) OR isnan(high) OR isnan(low) OR isnan(close)
+FROM (SELECT *, bool_or(close IS NOT NULL) OVER (ORDER BY ts_s
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen_price FROM b)
+WHERE (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL
+       OR isnan(open) OR isnan(high) OR isnan(low) OR isnan(close))
+  -- NULL prices before the day's first trade are how bars_1s says "no price yet"
+  AND (coalesce(seen_price, false) OR trade_count > 0
+       OR isnan(open) OR isnan(high) OR isnan(low) OR isnan(close))
 UNION ALL
 SELECT 'R5', ts_s, 1, format('timestamp not on a whole second (+{{}} us)', ts_us % 1000000)
 FROM b WHERE ts_us % 1000000 <> 0
