@@ -8,7 +8,9 @@ symbols, µs times) as fast as the socket takes them. The exchange simulator's r
 model tops out near 10 k msgs/s on 2 cores, below the 50 k target, so it cannot be the feed.
 
 Same run, same feed:
-1. baseline: a bare ``websockets`` client that only counts frames = the feed's own ceiling;
+1. baseline: a bare aiohttp WebSocket client (the collector's library) that only counts
+   frames = the feed's own ceiling on this machine (plus the ``websockets`` library's, for
+   comparison);
 2. the collector (``python -m collector_daemon``, real files, fsync on) for the same time.
 
 Throughput = market lines found in the *sealed* files after SIGTERM divided by the span of
@@ -139,12 +141,28 @@ def _url(port: int, symbols: list[str]) -> str:
     return f"ws://127.0.0.1:{port}/stream?streams={streams}&timeUnit=MICROSECOND"
 
 
-async def _bare_client(url: str, seconds: float) -> float:
+async def _bare_aiohttp(url: str, seconds: float) -> float:
+    """Frames/s a bare aiohttp client (the collector's WebSocket library) reads and drops."""
+    import aiohttp
+
+    n = 0
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, compress=0) as ws:
+        for _ in range(2000):  # warm-up
+            await ws.receive()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            await ws.receive()
+            n += 1
+        return n / (time.monotonic() - t0)
+
+
+async def _bare_websockets(url: str, seconds: float) -> float:
+    """Same with the ``websockets`` library, for comparison."""
     import websockets
 
     n = 0
     async with websockets.connect(url, compression=None, max_queue=4096, max_size=1 << 22) as ws:
-        for _ in range(2000):  # warm-up
+        for _ in range(2000):
             await ws.recv(decode=False)
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
@@ -257,8 +275,16 @@ def main() -> int:
             time.sleep(0.05)
         port = int(port_file.read_text())
         print(f"feed: firehose on 127.0.0.1:{port}, {len(symbols)} symbols x (trade + bookTicker)")
-        ceiling = asyncio.run(_bare_client(_url(port, symbols), args.seconds))
-        print(f"baseline (bare websockets client, no writing): {ceiling:,.0f} msgs/s")
+        ceiling = asyncio.run(_bare_aiohttp(_url(port, symbols), args.seconds))
+        print(
+            f"baseline = feed ceiling (bare aiohttp client, no parsing, no writing): "
+            f"{ceiling:,.0f} msgs/s"
+        )
+        ws_rate = asyncio.run(_bare_websockets(_url(port, symbols), args.seconds / 2))
+        print(
+            f"for comparison, bare websockets client: {ws_rate:,.0f} msgs/s "
+            f"({ws_rate / ceiling:.2f} x)"
+        )
         results = []
         for interval in [float(x) for x in args.fsync_intervals.split(",")]:
             r = _run_collector(port, symbols, args.seconds, interval, args.compression)

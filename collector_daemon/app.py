@@ -176,8 +176,11 @@ class Collector:
                 self.writer.rotate()
 
     async def _sync_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.tuning.fsync_interval)
+        interval = self.tuning.fsync_interval
+        next_at = time.monotonic() + interval
+        while True:  # fixed rate: a slow fsync does not stretch the interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + interval, time.monotonic())
             await self.writer.sync()
 
     async def _gap_loop(self) -> None:

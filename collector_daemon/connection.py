@@ -36,6 +36,7 @@ log = get_logger("collector.connection")
 TICK = 0.1  # supervisor poll interval, s
 OVERLAP = 1.0  # both connections stay open this long during a replacement, s
 OPEN_TIMEOUT = 10.0
+YIELD_EVERY = 256  # messages read back to back before other tasks get a turn
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -154,12 +155,18 @@ class StreamGroup:
                     state.conn_id, self.symbols, "subscribed", streams=sorted(self.streams)
                 )
                 on_message(state, msg.data)
+                n = 0
                 while True:
                     msg = await receive()
                     if msg.type not in data_types:
                         break
                     conn.last_msg = time.monotonic()
                     on_message(state, msg.data)
+                    n += 1
+                    if n % YIELD_EVERY == 0:
+                        # receive() does not suspend while frames are buffered: let the
+                        # flush/fsync/rotation timers run even under a firehose.
+                        await asyncio.sleep(0)
             conn.reason = _close_reason(conn.ws, msg)
         except asyncio.CancelledError:
             conn.reason = "collector stopping"
