@@ -1,0 +1,140 @@
+"""Automation for the market chain: today's refresh as raw files seal, yesterday's finalization.
+
+Runs per hour are bounded: the refresh sensor launches at most one run per contiguous block
+of touched days per pass, passes are ``dagster.refresh_interval_seconds`` apart (default 300 s,
+so ≤ 12 runs/hour for today; the demo sets 60 s), and a pass is skipped while a previous
+refresh run is still queued or running. Each run covers every touched symbol of its days in
+one ranged run (date × symbol range tags), so 13 symbols cost one run, not 13.
+Critical checks gate inside the run: `bars_1m` is not built when R1/R2/R4 fail.
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from crypto_lake.defs.market.partitions import (
+    CONFIG,
+    contiguous_day_blocks,
+    market_partitions,
+    range_tags,
+    split_key,
+)
+
+TRIGGER_TAG = "crypto_lake/trigger"
+RAW_KEY = dg.AssetKey("raw_market_events")
+PAGE = 1000
+
+market_day_job = dg.define_asset_job(
+    name="market_day_job",
+    selection=dg.AssetSelection.assets(
+        "trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m"
+    ),
+    description="Build trades, quotes, klines, bars_1s (+ R1–R7 checks) and bars_1m for "
+    "a block of days × symbols in one run.",
+)
+
+
+def _touched_days(record_partition: str | None, metadata: dict) -> set[str]:
+    """Days a sealed raw file feeds: its folder day plus the days its trades happened on."""
+    days: set[str] = set()
+    if record_partition:
+        days.add(split_key(record_partition)[0])
+    for name in ("min_event_us", "max_event_us"):
+        value = metadata.get(name)
+        if value is not None:
+            us = int(getattr(value, "value", value))
+            days.add(datetime.fromtimestamp(us / 1e6, tz=UTC).date().isoformat())
+    return days
+
+
+def new_raw_partitions(
+    instance: dg.DagsterInstance, after_storage_id: int
+) -> tuple[dict[str, set[str]], int]:
+    """{day: symbols} touched by raw files recorded after ``after_storage_id``, and the new id."""
+    touched: dict[str, set[str]] = {}
+    last = after_storage_id
+    while True:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW_KEY, after_storage_id=last),
+            limit=PAGE,
+            ascending=True,
+        )
+        for record in result.records:
+            last = max(last, record.storage_id)
+            mat = record.asset_materialization
+            if mat is None or mat.partition is None:
+                continue
+            _, symbol = split_key(mat.partition)
+            for day in _touched_days(mat.partition, dict(mat.metadata)):
+                touched.setdefault(day, set()).add(symbol)
+        if len(result.records) < PAGE:
+            return touched, last
+
+
+def _symbol_span(symbols: set[str]) -> list[str]:
+    """The declared symbols from the first to the last touched one (a contiguous range)."""
+    order = [s for s in CONFIG.symbols if s in symbols]
+    first, last = CONFIG.symbols.index(order[0]), CONFIG.symbols.index(order[-1])
+    return CONFIG.symbols[first : last + 1]
+
+
+def _valid_days(days: set[str]) -> set[str]:
+    keys = set(market_partitions.primary_dimension.partitions_def.get_partition_keys())
+    return {d for d in days if d in keys}
+
+
+@dg.sensor(
+    name="market_refresh_sensor",
+    job=market_day_job,
+    minimum_interval_seconds=CONFIG.dagster.refresh_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Rebuilds the partitions fed by newly sealed raw files (today, and older days "
+    "when a replay or REST repair delivers late data): one ranged run per block of days.",
+)
+def market_refresh_sensor(context: dg.SensorEvaluationContext):
+    after = int(json.loads(context.cursor)["storage_id"]) if context.cursor else 0
+    in_flight = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=market_day_job.name,
+            tags={TRIGGER_TAG: "refresh"},
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                      dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+        ),
+        limit=1,
+    )  # fmt: skip
+    if in_flight:
+        return dg.SkipReason("previous refresh run still in progress")
+    touched, last = new_raw_partitions(context.instance, after)
+    cursor = json.dumps({"storage_id": last})
+    days = _valid_days(set(touched))
+    if not days:
+        return dg.SensorResult(skip_reason="no newly sealed raw files", cursor=cursor)
+    requests = []
+    for block in contiguous_day_blocks(days):
+        symbols = _symbol_span(set().union(*(touched[d] for d in block)))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"refresh:{block[0]}:{block[-1]}:{last}",
+                tags={**range_tags(block, symbols), TRIGGER_TAG: "refresh"},
+            )
+        )
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+@dg.schedule(
+    name="finalize_yesterday",
+    job=market_day_job,
+    cron_schedule=CONFIG.dagster.finalize_cron,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Finalizes yesterday (UTC) for all symbols shortly after midnight, once the "
+    "new day's first raw files (holding the last trades of yesterday) have sealed.",
+)
+def finalize_yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    tick = context.scheduled_execution_time or datetime.now(UTC)
+    day = (tick.astimezone(UTC).date() - timedelta(days=1)).isoformat()
+    return dg.RunRequest(
+        run_key=f"finalize:{day}:{tick.isoformat()}",
+        tags={**range_tags([day], CONFIG.symbols), TRIGGER_TAG: "finalize"},
+    )

@@ -1,0 +1,88 @@
+"""Metadata helpers: what the UI shows for every materialization of a market table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+PREVIEW_ROWS = 5
+
+
+def column_schema(path: Path) -> dg.TableSchema:
+    """The Parquet file's columns as a Dagster table schema (``dagster/column_schema``)."""
+    schema = pq.read_schema(path)
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|")
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A small Markdown table; an empty list renders as '_none_'."""
+    if not rows:
+        return "_none_"
+    columns = columns or list(rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def parquet_preview(path: Path, rows: int = PREVIEW_ROWS) -> str:
+    """The first rows of a Parquet file as Markdown (reads one row group at most)."""
+    if not path.exists():
+        return "_no file_"
+    pf = pq.ParquetFile(path)
+    if pf.metadata.num_rows == 0:
+        return "_empty_"
+    head = pf.read_row_group(0).slice(0, rows).to_pylist()
+    return markdown_table(head)
+
+
+def parquet_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+
+def base_metadata(path: Path, rows: int) -> dict[str, dg.RawMetadataValue]:
+    """Standard metadata every market table records."""
+    meta: dict[str, dg.RawMetadataValue] = {
+        "dagster/row_count": rows,
+        "dagster/uri": dg.MetadataValue.path(str(path)),
+    }
+    if path.exists():
+        meta["dagster/column_schema"] = column_schema(path)
+        meta["bytes"] = path.stat().st_size
+    return meta
+
+
+def time_range_metadata(first: Any, last: Any) -> dict[str, dg.RawMetadataValue]:
+    meta: dict[str, dg.RawMetadataValue] = {}
+    if first is not None:
+        meta["first_ts"] = dg.MetadataValue.text(str(first))
+    if last is not None:
+        meta["last_ts"] = dg.MetadataValue.text(str(last))
+    return meta
+
+
+def combine_runs(
+    per_partition: dict[str, dict[str, Any]], numeric_keys: list[str]
+) -> dict[str, Any]:
+    """Metadata for a run covering several partitions: run totals plus a per-partition table.
+
+    Dagster attaches one MaterializeResult to every partition of a ranged run, so only
+    run-level numbers (prefixed ``run_``) go here; each partition's exact numbers are in the
+    table and in one AssetObservation per partition.
+    """
+    totals: dict[str, Any] = {f"run_{k.split('/')[-1]}": 0 for k in numeric_keys}
+    rows = []
+    for key, meta in sorted(per_partition.items()):
+        for k in numeric_keys:
+            totals[f"run_{k.split('/')[-1]}"] += int(meta.get(k, 0) or 0)
+        rows.append({"partition": key, **{k.split("/")[-1]: meta.get(k, 0) for k in numeric_keys}})
+    totals["run_partitions"] = len(per_partition)
+    totals["per_partition"] = dg.MetadataValue.md(markdown_table(rows))
+    return totals

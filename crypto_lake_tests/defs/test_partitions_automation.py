@@ -1,0 +1,112 @@
+"""Partition sizing, automation defaults, and the refresh sensor's run requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from crypto_lake.defs.market.automation import (
+    TRIGGER_TAG,
+    finalize_yesterday,
+    market_day_job,
+    market_refresh_sensor,
+)
+from crypto_lake.defs.market.partitions import (
+    build_market_partitions,
+    contiguous_day_blocks,
+    market_key,
+    market_partitions,
+    range_tags,
+)
+from crypto_lake.lib.config import DEFAULT_SYMBOLS, load_config
+
+# Dagster documents 100,000 partitions per asset as the limit beyond which the UI slows down.
+DAGSTER_PARTITION_LIMIT = 100_000
+
+
+def test_five_years_of_13_symbols_stay_far_below_dagsters_limit() -> None:
+    cfg = load_config(environ={})
+    start = datetime.now(UTC).date() - timedelta(days=5 * 365 + 1)
+    cfg = cfg.model_copy(
+        update={"dagster": cfg.dagster.model_copy(update={"partitions_start": start})}
+    )
+    parts = build_market_partitions(cfg)
+    keys = parts.get_partition_keys()
+    assert len(DEFAULT_SYMBOLS) == 13
+    assert 5 * 365 * 13 <= len(keys) <= (5 * 365 + 3) * 13
+    assert len(keys) < DAGSTER_PARTITION_LIMIT / 4  # 23.7k: a quarter of the documented limit
+    # today's partition exists (intraday refresh target)
+    today = datetime.now(UTC).date().isoformat()
+    assert str(market_key(today, "BTCUSDT")) in set(keys)
+
+
+def test_range_tags_cover_exactly_one_block_of_days_for_all_symbols() -> None:
+    symbols = load_config().symbols
+    tags = range_tags(["2024-01-03", "2024-01-02"], symbols)
+    rng = dg.PartitionKeyRange(
+        tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+    )
+    keys = market_partitions.get_partition_keys_in_range(rng)
+    assert len(keys) == 2 * len(symbols)
+    assert {k.split("|")[0] for k in keys} == {"2024-01-02", "2024-01-03"}
+    assert contiguous_day_blocks(["2024-01-05", "2024-01-02", "2024-01-03"]) == [
+        ["2024-01-02", "2024-01-03"],
+        ["2024-01-05"],
+    ]
+
+
+def test_schedules_and_sensors_run_by_default() -> None:
+    from crypto_lake.defs.ops.assets import lake_views_daily
+    from crypto_lake.defs.raw.sensors import raw_file_sensor
+
+    assert market_refresh_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert raw_file_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert finalize_yesterday.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert lake_views_daily.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def _report_raw_file(instance: dg.DagsterInstance, day: str, symbol: str, event_us: int) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "raw_market_events",
+            partition=market_key(day, symbol),
+            metadata={"min_event_us": event_us, "max_event_us": event_us},
+        )
+    )
+
+
+def test_refresh_sensor_launches_one_ranged_run_per_block_and_keeps_a_cursor() -> None:
+    symbols = load_config().symbols
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance)
+        first = market_refresh_sensor(ctx)
+        assert not first.run_requests
+        today = datetime.now(UTC).date()
+        t0 = int(datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()) * 10**6
+        # Today's files for two symbols, and a file in today's folder holding trades of
+        # yesterday (the day's last trades, or a late repair).
+        _report_raw_file(instance, today.isoformat(), symbols[1], t0 + 10**6)
+        _report_raw_file(instance, today.isoformat(), symbols[3], t0 - 10**6)
+        ctx = dg.build_sensor_context(instance=instance, cursor=first.cursor)
+        result = market_refresh_sensor(ctx)
+        assert len(result.run_requests) == 1  # yesterday + today are one contiguous block
+        tags = result.run_requests[0].tags
+        yesterday = (today - timedelta(days=1)).isoformat()
+        assert tags["dagster/asset_partition_range_start"] == f"{yesterday}|{symbols[1]}"
+        assert tags["dagster/asset_partition_range_end"] == f"{today.isoformat()}|{symbols[3]}"
+        assert tags[TRIGGER_TAG] == "refresh"
+        # Nothing new: no run.
+        ctx = dg.build_sensor_context(instance=instance, cursor=result.cursor)
+        assert not market_refresh_sensor(ctx).run_requests
+
+
+def test_finalize_schedule_targets_yesterday_for_all_symbols() -> None:
+    symbols = load_config().symbols
+    when = datetime(2024, 5, 2, 0, 10, tzinfo=UTC)
+    ctx = dg.build_schedule_context(scheduled_execution_time=when)
+    request = finalize_yesterday(ctx)
+    assert request.tags["dagster/asset_partition_range_start"] == f"2024-05-01|{symbols[0]}"
+    assert request.tags["dagster/asset_partition_range_end"] == f"2024-05-01|{symbols[-1]}"
+    assert finalize_yesterday.execution_timezone == "UTC"
+    assert market_day_job.name == "market_day_job"
