@@ -32,7 +32,15 @@ def free_port() -> int:
 class CollectorProc:
     """A collector subprocess writing to ``lake`` and fed by ``sim``."""
 
-    def __init__(self, lake: Path, sim: Any, args: list[str], log: Path, **popen: Any) -> None:
+    def __init__(
+        self,
+        lake: Path,
+        sim: Any,
+        args: list[str],
+        log: Path,
+        extra_env: dict[str, str] | None,
+        **popen: Any,
+    ) -> None:
         self.lake = lake
         self.layout = LakeLayout(lake)
         cmd = [
@@ -49,6 +57,7 @@ class CollectorProc:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTO_LAKE")}
         env["CRYPTO_LAKE_CONFIG"] = os.devnull  # defaults only, never a developer's file
+        env.update(extra_env or {})
         self.log = log
         self._log_fh = open(log, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
@@ -124,11 +133,11 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., CollectorProc]]:
 
     def start(sim: Any, lake: Path | None = None, **kw: Any) -> CollectorProc:
         popen = kw.pop("popen", {})
+        extra_env = kw.pop("env", None)
         kw.setdefault("symbols", ",".join(sim.cfg.symbols))
         args = collector_args(**kw)
-        proc = CollectorProc(
-            lake or tmp_path / "lake", sim, args, tmp_path / "collector.log", **popen
-        )
+        log = tmp_path / "collector.log"
+        proc = CollectorProc(lake or tmp_path / "lake", sim, args, log, extra_env, **popen)
         procs.append(proc)
         return proc
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import time
 import urllib.request
 from collections import defaultdict
@@ -151,3 +153,22 @@ def test_sigterm_seals_and_second_instance_refuses(sim_factory, start_collector,
     lines = read_lines(sealed_parts(c.lake)[-1])
     assert lines[-1]["session"] == "collector_stop"
     assert c.heartbeat()["status"] == "stopped"
+
+
+def test_systemd_notify_protocol(sim_factory, start_collector, tmp_path) -> None:
+    """Type=notify: READY=1 after start-up, WATCHDOG=1 while alive, STOPPING=1 on SIGTERM."""
+    addr = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
+        srv.bind(addr)
+        srv.settimeout(20)
+        sim = sim_factory(symbols=["BTCUSDT"])
+        env = {"NOTIFY_SOCKET": addr, "WATCHDOG_USEC": "1000000"}
+        c = start_collector(sim, env=env, heartbeat_seconds=5)
+        assert srv.recv(64) == b"READY=1"
+        assert c.heartbeat()["status"] == "running"  # ready means recovered and running
+        assert [srv.recv(64) for _ in range(3)] == [b"WATCHDOG=1"] * 3  # every 0.5 s
+        c.proc.send_signal(signal.SIGTERM)
+        while (msg := srv.recv(64)) == b"WATCHDOG=1":
+            pass
+        assert msg == b"STOPPING=1"
+        assert c.wait(15) == 0
