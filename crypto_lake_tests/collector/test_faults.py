@@ -90,6 +90,31 @@ def test_connection_dropped_every_30s(sim_factory, start_collector) -> None:
     _drops(10, 30.0, sim_factory, start_collector)
 
 
+def test_aggtrade_stream_gaps_repaired_from_agg_trades(sim_factory, start_collector) -> None:
+    """@aggTrade mode: aggregate-id gaps are detected and repaired from /api/v3/aggTrades."""
+    sim = sim_factory(symbols=SYMBOLS, rate_scale=3)
+    c = start_collector(sim, trade_stream="aggTrade")
+    c.wait_heartbeat(lambda hb: hb["status"] == "running" and hb["messages_total"] > 20)
+    sim.faults.skip_trade_ids("BTCUSDT", 30)
+    time.sleep(1.0)
+    sim.faults.drop_connections()
+    hb = c.wait_heartbeat(lambda hb: hb["gaps"]["repaired"] >= 2 and hb["gaps"]["open"] == 0)
+    sim.pause_market()
+    time.sleep(1.0)
+    assert c.terminate()[0] == 0
+    assert hb["rest"]["trades_repaired"] > 0
+    for sym in SYMBOLS:
+        lines = [r for r in _lines(c.lake, sym) if r.get("stream") == f"{sym.lower()}@aggTrade"]
+        ids = [r["data"]["a"] for r in lines]
+        assert len(ids) == len(set(ids)) and set(ids) == set(range(min(ids), max(ids) + 1))
+        live = {r["data"]["a"] for r in lines if "rest" not in r}
+        assert live == sim.sent.agg_ids(sym)
+        assert all(r["rest"] == "aggTrades" for r in lines if r["conn"] == "rest")
+        assert all(r["data"]["f"] <= r["data"]["l"] for r in lines)  # first/last trade ids kept
+    causes = {g["cause"] for g in orjson.loads(c.layout.gaps_path.read_bytes())["gaps"]}
+    assert {"in-stream", "reconnect"} <= causes
+
+
 def test_backoff_capped_while_refused(sim_factory, start_collector) -> None:
     """Refused reconnects back off with full jitter but never longer than the cap."""
     sim = sim_factory(symbols=SYMBOLS)
