@@ -37,6 +37,7 @@ Macro bars exist only in trading hours, hence the LEFT JOIN (NULL outside the se
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -159,15 +160,29 @@ def bars_from_frame(ticker: str, frame: pd.DataFrame, day: str | date, now: date
     )
 
 
-def _sql(query: str, **tables: pa.Table) -> pa.Table:
-    con = duckdb.connect()
-    try:
+_LOCAL = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    # Opening an in-memory DuckDB costs ~0.1 s; a partition needs a few tiny queries, so each
+    # thread keeps one connection (DuckDB connections are not shared across threads).
+    con = getattr(_LOCAL, "con", None)
+    if con is None:
+        con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
+        _LOCAL.con = con
+    return con
+
+
+def _sql(query: str, **tables: pa.Table) -> pa.Table:
+    con = _connection()
+    try:
         for name, table in tables.items():
             con.register(name, table)
         return con.sql(query).to_arrow_table()
     finally:
-        con.close()
+        for name in tables:
+            con.unregister(name)
 
 
 def dedup_sorted(table: pa.Table) -> pa.Table:

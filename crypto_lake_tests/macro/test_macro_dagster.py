@@ -121,19 +121,19 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
     )
     assert {r.tags[REASON_TAG] for r in again} == {"recent"}
 
-    # The DXY schedule picks up every day whose FX inputs are newer than its DXY file.
+    # The DXY schedule picks up, in one run, every day whose FX inputs are newer than its DXY.
     ctx = dg.build_schedule_context(
         instance, scheduled_execution_time=now, resources={"lake": lake}
     )
     dxy_requests = dxy_synthetic_minute_schedule(ctx)
-    assert isinstance(dxy_requests, list)
+    assert isinstance(dxy_requests, list) and len(dxy_requests) == 1
     fx_days = {d.isoformat() for d in days if session_minutes_utc("EURUSD=X", d).size}
-    assert fx_days <= {r.partition_key for r in dxy_requests}
-    for req in dxy_requests:
-        assert dg.materialize(
-            [dxy_synthetic_minute], partition_key=req.partition_key, instance=instance,
-            resources={"lake": lake},
-        ).success  # fmt: skip
+    (req,) = dxy_requests
+    assert req.tags["dagster/asset_partition_range_start"] <= min(fx_days)
+    assert req.tags["dagster/asset_partition_range_end"] == today.isoformat()
+    assert dg.materialize(
+        [dxy_synthetic_minute], instance=instance, resources={"lake": lake}, tags=req.tags
+    ).success
     dxy_meta = _latest_metadata(instance, dxy_synthetic_minute.key)
     for day in fx_days:
         fx_minutes = session_minutes_utc("EURUSD=X", datetime.fromisoformat(day).date()).size
@@ -143,8 +143,9 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
     later = dg.build_schedule_context(
         instance, scheduled_execution_time=now + timedelta(minutes=15), resources={"lake": lake}
     )
-    stale = {r.partition_key for r in dxy_synthetic_minute_schedule(later)}  # type: ignore[union-attr]
-    assert stale <= {today.isoformat(), (today - timedelta(days=1)).isoformat()}
+    (again_req,) = dxy_synthetic_minute_schedule(later)  # type: ignore[misc]
+    recent = {today.isoformat(), (today - timedelta(days=1)).isoformat()}
+    assert again_req.tags["dagster/asset_partition_range_start"] in recent
 
 
 def test_failed_ticker_fails_the_run_but_keeps_stored_bars(

@@ -152,6 +152,7 @@ def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     # Default mapping (day -> every ticker of that day); naming the beta
     # MultiToSingleDimensionPartitionMapping would only add a warning.
     deps=["macro_minute"],
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def dxy_synthetic_minute(
     context: dg.AssetExecutionContext, lake: LakeResource
@@ -160,19 +161,21 @@ def dxy_synthetic_minute(
     formula: 50.14348112 × EURUSD^-0.576 × USDJPY^0.136 × GBPUSD^-0.119 × USDCAD^0.091 ×
     USDSEK^0.042 × USDCHF^0.036. Only minutes where all six FX inputs have a bar are computed
     (columns ts, open, close). Never shrinks what is stored."""
-    day = context.partition_key
-    out = refresh_dxy(lake.layout, day)
-    if out.missing_inputs:
-        context.log.warning(f"DXY {day}: no bars for {', '.join(out.missing_inputs)}")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": out.stored_rows,
-            "dagster/uri": dg.MetadataValue.path(str(out.path)),
-            "computed_minutes": out.rows,
-            "got_nothing": out.rows == 0,
-            "minutes_with_some_inputs_missing": out.minutes_with_some_inputs,
-            "missing_inputs": dg.MetadataValue.json(out.missing_inputs),
-            "inputs": dg.MetadataValue.json(list(DXY_WEIGHTS)),
-            "file_changed": out.file_changed,
-        }
-    )
+    for day in sorted(context.partition_keys):
+        out = refresh_dxy(lake.layout, day)
+        if out.missing_inputs:
+            context.log.warning(f"DXY {day}: no bars for {', '.join(out.missing_inputs)}")
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": out.stored_rows,
+                "dagster/uri": dg.MetadataValue.path(str(out.path)),
+                "computed_minutes": out.rows,
+                "got_nothing": out.rows == 0,
+                "minutes_with_some_inputs_missing": out.minutes_with_some_inputs,
+                "missing_inputs": dg.MetadataValue.json(out.missing_inputs),
+                "inputs": dg.MetadataValue.json(list(DXY_WEIGHTS)),
+                "file_changed": out.file_changed,
+            },
+            partition_key=day,
+        )
+    return dg.MaterializeResult()

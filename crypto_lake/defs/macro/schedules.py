@@ -6,8 +6,8 @@ land), plus each of the last ``macro.catchup_days`` days on which some ticker wa
 materialized: that is the start-up catch-up of a fresh lake (re-requested at most hourly
 while a day stays incomplete, e.g. after Yahoo rate-limited it).
 
-``dxy_synthetic_minute_schedule`` (every 15 min, 5 minutes later) recomputes today's DXY and
-any recent day whose FX input files are newer than its DXY file.
+``dxy_synthetic_minute_schedule`` (every 15 min, 5 minutes later) recomputes, in one run, today's
+DXY and every recent day whose FX input files are newer than its DXY file.
 """
 
 from dataclasses import dataclass
@@ -130,10 +130,17 @@ def dxy_synthetic_minute_schedule(
         for b in range(CONFIG.macro.catchup_days, 0, -1)
         if today - timedelta(days=b) >= first
     ]
-    stamp = now.strftime("%Y%m%dT%H%M")
-    requests = [dg.RunRequest(partition_key=d, run_key=f"{stamp}:{d}") for d in recent]
-    requests += [
-        dg.RunRequest(partition_key=d, run_key=f"inputs:{d}:{mtime}")
-        for d, mtime in stale_dxy_days(lake.layout, [d for d in window if d not in recent])
+    stale = [d for d, _ in stale_dxy_days(lake.layout, [d for d in window if d not in recent])]
+    days = sorted({*stale, *recent})
+    if not days:
+        return []
+    # One run from the oldest stale day to today: recomputing a fresh day in between is cheap.
+    return [
+        dg.RunRequest(
+            run_key=f"dxy:{now.strftime('%Y%m%dT%H%M')}",
+            tags={
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            },
+        )
     ]
-    return requests
