@@ -67,7 +67,8 @@ class Connection:
         self.rng = random.Random(f"{cfg.seed}:conn:{conn_id}")
         self.opened = time.monotonic()
         self.stalled_until = 0.0
-        self.ping_pending_since: float | None = None
+        self.ping_pending_since: float | None = None  # oldest ping not answered yet
+        self._ping_payloads: set[bytes] = set()  # payloads a pong must echo
         self.closing = False
         self._pending: list[Item] = []
         self._unconfirmed: list[Event] = []
@@ -158,7 +159,11 @@ class Connection:
                 if not self.stalled():
                     await ws.pong(msg.data)
             elif msg.type == WSMsgType.PONG:
-                self.ping_pending_since = None
+                # Binance: only a pong echoing a ping's payload counts; unsolicited pongs
+                # are allowed but do not prevent the disconnect.
+                if bytes(msg.data) in self._ping_payloads:
+                    self._ping_payloads.clear()
+                    self.ping_pending_since = None
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.ERROR):
                 break
             # Client text messages (SUBSCRIBE etc.) are not supported: streams come from the URL.
@@ -182,12 +187,15 @@ class Connection:
                 self.push_control(server_shutdown_frame(time.time_ns() // 1000, self.unit))
             if self.stalled():
                 self.ping_pending_since = None  # our own silence is not the client's fault
+                self._ping_payloads.clear()
                 next_ping = max(next_ping, self.stalled_until)
                 continue
             if now >= next_ping:
                 next_ping = now + cfg.ping_interval_s
+                payload = str(time.time_ns() // 1000).encode()
+                self._ping_payloads.add(payload)
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await self.ws.ping(str(int(time.time() * 1000)).encode())
+                    await self.ws.ping(payload)
                 if self.ping_pending_since is None:
                     self.ping_pending_since = now
             if self.ping_pending_since is not None and (

@@ -49,6 +49,25 @@ async def test_unanswered_pings_drop_the_connection() -> None:
 
 
 @aio
+async def test_unsolicited_pongs_do_not_keep_the_connection() -> None:
+    cfg = SimConfig(symbols=["BTCUSDT"], ping_interval_s=0.1, ping_timeout_s=0.4)
+    async with sim_client(cfg) as (sim, session):
+        ws = await session.ws_connect(stream_url(sim, TRADES), autoping=False)
+        opened = time.monotonic()
+        closed_at = None
+        while time.monotonic() - opened < 3.0:
+            await ws.pong(b"")  # allowed by Binance, but not an answer to its pings
+            try:
+                msg = await ws.receive(timeout=0.05)
+            except TimeoutError:
+                continue
+            if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                closed_at = time.monotonic() - opened
+                break
+        assert closed_at is not None and closed_at <= 1.5
+
+
+@aio
 async def test_forced_disconnect_after_max_age() -> None:
     cfg = SimConfig(symbols=["BTCUSDT"], max_connection_age_s=1.0)
     async with sim_client(cfg) as (sim, session):
