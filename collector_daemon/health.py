@@ -7,11 +7,12 @@ import shutil
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from crypto_lake.lib.logs import get_logger
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = get_logger("collector.health")
 
@@ -93,6 +94,8 @@ class MetricsServer:
         self.url: str | None = None
 
     async def start(self) -> None:
+        from aiohttp import web  # only when the endpoint is enabled: keeps start-up fast
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/heartbeat", self._heartbeat)
@@ -106,9 +109,13 @@ class MetricsServer:
         log.info("metrics on %s", self.url)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(text=prometheus_text(self.snapshot()), content_type="text/plain")
 
     async def _heartbeat(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response(self.snapshot())
 
     async def stop(self) -> None:
