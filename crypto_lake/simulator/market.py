@@ -60,6 +60,7 @@ class SymbolMarket:
         rng = self.rng
         lower = inst.symbol.lower()
         self.streams = (f"{lower}@trade", f"{lower}@aggTrade", f"{lower}@bookTicker")
+        self.book_stream = self.streams[2]
         self.ledger = SymbolLedger(
             inst, rng.randrange(10**8, 4 * 10**9), rng.randrange(10**8, 3 * 10**9)
         )
@@ -127,33 +128,36 @@ class SymbolMarket:
                 self.next_quote = t + self._gap(self._quote_gap_us, t)
 
     def _quote_event(self, t: int) -> Event:
+        # The hottest function of the simulator (most messages are quotes): locals, no calls.
         rng = self.rng.random
+        bid, ask = self.bid, self.ask
         r = rng()
         # random walk of the touch on the tick grid; the spread stays 1..3 ticks
         if r < 0.12:
-            self.bid += 1
-            if self.ask <= self.bid:
-                self.ask = self.bid + 1
+            bid += 1
+            if ask <= bid:
+                ask = bid + 1
         elif r < 0.24:
-            if self.bid > 1:
-                self.bid -= 1
+            if bid > 1:
+                bid -= 1
         elif r < 0.36:
-            if self.ask - 1 > self.bid:
-                self.ask -= 1
-        elif r < 0.48 and self.ask - self.bid < 3:
-            self.ask += 1
+            if ask - 1 > bid:
+                ask -= 1
+        elif r < 0.48 and ask - bid < 3:
+            ask += 1
+        self.bid, self.ask = bid, ask
         # real u skips values: useless for gap detection, fine for ordering
-        self.update_id += 1 + int(rng() * 5)
-        sizes = self._book_sizes
+        self.update_id = uid = self.update_id + 1 + int(rng() * 5)
+        prices, sizes = self._prices, self._book_sizes
         return Event(
             "bookTicker",
             self.symbol,
-            self.streams[2],
-            self.update_id,
+            self.book_stream,
+            uid,
             t,
-            bid=self._price(self.bid),
+            bid=prices.get(bid) or self._price(bid),
             bid_qty=sizes[int(rng() * _BOOK_SIZES)],
-            ask=self._price(self.ask),
+            ask=prices.get(ask) or self._price(ask),
             ask_qty=sizes[int(rng() * _BOOK_SIZES)],
         )
 
