@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connection-age", type=float, default=86400.0, help="seconds")
     p.add_argument("--server-shutdown-notice", action="store_true")
     p.add_argument("--port-file", type=Path, default=None, help="write the bound port here")
+    p.add_argument(
+        "--history-hours",
+        type=float,
+        default=26.0,
+        help="REST serves trades/klines this far back (bounded memory; default: a UTC day+)",
+    )
     return p
 
 
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             server_shutdown_notice=args.server_shutdown_notice,
             replay_path=args.replay,
             replay_speed=args.speed,
+            record_sent_ids=False,  # nobody can query it from outside; keep memory flat
+            history_s=args.history_hours * 3600,
         )
     except (InvalidNameError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -25,6 +25,10 @@ class SimConfig:
     rest_weight_limit: int = 6000  # request weight per minute per client IP
     tick_interval_s: float = 0.005  # how often the market loop publishes new events
     max_streams: int = 1024  # per connection, as on Binance
+    # SentLog keeps every id sent (what tests compare against). A long-running CLI/demo
+    # turns this off so memory stays flat; the count is kept either way.
+    record_sent_ids: bool = True
+    history_s: float | None = None  # REST ground truth kept this long (None: everything)
 
     def __post_init__(self) -> None:
         if isinstance(self.symbols, str):

@@ -58,6 +58,26 @@ class SymbolLedger:
             self._maker.extend([int(maker)] * n)
             return self.first_agg_id + len(self._agg_start) - 1, self.first_trade_id + start
 
+    def trim_before(self, time_us: int) -> int:
+        """Forget whole aggregates older than ``time_us`` (bounded memory for long runs).
+
+        Ids stay as they were: REST simply no longer finds the forgotten ones, like an
+        exchange answering from its retained history. Returns the number of trades dropped.
+        """
+        with self._lock:
+            j = bisect_left(self._agg_time, time_us)
+            if j == 0:
+                return 0
+            k = self._agg_start[j] if j < len(self._agg_start) else len(self._time)
+            for col in (self._time, self._ticks, self._lots, self._maker):
+                del col[:k]
+            rest = np.frombuffer(self._agg_start[j:], dtype=np.int64) - k
+            self._agg_start = array("q", rest.tobytes())
+            del self._agg_time[:j]
+            self.first_trade_id += k
+            self.first_agg_id += j
+            return k
+
     # -- reading ----------------------------------------------------------------------------
     @property
     def trade_count(self) -> int:

@@ -239,6 +239,10 @@ class MarketModel:
             market.next_quote += delta_us
             market.burst_until += delta_us
 
+    def trim_before(self, time_us: int) -> int:
+        """Forget trades older than ``time_us`` in every symbol's ledger."""
+        return sum(m.ledger.trim_before(time_us) for m in self.symbols.values())
+
     def ledger(self, symbol: str) -> SymbolLedger:
         return self.symbols[symbol].ledger
 

@@ -15,7 +15,8 @@ class SentLog:
     malformed (truncated) frames are not data and only appear in :attr:`malformed`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, record_ids: bool = True) -> None:
+        self.record_ids = record_ids
         self._lock = threading.Lock()
         self._ids: dict[str, set[int]] = defaultdict(set)  # by stream name, e.g. btcusdt@trade
         self._count = 0
@@ -23,14 +24,20 @@ class SentLog:
 
     def record_many(self, events: list[Event]) -> None:
         with self._lock:
+            self._count += len(events)
+            if not self.record_ids:
+                return
             ids = self._ids
             for ev in events:
                 ids[ev.stream].add(ev.ident)
-            self._count += len(events)
 
     def record_malformed(self, n: int = 1) -> None:
         with self._lock:
             self.malformed += n
+
+    def _require_ids(self) -> None:
+        if not self.record_ids:
+            raise RuntimeError("this simulator was started with record_sent_ids=False")
 
     def trade_ids(self, symbol: str) -> set[int]:
         """Trade ids (``t`` of @trade) sent on any socket."""
@@ -50,5 +57,6 @@ class SentLog:
             return self._count
 
     def _copy(self, symbol: str, kind: str) -> set[int]:
+        self._require_ids()
         with self._lock:
             return set(self._ids.get(f"{symbol.lower()}@{kind}", ()))

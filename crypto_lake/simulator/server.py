@@ -21,6 +21,7 @@ from crypto_lake.simulator.streams import StreamRequestError, parse_streams, par
 from crypto_lake.simulator.wire import rest_error
 
 log = get_logger("simulator")
+TRIM_EVERY_S = 10.0  # how often old ground truth is forgotten when history_s is set
 
 
 class ExchangeSimulator:
@@ -30,7 +31,7 @@ class ExchangeSimulator:
         self.cfg = cfg
         self.faults = Faults()
         self.faults._bind(self, None)
-        self.sent = SentLog()
+        self.sent = SentLog(cfg.record_sent_ids)
         self.market = MarketModel(cfg.symbols, cfg.seed, time.time_ns() // 1000, cfg.rate_scale)
         self.connections: dict[int, Connection] = {}
         self._ids = count(1)
@@ -110,11 +111,16 @@ class ExchangeSimulator:
     # -- market -----------------------------------------------------------------------------
     async def _market_loop(self) -> None:
         interval = self.cfg.tick_interval_s
+        history_us = None if self.cfg.history_s is None else int(self.cfg.history_s * 1e6)
+        next_trim = time.monotonic() + TRIM_EVERY_S
         while True:
             if self._paused_at_us is None:
                 events = self.market.advance(time.time_ns() // 1000)
                 if events:
                     self.publish(events)
+            if history_us is not None and time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + TRIM_EVERY_S
+                self.market.trim_before(_retention_cutoff(time.time_ns() // 1000, history_us))
             await asyncio.sleep(interval)
 
     def pause_market(self) -> None:
@@ -200,3 +206,14 @@ class ExchangeSimulator:
         until = time.monotonic() + seconds
         for conn in list(self.connections.values()):
             conn.stalled_until = until
+
+
+def _retention_cutoff(now_us: int, history_us: int) -> int:
+    """Oldest time to keep, aligned down so every kline after it stays complete.
+
+    Aligned to the day when a day or more is kept (1d klines stay exact), else to the hour
+    or the minute.
+    """
+    align = next(a for a in (86_400, 3_600, 60, 1) if history_us >= a * 1_000_000) * 1_000_000
+    cutoff = now_us - history_us
+    return cutoff - cutoff % align
