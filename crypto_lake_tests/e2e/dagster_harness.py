@@ -1,0 +1,118 @@
+"""Run a real `dagster dev` (webserver + daemon) on loopback and talk to it over GraphQL."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterDev:
+    """`dagster dev` in its own process group (it survives a plain SIGTERM otherwise)."""
+
+    def __init__(self, home: Path, env: dict[str, str | None], log_path: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # nux and telemetry off
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        merged = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        self.env = {k: v for k, v in merged.items() if v is not None}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        bindir = Path(sys.executable).parent
+        cmd = [str(bindir / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(self.port)]  # fmt: skip
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dagster dev exited:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                data = self.graphql(
+                    "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                    "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+                )
+                entries = data["workspaceOrError"]["locationEntries"]
+                kinds = [
+                    e["locationOrLoadError"]["__typename"]
+                    for e in entries
+                    if e["locationOrLoadError"]
+                ]
+                if "RepositoryLocation" in kinds:
+                    return
+                if "PythonError" in kinds:
+                    raise RuntimeError(f"code location failed to load: {data}")
+            except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, TypeError):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"dagster dev not ready:\n{self.log_path.read_text()[-4000:]}")
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            payload = json.loads(resp.read())
+        if payload.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query BackfillStatus($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { id status numPartitions runs { runId status tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
