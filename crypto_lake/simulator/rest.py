@@ -59,7 +59,11 @@ class RestApi:
         name = request.match_info["endpoint"]
         handler = self.handlers.get(name)
         if handler is None:
-            return web.Response(status=404, body=rest_error(-1, f"unknown endpoint {name!r}"))
+            return web.Response(
+                status=404,
+                body=rest_error(-1, f"unknown endpoint {name!r}"),
+                content_type="application/json",
+            )
         verdict = self.limiter.admit(request.remote or "?", WEIGHTS[name])
         headers = {"X-MBX-USED-WEIGHT-1M": str(verdict.used)}
         if verdict.status != 200:
