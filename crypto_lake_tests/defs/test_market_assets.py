@@ -29,16 +29,26 @@ CHAIN = [ticks, binance_klines_1m, bars_1s, bars_1m, bars_1s_rules]
 DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m")
 
 
-def run_chain(lake: Lake, day: str, symbol: str | None = None) -> dg.ExecuteInProcessResult:
-    """One partition, or (symbol=None) one ranged run over every symbol of ``day``."""
-    kwargs: dict = {"partition_key": str(market_key(day, symbol))} if symbol else {
-        "tags": range_tags([day], SYMBOLS)
-    }  # fmt: skip
+def run_chain(lake: Lake, day: str, symbol: str) -> dg.ExecuteInProcessResult:
     with dg.instance_for_test() as instance:
         return dg.materialize(
-            CHAIN, resources={"lake": lake.resource}, instance=instance, raise_on_error=False,
-            **kwargs,
+            CHAIN, partition_key=str(market_key(day, symbol)), resources={"lake": lake.resource},
+            instance=instance, raise_on_error=False,
         )  # fmt: skip
+
+
+def run_market_day_job(day: str) -> dg.ExecuteInProcessResult:
+    """The job the refresh sensor and the finalize schedule launch, with their range tags
+    (here over the test symbols, which lead the configured list), from the real Definitions."""
+    from crypto_lake.definitions import defs
+    from crypto_lake.defs.market.partitions import CONFIG
+
+    assert CONFIG.symbols[: len(SYMBOLS)] == SYMBOLS  # a contiguous range of the partitions
+    job = defs().resolve_job_def("market_day_job")
+    with dg.instance_for_test() as instance:
+        return job.execute_in_process(
+            instance=instance, tags=range_tags([day], SYMBOLS), raise_on_error=False
+        )
 
 
 def digests(lake: Lake, day: str, symbol: str) -> dict[str, str]:
@@ -77,7 +87,8 @@ def built(tmp_path_factory) -> Iterator[Built]:
         mp.setenv("CRYPTO_LAKE__BINANCE__REST_BASE_URL", server.url)
         lake = make_lake(tmp_path_factory.mktemp("lake"), server.url, generated)
         lake.catalog()
-        ranged = run_chain(lake, DAYS[0])  # one run, every symbol of the day
+        mp.setenv("LAKE_ROOT", str(lake.layout.root))
+        ranged = run_market_day_job(DAYS[0])
         yield Built(lake, generated, server.url, ranged, digests(lake, DAYS[0], SYMBOLS[0]))
 
 
@@ -231,3 +242,25 @@ def _corrupt(out: Path, bad: dict[str, tuple[str, str, int]]) -> None:
     tmp = out.with_name(".corrupt.tmp")
     con.execute(f"COPY (SELECT * FROM b ORDER BY window_start) TO '{tmp}' (FORMAT parquet)")
     tmp.replace(out)
+
+
+def test_lake_views_query_the_built_partitions(built: Built) -> None:
+    from crypto_lake.defs.ops.assets import lake_views
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [lake_views], resources={"lake": built.lake.resource}, instance=instance
+        )
+    assert result.success
+    meta = result.asset_materializations_for_node("lake_views")[0].metadata
+    assert {"bars_1s", "bars_1m", "trades", "quotes", "klines_1m",
+            "compare_bars_vs_klines_1m"} <= set(meta["views"].value.split(", "))  # fmt: skip
+    db = built.lake.layout.duckdb_path
+    with duckdb.connect(str(db), read_only=True) as con:
+        n = con.execute(
+            "SELECT count(*) FROM bars_1s WHERE symbol = ? AND date = ?", [SYMBOLS[0], DAYS[0]]
+        ).fetchall()[0][0]
+        assert n == 86_400
+        minutes = con.execute("SELECT count(*) FROM compare_bars_vs_klines_1m").fetchall()[0][0]
+        assert minutes > 0
+    assert not [p for p in db.parent.iterdir() if p.name.endswith(".tmp")]
