@@ -264,3 +264,31 @@ def test_lake_views_query_the_built_partitions(built: Built) -> None:
         minutes = con.execute("SELECT count(*) FROM compare_bars_vs_klines_1m").fetchall()[0][0]
         assert minutes > 0
     assert not [p for p in db.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bars_1s_equal_an_independent_reference(built: Built) -> None:
+    """Every traded second: O/H/L/C, volumes, count, VWAP and the last quote, from the
+    generated trades and quotes in plain Python (no DuckDB, no lib code)."""
+    day, symbol = DAYS[0], SYMBOLS[1]
+    sd = built.generated[symbol]
+    start = rawgen.day_start_us(day)
+    ref: dict[int, list[rawgen.Trade]] = {}
+    for t in sd.trades:
+        if start <= t.ts_us < start + 86_400 * rawgen.US:
+            ref.setdefault(t.ts_us // rawgen.US, []).append(t)
+    bars = partition_file(built.lake.layout, "bars_1s", symbol, day)
+    rows = duckdb.sql(
+        "SELECT epoch(window_start)::BIGINT, open, high, low, close, volume_base, volume_quote, "
+        f"trade_count, vwap, bid, ask FROM '{bars}' WHERE trade_count > 0 ORDER BY 1"
+    ).fetchall()
+    assert [r[0] for r in rows] == sorted(ref)
+    for sec, o, h, lo, c, vol, qvol, n, vwap, bid, ask in rows:
+        ts = sorted(ref[sec], key=lambda t: t.trade_id)
+        want_q = sum(t.price * t.qty for t in ts)
+        assert (o, h, lo, c) == (ts[0].price, max(t.price for t in ts),
+                                 min(t.price for t in ts), ts[-1].price)  # fmt: skip
+        assert (vol, qvol, n) == (sum(t.qty for t in ts), want_q, len(ts))
+        assert vwap == pytest.approx(float(want_q / sum(t.qty for t in ts)), rel=1e-12)
+        end_us = (sec + 1) * rawgen.US
+        last_quote = max((q for q in sd.quotes if q[0] < end_us), key=lambda q: q[1])
+        assert (bid, ask) == (last_quote[2], last_quote[4])
