@@ -176,6 +176,7 @@ async def serve_simulator(seconds: float, warmup: float, symbols: list[str], sca
             await asyncio.sleep(0.005)
         sim.resume_market()
         cpu["t0"], cpu["c0"] = time.monotonic(), time.process_time()
+        cpu["e0"] = sim.market.events_generated
 
     watcher = asyncio.create_task(resume_on_connect())
     try:
@@ -185,6 +186,8 @@ async def serve_simulator(seconds: float, warmup: float, symbols: list[str], sca
         sim.pause_market()
         generated = sum(m.ledger.trade_count for m in sim.market.symbols.values())
         result["generated_trades_per_s"] = generated / elapsed
+        # Every generated event is on a subscribed stream, so this is the offered load.
+        result["offered_per_s"] = (sim.market.events_generated - cpu["e0"]) / elapsed
         result["sent"] = sim.sent.count()
         result["server_cpu_share"] = cpu_s / elapsed
         # CPU per delivered message: the capacity figure that does not depend on how much of
@@ -213,8 +216,9 @@ async def main_async(args: argparse.Namespace) -> int:
     rate = sim["frames"] / sim["seconds"]
     mbps = sim["bytes"] / sim["seconds"] / 1e6
     print(
-        f"{'simulator':<20} {rate:>10,.0f} msgs/s  ({mbps:.1f} MB/s; "
-        f"{sim['generated_trades_per_s']:,.0f} trades/s generated; server CPU "
+        f"{'simulator':<20} {rate:>10,.0f} msgs/s  ({mbps:.1f} MB/s; offered "
+        f"{sim['offered_per_s']:,.0f} msgs/s incl. {sim['generated_trades_per_s']:,.0f} "
+        "trades/s; server CPU "
         f"{sim['server_cpu_us_per_msg']:.1f} us/msg, {sim['server_cpu_share']:.0%} of one core)"
     )
     for name, base in rates.items():

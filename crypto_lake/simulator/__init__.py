@@ -3,7 +3,31 @@
 ``ExchangeSimulator`` serves combined WebSocket streams (``/stream?streams=...``) and REST
 (``/api/v3/...``) on one aiohttp port, driven by a seeded market model (market.py) or by a
 replayed raw file (replay.py), with fault knobs (faults.py) and a log of what it sent
-(sentlog.py). ``SimulatorThread`` runs it on a background event loop.
+(sentlog.py). ``SimulatorThread`` runs it on a background event loop; ``python -m
+crypto_lake.simulator`` (cli.py) runs it from the command line.
+
+Behaviour worth knowing (where Binance leaves room, this is what the simulator does):
+
+* Streams: ``<symbol>@trade``, ``@aggTrade``, ``@bookTicker`` for configured symbols only;
+  anything else is HTTP 400 before the upgrade. ``timeUnit=MICROSECOND`` switches E/T to µs.
+  Client text messages (SUBSCRIBE...) and raw ``/ws/<stream>`` paths are not supported.
+* Pings every ``ping_interval_s``; only a pong echoing a ping's payload counts, and a
+  connection without one for ``ping_timeout_s`` is cut. Connections are closed (code 1000)
+  at ``max_connection_age_s``; with ``server_shutdown_notice`` a bare
+  ``{"e":"serverShutdown","E":...}`` frame comes ``shutdown_notice_lead_s`` earlier.
+* Faults: ``drop_connections`` aborts the TCP connection (no close frame);
+  ``stall_connections`` makes open connections silent (data published meanwhile is lost to
+  them, pings are neither sent nor answered); ``skip_trade_ids`` withholds the next n trades
+  (and the aggTrades holding them) from every socket while REST keeps them; duplicates and
+  reorders are per connection; a malformed frame is a truncated copy sent *in addition* to
+  the real message; ``refuse_connections`` answers 503 before the upgrade; ``rest_429`` and
+  ``rest_418_after_ignored`` drive Binance's ban escalation (weights as documented, 6000/min).
+* REST answers come from the same ledger as the streams: klines rebuilt from streamed trades
+  equal REST klines exactly (integer ticks/lots; see queries.py for the empty-interval and
+  window rules). ``pause_market``/``resume_market`` freeze trading (maintenance) so tests can
+  compare "everything sent" with "everything received".
+* SentLog counts a frame once its bytes left the process (transport buffer empty), so it
+  never claims a frame the client could not have read.
 """
 
 from crypto_lake.simulator.config import SimConfig

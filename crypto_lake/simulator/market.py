@@ -209,6 +209,7 @@ class MarketModel:
 
     def __init__(self, symbols: list[str], seed: int, start_us: int, rate_scale: float) -> None:
         self.start_us = start_us
+        self.events_generated = 0  # every event ever produced (for throughput figures)
         self.symbols = {
             s: SymbolMarket(instrument_for(s), seed, start_us, rate_scale) for s in symbols
         }
@@ -222,6 +223,7 @@ class MarketModel:
             out.sort(key=_event_time)  # stable: keeps per-symbol order for equal times
         for ev in out:
             ev.event_us = now_us
+        self.events_generated += len(out)
         return out
 
     def restart_clock(self, start_us: int) -> None:
