@@ -110,3 +110,28 @@ def test_finalize_schedule_targets_yesterday_for_all_symbols() -> None:
     assert request.tags["dagster/asset_partition_range_end"] == f"2024-05-01|{symbols[-1]}"
     assert finalize_yesterday.execution_timezone == "UTC"
     assert market_day_job.name == "market_day_job"
+
+
+def test_refresh_sensor_waits_while_a_refresh_run_is_in_flight() -> None:
+    """Bounded runs: no new refresh run while the previous one is queued or running."""
+    from dagster._core.test_utils import create_run_for_test
+
+    symbols = load_config().symbols
+    today = datetime.now(UTC).date()
+    t0 = int(datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()) * 10**6
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(
+            instance,
+            job_name=market_day_job.name,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={TRIGGER_TAG: "refresh"},
+        )
+        _report_raw_file(instance, today.isoformat(), symbols[0], t0 + 10**6)
+        busy = market_refresh_sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(busy, dg.SkipReason) and "in progress" in busy.skip_message
+        instance.report_run_failed(run)  # the run ends: the pending file is picked up next
+        later = market_refresh_sensor(dg.build_sensor_context(instance=instance))
+        assert len(later.run_requests) == 1
+        assert later.run_requests[0].tags["dagster/asset_partition_range_start"] == (
+            f"{today.isoformat()}|{symbols[0]}"
+        )
