@@ -95,7 +95,10 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     quotes_meta: dict[str, dict[str, Any]] = {}
     for day, symbol in partition_pairs(context.partition_keys):
         key = f"{day}|{symbol}"
+        # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
         raw_files = catalog.files_for(symbol, day)
+        if not raw_files:
+            context.log.warning(f"{key}: no sealed raw files; writing empty tables")
         trades_out = partition_file(layout, "trades", symbol, day)
         quotes_out = partition_file(layout, "quotes", symbol, day)
         quarantine = layout.quarantine_root / symbol / day
