@@ -200,6 +200,8 @@ j AS (
     FROM b FULL JOIN k ON b.window_start = k.open_time
     WHERE coalesce(b.window_start, k.open_time) BETWEEN (SELECT min(window_start) FROM b)
                                                     AND (SELECT max(window_start) FROM b)
+      -- today's last minute is still open on our side: compare complete minutes only
+      AND coalesce(b.seconds, 60) = 60
 )
 SELECT *, (
     bar_open IS DISTINCT FROM kl_open OR bar_high IS DISTINCT FROM kl_high

@@ -127,3 +127,16 @@ def test_cli_rejects_bad_symbol_and_missing_partition(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--lake", str(tmp_path), "--symbol", "../etc", "--date", rawgen.DAY])
     assert main(["--lake", str(tmp_path), "--symbol", "BTCUSDT", "--date", rawgen.DAY]) == 2
+
+
+def test_r7_ignores_todays_open_minute(clean, tmp_path):
+    """Intraday the grid ends mid-minute: that minute and later klines are not compared."""
+    from crypto_lake.lib.bars import build_bars_1s
+
+    part, klines, _ = clean
+    end_us = (rawgen.DAY_START_MS + 10 * 60_000 + 30_000) * 1000  # 00:10:30
+    bars = tmp_path / "b.parquet"
+    stats = build_bars_1s(part.trades, part.quotes, "BTCUSDT", rawgen.DAY, bars, end_us=end_us)
+    assert stats.rows == 630 and not stats.grid_complete
+    r7 = evaluate_rules(bars, klines)["R7"]
+    assert r7.passed and r7.checked == 10
