@@ -97,6 +97,7 @@ def test_kill9_twenty_times(sim_factory, start_collector, tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_kill9_two_hundred_times(sim_factory, start_collector, tmp_path) -> None:
     _kill_cycles(200, 4, sim_factory, start_collector, tmp_path)
 

@@ -52,12 +52,14 @@ def _assert_complete(lake: Path, sim, symbols: list[str]) -> None:
 
 def _drops(n: int, every: float, sim_factory, start_collector) -> None:
     sim = sim_factory(symbols=SYMBOLS, rate_scale=3)
-    c = start_collector(sim, backoff_base=0.5, backoff_cap=4)
-    c.wait_heartbeat(lambda hb: hb["status"] == "running" and hb["messages_total"] > 20)
+    # two streams per connection: each symbol gets its own connection
+    c = start_collector(sim, backoff_base=0.5, backoff_cap=4, max_streams_per_connection=2)
+    hb = c.wait_heartbeat(lambda hb: hb["status"] == "running" and len(hb["connections"]) == 2)
+    assert sorted(len(x["symbols"]) for x in hb["connections"]) == [1, 1]
     for _ in range(n):
         time.sleep(every)
         sim.faults.drop_connections()
-    c.wait_heartbeat(lambda hb: hb["reconnects"] >= n and hb["connections"], timeout=30)
+    c.wait_heartbeat(lambda hb: hb["reconnects"] >= 2 * n and len(hb["connections"]) == 2, 30)
     c.wait_heartbeat(
         lambda hb: (
             hb["gaps"]["open"] == 0 and all(s["pending_holes"] == 0 for s in hb["symbols"].values())
@@ -328,3 +330,26 @@ def test_fuzzed_messages_never_crash_and_stay_in_the_lake(hostile: list[bytes]) 
 
 def _lines(lake: Path, symbol: str) -> list[dict]:
     return [r for p in sealed_parts(lake) if p.parent.parent.name == symbol for r in read_lines(p)]
+
+
+@pytest.mark.slow
+def test_repair_paced_by_used_weight(sim_factory, start_collector) -> None:
+    """Repair requests stop when the reported weight would exceed the budget, until the
+    next minute (budget 60 = two historicalTrades pages of weight 25 per minute)."""
+    sim = sim_factory(symbols=["BTCUSDT"], rate_scale=10)
+    c = start_collector(sim, rest_weight_budget=60)
+    c.wait_heartbeat(lambda hb: hb["status"] == "running" and hb["messages_total"] > 20)
+    while not 2 <= time.time() % 60 <= 25:  # leave room before the minute rolls over
+        time.sleep(0.5)
+    minute = int(time.time() // 60)
+    sim.faults.skip_trade_ids("BTCUSDT", 2500)  # three pages of 1000
+    hb = c.wait_heartbeat(lambda hb: hb["rest"]["requests"] >= 2, timeout=30)
+    if int(time.time() // 60) == minute:
+        time.sleep(max(0.0, 58 - time.time() % 60))
+        hb = c.heartbeat()
+        assert hb["rest"]["requests"] == 2 and hb["gaps"]["open"] == 1
+        assert hb["rest"]["used_weight"] == 50 and hb["rest"]["http_429"] == 0
+    hb = c.wait_heartbeat(lambda hb: hb["gaps"]["open"] == 0, timeout=90)
+    assert hb["rest"]["requests"] == 3 and hb["rest"]["http_429"] == 0
+    assert c.terminate()[0] == 0
+    _assert_complete(c.lake, sim, ["BTCUSDT"])
