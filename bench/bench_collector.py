@@ -41,7 +41,9 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from collector_daemon.resume import read_part_lines  # noqa: E402
 from crypto_lake.lib.config import DEFAULT_SYMBOLS  # noqa: E402
+from crypto_lake.lib.paths import parse_part_name  # noqa: E402
 
 BATCH = 512
 
@@ -51,8 +53,14 @@ def _frames(symbols: list[str]):
     """Endless pre-rendered frames: per symbol one trade and one bookTicker, round robin."""
     trade_id = dict.fromkeys(symbols, 1_000_000)
     update_id = dict.fromkeys(symbols, 5_000_000)
-    trade_t = b'{"stream":"%s@trade","data":{"e":"trade","E":%d,"s":"%s","t":%d,"p":"65000.10000000","q":"0.00120000","T":%d,"m":true,"M":true}}'
-    book_t = b'{"stream":"%s@bookTicker","data":{"u":%d,"s":"%s","b":"65000.10000000","B":"1.20000000","a":"65000.11000000","A":"0.50000000"}}'
+    trade_t = (
+        b'{"stream":"%s@trade","data":{"e":"trade","E":%d,"s":"%s","t":%d,'
+        b'"p":"65000.10000000","q":"0.00120000","T":%d,"m":true,"M":true}}'
+    )
+    book_t = (
+        b'{"stream":"%s@bookTicker","data":{"u":%d,"s":"%s","b":"65000.10000000",'
+        b'"B":"1.20000000","a":"65000.11000000","A":"0.50000000"}}'
+    )
     names = [(s.lower().encode(), s.encode(), s) for s in symbols]
     while True:
         now_us = time.time_ns() // 1000
@@ -175,8 +183,11 @@ def _sealed_market_lines(lake: Path) -> tuple[int, int, int, int]:
     """(market lines, session lines, first recv_ns, last recv_ns) over all sealed files."""
     n = sessions = 0
     first, last = 1 << 63, 0
-    for p in (lake / "raw").rglob("part-*.jsonl"):
-        for line in p.read_bytes().splitlines():
+    for p in (lake / "raw").rglob("part-*"):
+        parsed = parse_part_name(p.name)
+        if parsed is None or parsed.is_open:
+            continue
+        for line in read_part_lines(p):
             rec = orjson.loads(line)
             if "session" in rec:
                 sessions += 1
@@ -290,12 +301,13 @@ def main() -> int:
             r = _run_collector(port, symbols, args.seconds, interval, args.compression)
             results.append(r)
             dl = r["durable_latency_ms"] or {}
+            nan = float("nan")
             print(
                 f"collector (fsync every {interval:g} s, compression {args.compression}): "
                 f"{r['msgs_per_s']:,.0f} msgs/s into sealed files "
                 f"= {r['msgs_per_s'] / ceiling:.2f} x feed ceiling; "
-                f"receive-to-durable p50 {dl.get('p50', float('nan')):.0f} ms, "
-                f"p99 {dl.get('p99', float('nan')):.0f} ms, max {dl.get('max', float('nan')):.0f} ms; "
+                f"receive-to-durable p50 {dl.get('p50', nan):.0f} ms, "
+                f"p99 {dl.get('p99', nan):.0f} ms, max {dl.get('max', nan):.0f} ms; "
                 f"SIGTERM->exit {r['stop_seconds']} s (rc {r['exit_code']}); "
                 f"lines {r['sealed_market_lines']:,} sealed vs {r['heartbeat_messages']:,} counted"
             )
