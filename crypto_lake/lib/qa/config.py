@@ -86,6 +86,9 @@ class QAConfig(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     # The hourly run re-checks this many trailing minutes.
     hourly_window_minutes: int = Field(90, ge=1)
+    hourly_cron: str = "10 * * * *"
+    # The daily run checks the whole previous day, after the market assets finalized it.
+    daily_cron: str = "45 0 * * *"
     # Rows shown per rule in the report and in violation samples.
     report_top_rows: int = Field(5, ge=1)
 

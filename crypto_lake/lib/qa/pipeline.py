@@ -214,37 +214,81 @@ def day_bar_seconds(layout: LakeLayout, symbol: str, day: str) -> np.ndarray:
     return det.epoch_seconds(bars["window_start"]) if bars.num_rows else np.zeros(0, np.int64)
 
 
+def clip_to_day(day: str, window: tuple[int, int]) -> tuple[int, int]:
+    day_lo, day_hi = day_window(day)
+    clipped = (max(window[0], day_lo), min(window[1], day_hi))
+    if clipped[1] <= clipped[0]:
+        raise ValueError(f"window {window} does not overlap {day}")
+    return clipped
+
+
+def clip_to_data(
+    layout: LakeLayout, symbol: str, day: str, window: tuple[int, int]
+) -> tuple[int, int]:
+    """End an intraday window at the newest stored bar, so the seconds the market assets have
+    not built yet are not reported as missing (R5) on every hourly run."""
+    bars = load_bars(layout, symbol, window)
+    if not bars.num_rows:
+        return window
+    last = int(det.epoch_seconds(bars["window_start"]).max()) + 1
+    return (window[0], max(window[0] + 1, min(window[1], last)))
+
+
+def violations_step(
+    layout: LakeLayout, symbol: str, day: str, window: tuple[int, int], cfg: QAConfig
+) -> tuple[pa.Table, pa.Table]:
+    """R1–R7 rows of the window -> the day's file. Returns (window rows, day rows)."""
+    window = clip_to_day(day, window)
+    bars = load_bars(layout, symbol, window)
+    rows = find_violations(symbol, bars, window=window, klines=load_klines(layout, symbol, day))
+    return rows, merge_window(layout, "violations", day, symbol, rows, window)
+
+
+def anomalies_step(
+    layout: LakeLayout, symbol: str, day: str, window: tuple[int, int], cfg: QAConfig
+) -> tuple[pa.Table, pa.Table]:
+    """Detector events of the window (with trailing history, across midnight) -> the day's
+    file. Returns (window rows, day rows)."""
+    window = clip_to_day(day, window)
+    history = max(cfg.zscore.window_seconds, cfg.jump.sigma_window_seconds)
+    bars = load_bars(layout, symbol, (window[0] - history, window[1]))
+    rows, _ = detect_anomalies(symbol, det.bar_features(bars), cfg, window)
+    return rows, merge_window(layout, "anomalies", day, symbol, rows, window)
+
+
+def day_verdicts(layout: LakeLayout, symbol: str, day: str, until: int, cfg: QAConfig) -> pa.Table:
+    """Fusion verdicts of [day start, ``until``) from the stored violations and anomalies."""
+    covered = clip_to_day(day, (day_window(day)[0], until))
+    bar_ts = day_bar_seconds(layout, symbol, day)
+    bar_ts = bar_ts[(bar_ts >= covered[0]) & (bar_ts < covered[1])]
+    violations = read_qa(layout, "violations", day, [symbol])
+    anomalies = read_qa(layout, "anomalies", day, [symbol])
+    return fuse(symbol, bar_ts, violations, anomalies, covered, cfg.fusion)
+
+
+def verdicts_step(layout: LakeLayout, symbol: str, day: str, until: int, cfg: QAConfig) -> pa.Table:
+    """Recompute and store the day's verdicts (hours so far + the day)."""
+    verdicts = day_verdicts(layout, symbol, day, until, cfg)
+    with atomic_path(qa_file(layout, "verdicts", day, symbol)) as tmp:
+        pq.write_table(verdicts, tmp, compression="zstd")
+    return verdicts
+
+
 def run_qa_files(
     layout: LakeLayout, symbol: str, day: str, window: tuple[int, int], cfg: QAConfig
 ) -> QAResult:
-    """QA of one symbol over ``window`` (inside ``day``) from and to the lake.
+    """All three QA steps for one symbol over ``window`` (inside ``day``), from and to the lake.
 
-    Reads the window's bars plus one z-score window of history (from the previous day's
-    partition when the window starts near midnight), replaces the window's violation and
-    anomaly rows in the day's files, then recomputes the day's verdicts from everything
-    stored for the day so far (so an hourly run also refreshes the day verdict).
+    Each step replaces only its window's rows in the day's files, and verdicts are recomputed
+    from everything stored for the day so far, so an hourly run also refreshes the day verdict
+    and hourly + daily runs converge on the same files.
     """
-    day_lo, day_hi = day_window(day)
-    window = (max(window[0], day_lo), min(window[1], day_hi))
-    if window[1] <= window[0]:
-        raise ValueError(f"window {window} does not overlap {day}")
-    history = max(cfg.zscore.window_seconds, cfg.jump.sigma_window_seconds)
-    bars = load_bars(layout, symbol, (window[0] - history, window[1]))
-    klines = load_klines(layout, symbol, day)
-    result = run_symbol_qa(symbol, bars, window, cfg, klines=klines)
     t0 = time.perf_counter()
-    violations = merge_window(layout, "violations", day, symbol, result.violations, window)
-    anomalies = merge_window(layout, "anomalies", day, symbol, result.anomalies, window)
-    covered = (day_lo, window[1])
-    bar_ts = det.epoch_seconds(bars["window_start"]) if bars.num_rows else np.zeros(0, np.int64)
-    if covered[0] < window[0]:  # earlier hours of the day were checked by earlier runs
-        bar_ts = np.concatenate([day_bar_seconds(layout, symbol, day), bar_ts])
-        bar_ts = np.unique(bar_ts)
-    bar_ts = bar_ts[(bar_ts >= covered[0]) & (bar_ts < covered[1])]
-    verdicts = fuse(symbol, bar_ts, violations, anomalies, covered, cfg.fusion)
-    path = qa_file(layout, "verdicts", day, symbol)
-    with atomic_path(path) as tmp:
-        pq.write_table(verdicts, tmp, compression="zstd")
-    result.verdicts = verdicts
-    result.timings["files"] = time.perf_counter() - t0
-    return result
+    violations, _ = violations_step(layout, symbol, day, window, cfg)
+    t1 = time.perf_counter()
+    anomalies, _ = anomalies_step(layout, symbol, day, window, cfg)
+    t2 = time.perf_counter()
+    verdicts = verdicts_step(layout, symbol, day, clip_to_day(day, window)[1], cfg)
+    t3 = time.perf_counter()
+    timings = {"violations": t1 - t0, "anomalies": t2 - t1, "verdicts": t3 - t2, "total": t3 - t0}
+    return QAResult(symbol, clip_to_day(day, window), violations, anomalies, verdicts, timings)

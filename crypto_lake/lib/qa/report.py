@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from datetime import UTC, datetime
 
 import duckdb
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 
 from crypto_lake.lib.fsutil import atomic_write_bytes
 from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.detectors import DETECTORS
 from crypto_lake.lib.qa.fusion import VERDICTS
 
@@ -262,6 +264,13 @@ def render_report(
     return "\n".join(lines)
 
 
+def _qa_files(layout: LakeLayout, kind: str, day: str) -> list:
+    directory = layout.qa_partition_dir(kind, day)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+
 def write_report(layout: LakeLayout, day: str, markdown: str) -> str:
     """Write ``qa/reports/{day}.md`` atomically; returns the path as a string."""
     path = layout.qa_report_path(day)
@@ -270,15 +279,29 @@ def write_report(layout: LakeLayout, day: str, markdown: str) -> str:
 
 
 def build_day_report(
-    layout: LakeLayout, day: str, *, top_rows: int = 5, charts: bool = True
+    layout: LakeLayout,
+    day: str,
+    *,
+    top_rows: int = 5,
+    charts: bool = True,
+    cfg: QAConfig | None = None,
 ) -> tuple[str, str]:
     """Render the report of ``day`` from the stored QA files and bars; write it.
 
-    Returns (markdown, path). Symbols are those with stored verdicts for the day.
+    Returns (markdown, path). With ``cfg`` the verdicts are recomputed from the stored
+    violations and anomalies (so the report never waits for, or is blocked with, the verdicts
+    asset); without it the stored verdicts are used.
     """
-    from crypto_lake.lib.qa.pipeline import day_window, load_bars, read_qa
+    from crypto_lake.lib.qa.pipeline import day_verdicts, day_window, load_bars, read_qa
 
-    verdicts = read_qa(layout, "verdicts", day)
+    if cfg is None:
+        verdicts = read_qa(layout, "verdicts", day)
+    else:
+        lo, hi = day_window(day)
+        until = max(lo + 1, min(hi, int(time.time())))
+        names = {p.stem for k in ("violations", "anomalies") for p in _qa_files(layout, k, day)}
+        tables = [day_verdicts(layout, s, day, until, cfg) for s in sorted(names)]
+        verdicts = pa.concat_tables(tables) if tables else read_qa(layout, "verdicts", day)
     violations = read_qa(layout, "violations", day)
     anomalies = read_qa(layout, "anomalies", day)
     minutes: dict[str, pa.Table] = {}

@@ -1,0 +1,245 @@
+"""QA assets (SPEC §7) per (date, symbol): violations, anomalies, verdicts, the daily report.
+
+A run without window tags checks whole days (the daily schedule, UI backfills); the hourly
+schedule tags its runs with a window end and length, and the assets then replace only that
+window's rows in the day's files (``lib.qa.pipeline``), so both schedules write the same files
+and re-runs never duplicate.
+
+``qa_report`` depends on violations and anomalies, not on ``qa_verdicts``: it recomputes the
+(cheap) fusion itself, so the report is still written on a day whose FAIL verdict makes the
+blocking ``no_fail_verdict`` check stop everything downstream of ``qa_verdicts``.
+"""
+
+import warnings
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crypto_lake.defs.market.partitions import CONFIG, market_partitions, partition_pairs
+from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.qa import pipeline as qa
+from crypto_lake.lib.qa.config import QAConfig, qa_config_from
+from crypto_lake.lib.qa.report import build_day_report
+
+warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
+GROUP = "qa"
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+WINDOW_END_TAG = "crypto_lake/qa_window_end"  # ISO time; absent = whole days
+WINDOW_MINUTES_TAG = "crypto_lake/qa_window_minutes"
+PREVIEW_ROWS = 10
+
+
+def qa_config(lake: LakeResource) -> QAConfig:
+    return qa_config_from(lake.config)
+
+
+def run_window(context: Any, day: str) -> tuple[tuple[int, int], bool]:
+    """(window inside ``day``, intraday?) from the run's tags."""
+    tags = context.run.tags if context.run else {}
+    day_lo, day_hi = qa.day_window(day)
+    end_tag = tags.get(WINDOW_END_TAG)
+    if not end_tag:
+        return (day_lo, day_hi), False
+    end = int(datetime.fromisoformat(end_tag).timestamp())
+    minutes = int(tags.get(WINDOW_MINUTES_TAG, "90"))
+    return (max(day_lo, end - minutes * 60), min(day_hi, end)), True
+
+
+def _pairs(context: Any) -> list[tuple[str, str]]:
+    return partition_pairs(list(context.partition_keys))
+
+
+def _windows(context: Any, layout: LakeLayout) -> list[tuple[str, str, tuple[int, int]]]:
+    """(day, symbol, window) for each partition of the run that overlaps its window."""
+    out = []
+    for day, symbol in _pairs(context):
+        window, intraday = run_window(context, day)
+        if window[1] <= window[0]:
+            continue
+        if intraday:
+            window = qa.clip_to_data(layout, symbol, day, window)
+        out.append((day, symbol, window))
+    return out
+
+
+def _preview(table: pa.Table, columns: list[str]) -> str:
+    rows = table.select(columns).slice(0, PREVIEW_ROWS).to_pylist()
+    if not rows:
+        return "_none_"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _uri(layout: LakeLayout, kind: str, pairs: list[tuple[str, str, Any]]) -> dict[str, Any]:
+    days = sorted({p[0] for p in pairs})
+    if not days:
+        return {}
+    return {"dagster/uri": dg.MetadataValue.path(str(layout.qa_partition_dir(kind, days[-1])))}
+
+
+@dg.asset(
+    deps=["bars_1s", "binance_klines_1m"],
+    partitions_def=market_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"parquet", "duckdb"},
+)
+def qa_violations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """R1–R7 violations of bars_1s as rows (rule, severity critical/major/minor, second, how
+    many seconds it covers, detail): one row per offending second, per gap of missing seconds,
+    per R7 minute that differs from the official klines. Stored per day and symbol under
+    qa/violations/."""
+    layout, cfg = lake.layout, qa_config(lake)
+    work = _windows(context, layout)
+    tables = [qa.violations_step(layout, s, d, w, cfg)[0] for d, s, w in work]
+    rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["violations"].empty_table()
+    by_sev = Counter(rows["severity"].to_pylist())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows.num_rows,
+            **{f"{s}_rows": by_sev.get(s, 0) for s in ("critical", "major", "minor")},
+            "partitions": len(work),
+            "preview": dg.MetadataValue.md(
+                _preview(rows, ["symbol", "rule", "severity", "ts", "detail"])
+            ),
+            **_uri(layout, "violations", work),
+        }
+    )
+
+
+@dg.asset(
+    deps=["bars_1s"],
+    partitions_def=market_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"parquet", "scikitlearn"},
+)
+def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Anomaly events from three detectors over bars_1s features (spread bps, log volume, VWAP
+    drift bps, returns): IsolationForest, rolling z-score and a jump detector, with the
+    parameters of the ``qa`` config section. One row per event (detector, start, end, flagged
+    seconds, driving feature, score). Stored per day and symbol under qa/anomalies/."""
+    layout, cfg = lake.layout, qa_config(lake)
+    work = _windows(context, layout)
+    tables = [qa.anomalies_step(layout, s, d, w, cfg)[0] for d, s, w in work]
+    rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["anomalies"].empty_table()
+    by_det = Counter(rows["detector"].to_pylist())
+    top = rows.sort_by([("score", "descending")]) if rows.num_rows else rows
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows.num_rows,
+            **{f"{d}_events": by_det.get(d, 0) for d in ("iforest", "zscore", "jump")},
+            "flagged_seconds": int(pc.sum(rows["seconds"]).as_py() or 0),
+            "partitions": len(work),
+            "top_events": dg.MetadataValue.md(
+                _preview(top, ["symbol", "detector", "start", "feature", "score", "value"])
+            ),
+            **_uri(layout, "anomalies", work),
+        }
+    )
+
+
+@dg.asset(
+    deps=["qa_violations", "qa_anomalies"],
+    partitions_def=market_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"parquet"},
+)
+def qa_verdicts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """PASS / REVIEW / FAIL per symbol and hour, and for the day so far: score =
+    0.7·schema_score + 0.2·detector_score + 0.1·ai_confidence (definitions in
+    crypto_lake/lib/qa/fusion.py). PASS needs score ≥ 0.85 and no critical violation; a major
+    violation or a score below 0.85 means REVIEW; a critical violation or a score below 0.65
+    means FAIL. A FAIL fails the blocking check ``no_fail_verdict``."""
+    layout, cfg = lake.layout, qa_config(lake)
+    tables = [qa.verdicts_step(layout, s, d, w[1], cfg) for d, s, w in _windows(context, layout)]
+    rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["verdicts"].empty_table()
+    day = rows.filter(pc.equal(rows["scope"], "day"))
+    counts = Counter(day["verdict"].to_pylist())
+    cols = [
+        "symbol",
+        "window_start",
+        "verdict",
+        "score",
+        "critical",
+        "major",
+        "anomalies",
+        "reason",
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows.num_rows,
+            **{f"{v.lower()}_symbol_days": counts.get(v, 0) for v in ("PASS", "REVIEW", "FAIL")},
+            "min_day_score": float(pc.min(day["score"]).as_py() or 0.0) if day.num_rows else 0.0,
+            "day_verdicts": dg.MetadataValue.md(_preview(day.sort_by("symbol"), cols)),
+            **_uri(layout, "verdicts", [(d, s, None) for d, s in _pairs(context)]),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=qa_verdicts,
+    blocking=True,
+    description="Fails when any symbol-day of the run has a FAIL verdict (a critical rule "
+    "break or a fusion score below 0.65); archiving waits for this check.",
+)
+def no_fail_verdict(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    layout = lake.layout
+    try:
+        pairs = partition_pairs(list(context.partition_keys))
+    except Exception:  # unpartitioned run: nothing to judge
+        pairs = []
+    failing = []
+    for day, symbol in pairs:
+        v = qa.read_qa(layout, "verdicts", day, [symbol])
+        v = v.filter(pc.and_(pc.equal(v["scope"], "day"), pc.equal(v["verdict"], "FAIL")))
+        failing += [f"{day}|{symbol}: {r}" for r in v["reason"].to_pylist()]
+    return dg.AssetCheckResult(
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "partitions_checked": len(pairs),
+            "failing": len(failing),
+            "failing_partitions": dg.MetadataValue.md(
+                "\n".join(f"- {f}" for f in failing) or "_none_"
+            ),
+        },
+    )
+
+
+@dg.asset(
+    deps=["qa_violations", "qa_anomalies"],
+    partitions_def=market_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"markdown", "matplotlib"},
+)
+def qa_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """The daily QA report (Markdown): verdict summary, top symbols by anomalies, violations by
+    severity with the first offending rows per rule, detector statistics, and per symbol a chart
+    of price with anomalies marked, spread and volume. Shown here as metadata and written to
+    qa/reports/{date}.md; each run rebuilds the report of its days over all symbols checked."""
+    layout, cfg = lake.layout, qa_config(lake)
+    pairs = _pairs(context)
+    days = sorted({d for d, _ in pairs})
+    markdown, path = "", ""
+    for day in days:
+        markdown, path = build_day_report(layout, day, top_rows=cfg.report_top_rows, cfg=cfg)
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(markdown or "_no day in this run_"),
+            "dagster/uri": dg.MetadataValue.path(path),
+            "days": dg.MetadataValue.text(", ".join(days)),
+            "symbols": len(CONFIG.symbols),
+        }
+    )

@@ -1,0 +1,119 @@
+"""The QA assets, blocking check and schedules, run from the real Definitions."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lake.defs.market.partitions import CONFIG, range_tags
+from crypto_lake.defs.qa.assets import WINDOW_END_TAG, WINDOW_MINUTES_TAG
+from crypto_lake.defs.qa.automation import daily_request, hourly_request
+from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.fsutil import atomic_path
+from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.qa.pipeline import qa_file, read_qa
+from crypto_lake.simulator.anomalies import AnomalyPlan, inject_bar_anomalies
+from crypto_lake.simulator.synthetic_bars import (
+    bars_table,
+    day_start_us,
+    seeded_rng,
+    synthetic_bars_columns,
+)
+
+DAY = "2024-03-01"
+SYMBOLS = CONFIG.symbols[:2]  # a contiguous range of the partitions (BTCUSDT, ETHUSDT)
+HOURS = 3
+
+
+def _write(layout: LakeLayout, symbol: str, plan: AnomalyPlan | None) -> None:
+    cols = synthetic_bars_columns(symbol, DAY, 5, seconds=HOURS * 3600)
+    if plan is not None:
+        inject_bar_anomalies(
+            symbol, cols, plan, seeded_rng(6, symbol, DAY), day_start_us(DAY) // 10**6
+        )
+    path = layout.market_partition_dir("bars_1s", symbol, DAY) / "part-0.parquet"
+    with atomic_path(path, durable=False) as tmp:
+        pq.write_table(bars_table(symbol, DAY, cols), tmp)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> tuple[LakeLayout, dg.ExecuteInProcessResult]:
+    from crypto_lake.definitions import defs
+
+    root = tmp_path_factory.mktemp("lake")
+    layout = LakeLayout(root)
+    _write(layout, SYMBOLS[0], AnomalyPlan.market(jumps=2, blowouts=1, spikes=1, stale=0))
+    _write(layout, SYMBOLS[1], AnomalyPlan({"price_jump": 1, "r2_nonpositive_price": 1}))
+    end = datetime.fromtimestamp(day_start_us(DAY) // 10**6 + HOURS * 3600, tz=UTC)
+    job = defs().resolve_job_def("qa_daily_job")
+    tags = {**range_tags([DAY], SYMBOLS), WINDOW_END_TAG: end.isoformat(),
+            WINDOW_MINUTES_TAG: str(HOURS * 60)}  # fmt: skip
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags=tags,
+            resources={"lake": LakeResource(lake_root=str(root))},
+            raise_on_error=False,
+        )
+    return layout, result
+
+
+def test_all_qa_assets_materialize_and_write_their_files(ran):
+    layout, result = ran
+    keys = {e.event_specific_data.materialization.asset_key.to_user_string()
+            for e in result.get_asset_materialization_events()}  # fmt: skip
+    assert keys == {"qa_violations", "qa_anomalies", "qa_verdicts", "qa_report"}
+    for kind in ("violations", "anomalies", "verdicts"):
+        for symbol in SYMBOLS:
+            assert qa_file(layout, kind, DAY, symbol).exists()
+    violations = read_qa(layout, "violations", DAY)
+    assert set(violations["symbol"].to_pylist()) == {SYMBOLS[1]}  # only the R2 break
+    verdicts = read_qa(layout, "verdicts", DAY)
+    day = {r["symbol"]: r["verdict"] for r in verdicts.to_pylist() if r["scope"] == "day"}
+    assert day == {SYMBOLS[0]: "PASS", SYMBOLS[1]: "FAIL"}
+    assert Path(layout.qa_report_path(DAY)).exists()
+
+
+def test_fail_verdict_fails_the_blocking_check(ran):
+    _, result = ran
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "no_fail_verdict"
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert f"{DAY}|{SYMBOLS[1]}" in check.metadata["failing_partitions"].value
+
+
+def test_report_metadata_carries_the_charts(ran):
+    _, result = ran
+    mats = [
+        e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+    ]
+    reports = [m for m in mats if m.asset_key.path == ["qa_report"]]
+    # A ranged run records one materialization per partition, all with the day's report.
+    assert sorted(m.partition for m in reports) == sorted(f"{DAY}|{s}" for s in SYMBOLS)
+    report = reports[0]
+    markdown = report.metadata["report"].value
+    assert markdown.count("](data:image/png;base64,") == 2
+    assert f"| {SYMBOLS[1]} | **FAIL** |" in markdown  # written although the gate fails
+
+
+def test_schedules_start_running_and_request_the_right_windows():
+    from crypto_lake.definitions import defs
+
+    d = defs()
+    for name in ("qa_hourly", "qa_daily"):
+        assert d.resolve_schedule_def(name).default_status == dg.DefaultScheduleStatus.RUNNING
+    tick = datetime(2024, 3, 2, 0, 10, tzinfo=UTC)
+    hourly = hourly_request(tick, 90)
+    assert hourly.tags[WINDOW_END_TAG] == tick.isoformat()
+    assert hourly.tags[WINDOW_MINUTES_TAG] == "90"
+    # 22:40 -> 00:10 spans two days: one run over both, all symbols.
+    assert hourly.tags["dagster/asset_partition_range_start"] == f"2024-03-01|{CONFIG.symbols[0]}"
+    assert hourly.tags["dagster/asset_partition_range_end"] == f"2024-03-02|{CONFIG.symbols[-1]}"
+    daily = daily_request(tick)
+    assert WINDOW_END_TAG not in daily.tags
+    assert daily.tags["dagster/asset_partition_range_start"] == f"2024-03-01|{CONFIG.symbols[0]}"
+    assert daily.tags["dagster/asset_partition_range_end"] == f"2024-03-01|{CONFIG.symbols[-1]}"
+    assert isinstance(daily_request(datetime(2023, 6, 1, tzinfo=UTC)), dg.SkipReason)
