@@ -22,6 +22,8 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 
+MAX_BELOW_FLOOR = 10_000
+
 
 @dataclass
 class Hole:
@@ -50,10 +52,16 @@ class IdTracker:
         self._firsts: list[int] = []
         self.cause_hint = "in-stream"  # set to "reconnect"/"restart" by the collector
         self.last_time: int | None = None
+        # With no history, ids just below the first one seen may still arrive (reordered);
+        # they are new unless already seen. None once the history is known.
+        self.floor: int | None = None
+        self._below_floor: set[int] = set()
 
     def accept(self, ident: int, now: float, event_time: int | None = None) -> bool:
         """True if ``ident`` is new (write it), False if it is a duplicate (drop it)."""
         nxt = self.next_id
+        if nxt is None:
+            self.floor = ident
         if nxt is None or ident == nxt:
             self.next_id = ident + 1
             self.last_time = event_time
@@ -73,11 +81,9 @@ class IdTracker:
     def fill(self, ident: int) -> bool:
         """Mark ``ident`` as received if it is missing; False when it was already present."""
         i = bisect.bisect_right(self._firsts, ident) - 1
-        if i < 0:
-            return False
+        if i < 0 or ident > self.holes[i].last:
+            return self._below_first(ident)
         hole = self.holes[i]
-        if ident > hole.last:
-            return False
         if hole.first == hole.last:
             del self.holes[i]
             del self._firsts[i]
@@ -92,6 +98,16 @@ class IdTracker:
             hole.last = ident - 1
             self.holes.insert(i + 1, right)
             self._firsts.insert(i + 1, right.first)
+        return True
+
+    def _below_first(self, ident: int) -> bool:
+        floor = self.floor
+        if floor is None or ident >= floor or ident in self._below_floor:
+            return False
+        if len(self._below_floor) >= MAX_BELOW_FLOOR:
+            self.floor = None  # long past start-up: stop tracking the first-seen boundary
+            return False
+        self._below_floor.add(ident)
         return True
 
     def add_hole(self, first: int, last: int, now: float, cause: str, declared: bool) -> None:

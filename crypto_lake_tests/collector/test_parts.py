@@ -37,13 +37,22 @@ def test_tracker_drops_duplicates_and_opens_holes() -> None:
     assert t.accept(14, 0.0)  # late (reordered) message fills the middle
     assert [(h.first, h.last) for h in t.holes] == [(13, 13), (15, 15)]
     assert not t.accept(14, 0.0)  # ... and is a duplicate the second time
-    assert not t.accept(9, 0.0)  # below the first id ever seen and not missing
+    assert not t.accept(10, 0.0)  # the first id again
     assert t.missing_in(10, 20) == 2
     assert t.due(0.4, grace=0.5) == []
     due = t.due(0.6, grace=0.5)
     assert [(h.first, h.last) for h in due] == [(13, 13), (15, 15)]
     assert t.due(5.0, grace=0.5) == []  # declared only once
     assert t.fill(13) and t.fill(15) and t.holes == []
+
+
+def test_tracker_without_history_keeps_late_ids_below_the_first() -> None:
+    """A fresh start may see 101 before a reordered 100: 100 is new, its repeat is not."""
+    t = IdTracker()
+    assert t.accept(101, 0.0) and t.accept(100, 0.0) and not t.accept(100, 0.0)
+    assert t.holes == [] and t.next_id == 102
+    t2 = IdTracker(next_id=102)  # history known (checkpoint): below is a duplicate
+    assert not t2.accept(100, 0.0)
 
 
 def test_tracker_add_hole_skips_known_ranges() -> None:
