@@ -1,0 +1,117 @@
+"""The QA report with its charts, as a user opens it on the qa_report asset page (Chromium)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lake.lib.fsutil import atomic_path
+from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.simulator.anomalies import AnomalyPlan, inject_bar_anomalies
+from crypto_lake.simulator.synthetic_bars import (
+    bars_table,
+    day_start_us,
+    seeded_rng,
+    synthetic_bars_columns,
+)
+from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, LAUNCH_BACKFILL, DagsterDev
+
+pytestmark = pytest.mark.e2e
+
+DAY = "2024-03-01"
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+QA_ASSETS = ["qa_violations", "qa_anomalies", "qa_verdicts", "qa_report"]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _write_bars(layout: LakeLayout, symbol: str) -> None:
+    cols = synthetic_bars_columns(symbol, DAY, 1, seconds=3 * 3600)
+    plan = AnomalyPlan.market(jumps=3, blowouts=1, spikes=1, stale=1)
+    inject_bar_anomalies(symbol, cols, plan, seeded_rng(2, symbol, DAY), day_start_us(DAY) // 10**6)
+    path = layout.market_partition_dir("bars_1s", symbol, DAY) / "part-0.parquet"
+    with atomic_path(path, durable=False) as tmp:
+        pq.write_table(bars_table(symbol, DAY, cols), tmp)
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path):
+    layout = LakeLayout(tmp_path / "lake")
+    for symbol in SYMBOLS:
+        _write_bars(layout, symbol)
+    env = {
+        "LAKE_ROOT": str(layout.root),
+        "CRYPTO_LAKE__DAGSTER__PARTITIONS_START": "2024-01-01",
+        "CRYPTO_LAKE__DAGSTER__FINALIZE_CRON": "0 0 1 1 *",
+        "CRYPTO_LAKE_CONFIG": None,
+    }
+    dev = DagsterDev(tmp_path / "dagster_home", env, tmp_path / "dagster_dev.log")
+    try:
+        dev.start()
+        yield dev, layout
+    finally:
+        dev.stop()
+
+
+def _wait(dev: DagsterDev, backfill_id: str, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    data: dict = {}
+    while time.monotonic() < deadline:
+        data = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        runs = data.get("runs") or []
+        if (
+            runs
+            and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs)
+            and (data.get("status") not in ("REQUESTED",))
+        ):
+            return data
+        time.sleep(2)
+    raise TimeoutError(f"backfill not done: {data}\n{dev.log_path.read_text()[-3000:]}")
+
+
+def test_qa_report_page_shows_the_charts(dagster_dev, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    dev, layout = dagster_dev
+    launched = dev.graphql(
+        LAUNCH_BACKFILL,
+        {"backfillParams": {
+            "assetSelection": [{"path": [a]} for a in QA_ASSETS],
+            "partitionNames": [f"{DAY}|{s}" for s in SYMBOLS],
+            "fromFailure": False,
+            "tags": [],
+        }},
+    )["launchPartitionBackfill"]  # fmt: skip
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    _wait(dev, launched["backfillId"])
+    assert layout.qa_report_path(DAY).exists(), dev.log_path.read_text()[-3000:]
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(dev.url + "/assets/qa_report", wait_until="domcontentloaded")
+        show = page.get_by_text("[Show Markdown]").first
+        show.wait_for(state="visible", timeout=90_000)
+        page.screenshot(path=str(shots / "qa_report_asset.png"), full_page=True)
+        show.click()  # how a user opens a Markdown metadata value
+        page.get_by_text(f"QA report {DAY}").first.wait_for(state="visible", timeout=60_000)
+        charts = page.locator('img[src^="data:image/png;base64,"]')
+        charts.first.wait_for(state="visible", timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots / "qa_report_markdown.png"), full_page=True)
+        sizes = charts.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+        alts = charts.evaluate_all("imgs => imgs.map(i => i.alt)")
+        browser.close()
+    assert not errors, errors
+    # One decoded chart per symbol, at the size it was drawn.
+    assert [a.split()[0] for a in alts] == SYMBOLS
+    assert sizes == [[800, 448]] * len(SYMBOLS)
