@@ -286,7 +286,9 @@ def _good(i: int, kind: int) -> bytes:
     return orjson.dumps({"stream": "btcusdt@bookTicker", "data": data})
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(_hostile, min_size=1, max_size=25))
 def test_fuzzed_messages_never_crash_and_stay_in_the_lake(hostile: list[bytes]) -> None:
     """Acceptance 7: hostile frames between good ones: quarantined or kept, never a crash."""
