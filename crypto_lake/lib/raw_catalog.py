@@ -80,7 +80,7 @@ def day_bounds_us(day: str | date) -> tuple[int, int]:
     return start_us, start_us + US_PER_DAY
 
 
-def ndjson_source(param: str = "paths") -> str:
+def ndjson_source(param: str = "paths", filename: bool = True) -> str:
     """A read_ndjson call with explicit columns over the bound list parameter ``$param``.
 
     ``data`` stays JSON text: its keys differ only by case (b/B, a/A, t/T), which DuckDB
@@ -90,7 +90,8 @@ def ndjson_source(param: str = "paths") -> str:
         "{recv_ns: 'BIGINT', conn: 'VARCHAR', unit: 'VARCHAR', stream: 'VARCHAR', "
         "rest: 'VARCHAR', session: 'VARCHAR', data: 'JSON'}"
     )
-    return f"read_ndjson(${param}, columns={columns}, ignore_errors=true, filename=true)"
+    fn = "true" if filename else "false"
+    return f"read_ndjson(${param}, columns={columns}, ignore_errors=true, filename={fn})"
 
 
 def scan_raw_files(paths: list[Path], con: duckdb.DuckDBPyConnection | None = None) -> dict:

@@ -99,7 +99,8 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
     WITH src AS (
         {_src_sql(own, other)}
     ), x AS (
-        SELECT filename, is_own, recv_ns, conn, session, stream, data,
+        SELECT is_own, recv_ns, conn, session, stream, data,
+            split_part(stream, '@', 2) AS suffix,
             json_extract_string(data, {[f"$.{k}" for k in _DATA_KEYS]}) AS j,
             CASE WHEN coalesce(unit, 'ms') = 'us' THEN 1 ELSE 1000 END AS mult,
             CASE
@@ -110,9 +111,9 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
                 WHEN rest = 'historicalTrades' THEN 'trade'
                 WHEN rest = 'aggTrades' THEN 'agg'
                 WHEN rest IS NOT NULL THEN 'bad'
-                WHEN split_part(stream, '@', 2) = 'trade' THEN 'trade'
-                WHEN split_part(stream, '@', 2) = 'aggTrade' THEN 'agg'
-                WHEN split_part(stream, '@', 2) = 'bookTicker' THEN 'book'
+                WHEN suffix = 'trade' THEN 'trade'
+                WHEN suffix = 'aggTrade' THEN 'agg'
+                WHEN suffix = 'bookTicker' THEN 'book'
                 ELSE 'other'
             END AS kind0
         FROM src
@@ -149,7 +150,6 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
         ts_us, px, qt, ask_px, ask_qt, ibm, conn = 'rest' AS repaired,
         CASE WHEN kind = 'session' THEN session END AS session,
         CASE WHEN kind = 'session' THEN conn END AS conn,
-        CASE WHEN kind = 'bad' THEN filename END AS filename,
         CASE WHEN kind = 'bad' THEN data::VARCHAR END AS data
     FROM z
     WHERE CASE
@@ -162,14 +162,14 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
 
 
 def _src_sql(own: bool, other: bool) -> str:
-    parts = [f"SELECT *, true AS is_own FROM {ndjson_source('own')}"] if own else []
+    # No per-row filename: it costs a string per line; bad lines are rare and located later.
+    parts = [f"SELECT *, true AS is_own FROM {ndjson_source('own', False)}"] if own else []
     if other:
-        parts.append(f"SELECT *, false AS is_own FROM {ndjson_source('other')}")
+        parts.append(f"SELECT *, false AS is_own FROM {ndjson_source('other', False)}")
     if not parts:  # no files: an empty relation of the same shape
         return (
             "SELECT NULL::BIGINT AS recv_ns, NULL AS conn, NULL AS unit, NULL AS stream, "
-            "NULL AS rest, NULL AS session, NULL::JSON AS data, NULL AS filename, "
-            "false AS is_own LIMIT 0"
+            "NULL AS rest, NULL AS session, NULL::JSON AS data, false AS is_own LIMIT 0"
         )
     return " UNION ALL ".join(parts)
 
@@ -405,14 +405,21 @@ def _quarantine(
         return None
     records: list[bytes] = []
     rows = con.execute(
-        "SELECT filename, data, recv_us FROM stage WHERE kind = 'bad' "
-        "ORDER BY filename, recv_us NULLS FIRST, data"
+        "SELECT data, recv_us FROM stage WHERE kind = 'bad' ORDER BY recv_us NULLS FIRST, data"
     ).fetchall()
-    unreadable = sorted({fn for fn, data, recv in rows if recv is None})
-    for fn, data, recv in rows:
+    for data, recv in rows:
         if recv is not None:  # valid JSON, but a field would not parse
-            rec = {"file": fn, "reason": "invalid field", "recv_us": recv, "data": data}
+            rec = {"reason": "invalid field", "recv_us": recv, "data": data}
             records.append(orjson.dumps(rec))
+    unreadable: list[str] = []
+    if any(recv is None for _, recv in rows):  # rare: find the files holding unreadable lines
+        unreadable = sorted(
+            str(fn)
+            for (fn,) in con.execute(
+                f"SELECT DISTINCT filename FROM {ndjson_source('own')} WHERE recv_ns IS NULL",
+                {"own": own},
+            ).fetchall()
+        )
     for fn in unreadable:  # malformed JSON: copy the exact text from the file
         with _open_raw(Path(fn)) as fh:
             for n, line in enumerate(fh, 1):
