@@ -124,6 +124,16 @@ def generate_day(raw_root: Path, scale: float) -> dict:
     return info
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). getrusage's ru_maxrss would be wrong here: Linux
+    carries it over from the parent across fork+exec, so the child would report the
+    generator's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 # --- child: the crypto_lake transform ---------------------------------------------------------
 def child_transform(work: Path) -> dict:
     from crypto_lake.lib.bars import build_bars_1s
@@ -153,7 +163,7 @@ def child_transform(work: Path) -> dict:
     wall = time.perf_counter() - t_all
     return {"wall_s": wall, "lines": sum(v["lines"] for v in per_symbol.values()),
             "per_symbol": per_symbol,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 # --- child: the straightforward pandas baseline -------------------------------------------------
@@ -196,7 +206,7 @@ def child_pandas(work: Path, symbol: str, first_minute: int, minutes: int) -> di
     bars = bars.join(qb[["bid", "ask"]], how="left")
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "lines": lines, "bars": len(bars),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def _run_child(args: list[str]) -> dict:
