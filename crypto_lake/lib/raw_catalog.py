@@ -106,16 +106,17 @@ def scan_raw_files(paths: list[Path], con: duckdb.DuckDBPyConnection | None = No
                count(*) AS lines,
                count(*) FILTER (WHERE recv_ns IS NULL
                                 OR (session IS NULL AND (stream IS NULL
-                                    OR json_type(data) IS DISTINCT FROM 'OBJECT'))) AS bad_lines,
+                                    OR NOT starts_with(data::VARCHAR, '{{')))) AS bad_lines,
                min(ev) AS min_event_us, max(ev) AS max_event_us,
                min(recv_ns) AS min_recv_ns, max(recv_ns) AS max_recv_ns
         FROM (
             SELECT filename, recv_ns, session, stream, data,
-                   TRY_CAST(coalesce(json_extract_string(data, '$.T'),
-                                     json_extract_string(data, '$.time')) AS BIGINT)
-                   * CASE WHEN coalesce(unit, 'ms') = 'us' THEN 1 ELSE 1000 END AS ev_raw,
+                   -- only trade payloads are parsed (quotes have no exchange time)
                    CASE WHEN session IS NULL AND (stream LIKE '%@trade' OR stream LIKE '%@aggTrade')
-                        THEN ev_raw END AS ev
+                        THEN TRY_CAST(list_max(json_extract_string(data, ['$.T', '$.time']))
+                                      AS BIGINT)
+                             * CASE WHEN coalesce(unit, 'ms') = 'us' THEN 1 ELSE 1000 END
+                   END AS ev
             FROM {ndjson_source()}
         )
         GROUP BY filename
