@@ -50,6 +50,11 @@ def _assert_complete(lake: Path, sim, symbols: list[str]) -> None:
         assert ids == {t["id"] for t in sim.trades(sym) if lo <= t["id"] <= hi}
 
 
+def _settled(hb: dict) -> bool:
+    """No gap open and no hole waiting for REST repair, on every symbol."""
+    return hb["gaps"]["open"] == 0 and all(s["pending_holes"] == 0 for s in hb["symbols"].values())
+
+
 def _drops(n: int, every: float, sim_factory, start_collector) -> None:
     sim = sim_factory(symbols=SYMBOLS, rate_scale=3)
     # two streams per connection: each symbol gets its own connection
@@ -60,12 +65,7 @@ def _drops(n: int, every: float, sim_factory, start_collector) -> None:
         time.sleep(every)
         sim.faults.drop_connections()
     c.wait_heartbeat(lambda hb: hb["reconnects"] >= 2 * n and len(hb["connections"]) == 2, 30)
-    c.wait_heartbeat(
-        lambda hb: (
-            hb["gaps"]["open"] == 0 and all(s["pending_holes"] == 0 for s in hb["symbols"].values())
-        ),
-        timeout=30,
-    )
+    c.wait_heartbeat(_settled, timeout=30)
     sim.pause_market()
     time.sleep(1.0)
     hb = c.heartbeat()
@@ -100,9 +100,11 @@ def test_aggtrade_stream_gaps_repaired_from_agg_trades(sim_factory, start_collec
     sim.faults.skip_trade_ids("BTCUSDT", 30)
     time.sleep(1.0)
     sim.faults.drop_connections()
-    hb = c.wait_heartbeat(lambda hb: hb["gaps"]["repaired"] >= 2 and hb["gaps"]["open"] == 0)
+    c.wait_heartbeat(lambda hb: hb["reconnects"] >= 1 and hb["gaps"]["repaired"] >= 2)
     sim.pause_market()
     time.sleep(1.0)
+    # Under load a reconnect hole can still be queued for REST when the count first reaches 2.
+    hb = c.wait_heartbeat(_settled, timeout=30)
     assert c.terminate()[0] == 0
     assert hb["rest"]["trades_repaired"] > 0
     for sym in SYMBOLS:

@@ -89,9 +89,8 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
             int(t) for t in session_minutes_utc("UUP", d)[:3].astype("int64")
         }
 
-    requests = macro_minute_schedule(
-        dg.build_schedule_context(instance, scheduled_execution_time=now)
-    )
+    with dg.build_schedule_context(instance, scheduled_execution_time=now) as ctx:
+        requests = macro_minute_schedule(ctx)
     assert isinstance(requests, list)
     catchup = [r for r in requests if r.tags[REASON_TAG] == "catchup"]
     expected_days = [d for d in days if not (now.hour == 0 and d == today - timedelta(days=1))]
@@ -116,16 +115,16 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
             assert md["status"] == ("ok" if session else "empty")
 
     # A second tick requests no catch-up again: the fresh-lake catch-up happens once.
-    again = macro_minute_schedule(
-        dg.build_schedule_context(instance, scheduled_execution_time=now + timedelta(minutes=15))
-    )
+    later = now + timedelta(minutes=15)
+    with dg.build_schedule_context(instance, scheduled_execution_time=later) as ctx:
+        again = macro_minute_schedule(ctx)
     assert {r.tags[REASON_TAG] for r in again} == {"recent"}
 
     # The DXY schedule picks up, in one run, every day whose FX inputs are newer than its DXY.
-    ctx = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance, scheduled_execution_time=now, resources={"lake": lake}
-    )
-    dxy_requests = dxy_synthetic_minute_schedule(ctx)
+    ) as ctx:
+        dxy_requests = dxy_synthetic_minute_schedule(ctx)
     assert isinstance(dxy_requests, list) and len(dxy_requests) == 1
     fx_days = {d.isoformat() for d in days if session_minutes_utc("EURUSD=X", d).size}
     (req,) = dxy_requests
@@ -140,10 +139,10 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
         assert dxy_meta[day]["dagster/row_count"] == fx_minutes
         assert dxy_meta[day]["missing_inputs"] == []
     # Nothing is stale any more: the next tick only refreshes the recent day(s).
-    later = dg.build_schedule_context(
-        instance, scheduled_execution_time=now + timedelta(minutes=15), resources={"lake": lake}
-    )
-    (again_req,) = dxy_synthetic_minute_schedule(later)  # type: ignore[misc]
+    with dg.build_schedule_context(
+        instance, scheduled_execution_time=later, resources={"lake": lake}
+    ) as ctx:
+        (again_req,) = dxy_synthetic_minute_schedule(ctx)  # type: ignore[misc]
     recent = {today.isoformat(), (today - timedelta(days=1)).isoformat()}
     assert again_req.tags["dagster/asset_partition_range_start"] in recent
 

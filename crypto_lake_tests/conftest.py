@@ -1,0 +1,31 @@
+"""Suite-wide hygiene shared by every test package."""
+
+import gc
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance() -> Iterator[None]:
+    """Fail the test that leaves a Dagster instance's state storage installed.
+
+    Dagster keeps the current instance's defs-state storage in a context variable. A schedule or
+    sensor context that opened an instance from a ref and was never closed (no ``with``) resets
+    that variable to the *test fixture's* instance whenever the garbage collector gets to it, so
+    a later, unrelated ``defs()`` call fails with "undefined DagsterInstance weakref". Collecting
+    here makes the failure point at the test that caused it.
+    """
+    yield
+    if "dagster" not in sys.modules:
+        return
+    from dagster._core.storage.defs_state import base
+
+    gc.collect()
+    storage = base.DefsStateStorage.get()
+    base._current_storage.set(None)  # one offender, one failure: later tests start clean
+    assert storage is None, (
+        "this test left a Dagster instance open (use `with dg.build_schedule_context(...)` / "
+        f"`with dg.build_sensor_context(...)`): {storage!r}"
+    )
