@@ -1,5 +1,10 @@
-"""The README's demo command starts everything, says where to look, and Ctrl+C stops it all."""
+"""The README's demo command starts everything, says where to look, and Ctrl+C stops it all.
 
+Within 5 minutes of the start, the UI has bars and passing checks: asserted through the same
+GraphQL API the UI pages read.
+"""
+
+import json
 import os
 import signal
 import socket
@@ -12,12 +17,54 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BARS_AND_CHECKS = """
+query DemoBars {
+  bars: assetOrError(assetKey: {path: ["bars_1s"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { partition timestamp } }
+  }
+  bars1m: assetOrError(assetKey: {path: ["bars_1m"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { partition timestamp } }
+  }
+  r1: assetCheckExecutions(assetKey: {path: ["bars_1s"]}, checkName: "r1_ohlc_order", limit: 1)
+    { status }
+  r2: assetCheckExecutions(assetKey: {path: ["bars_1s"]}, checkName: "r2_positive_prices",
+    limit: 1) { status }
+  r4: assetCheckExecutions(assetKey: {path: ["bars_1s"]}, checkName: "r4_no_nan_ohlc", limit: 1)
+    { status }
+  r7: assetCheckExecutions(assetKey: {path: ["bars_1s"]}, checkName: "r7_klines_parity",
+    limit: 1) { status }
+}
+"""
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    body = json.dumps({"query": query}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        payload = json.loads(resp.read())
+    assert not payload.get("errors"), payload["errors"]
+    return payload["data"]
+
+
+def _bars_and_passing_checks(port: int) -> dict | None:
+    """Today's bars_1s and bars_1m materialized and the latest R1/R2/R4/R7 executions passed."""
+    data = _graphql(port, BARS_AND_CHECKS)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for asset in ("bars", "bars1m"):
+        mats = (data[asset] or {}).get("assetMaterializations") or []
+        if not mats or not mats[0]["partition"].startswith(today):
+            return None
+    if any([e["status"] for e in data[r]] != ["SUCCEEDED"] for r in ("r1", "r2", "r4", "r7")):
+        return None
+    return data
 
 
 def _group_alive(pgid: int) -> bool:
@@ -38,6 +85,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
+    started = time.monotonic()
     out: list[str] = []
     try:
         assert proc.stdout is not None
@@ -65,6 +113,15 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not list(raw.glob("*/part-*.jsonl")):
             time.sleep(0.5)
         assert list(raw.glob("*/part-*.jsonl")), "no sealed raw file"
+        # A newcomer sees bars and passing checks within 5 minutes of starting the demo.
+        seen = None
+        while seen is None and time.monotonic() - started < 300:
+            time.sleep(5)
+            seen = _bars_and_passing_checks(port)
+        assert seen is not None, (
+            f"no bars with passing checks after 5 min: {_graphql(port, BARS_AND_CHECKS)}"
+        )
+        print(f"bars and passing checks visible {time.monotonic() - started:.0f} s after start")
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl+C sends to the foreground process
         rest, _ = proc.communicate(timeout=60)

@@ -1,8 +1,11 @@
 """R1–R7 (SPEC §6) as one multi-asset check on bars_1s: one scan, seven results.
 
 R1, R2 and R4 are critical: their checks are blocking with severity ERROR, so a failing
-partition stops `bars_1m` (and anything else downstream) in the same run; automation
-conditions downstream use ``all_deps_blocking_checks_passed()`` across runs.
+partition stops `bars_1m` in the same run (the market chain always runs ticks -> bars_1s ->
+checks -> bars_1m together). The results are merged over the partitions of the run, so in a
+ranged run one failing partition holds back `bars_1m` for the whole range; its worst rows name
+the partition. The QA assets run on failing partitions on purpose: recording the violations is
+their job.
 """
 
 from collections.abc import Iterator
