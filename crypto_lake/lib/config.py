@@ -7,6 +7,8 @@ Resolution order (later wins):
    read with ``yaml.safe_load``;
 3. environment variables ``CRYPTO_LAKE__<SECTION>__<KEY>=value`` (values parsed as YAML
    scalars/lists, so ``CRYPTO_LAKE__SYMBOLS='[BTCUSDT, ETHUSDT]'`` works), and ``LAKE_ROOT``.
+   Every ``__`` descends one level, so nested sections work at any depth:
+   ``CRYPTO_LAKE__QA__JUMP__K_SIGMA=7.5`` sets ``qa.jump.k_sigma``.
 
 Secrets (webhook URL, GCS credentials) are never read from the file: a secret key there is
 an error. They come from ``CRYPTO_LAKE_WEBHOOK_URL`` / ``GOOGLE_APPLICATION_CREDENTIALS``.
@@ -23,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.symbols import validate_symbol, validate_ticker
 
 DEFAULT_SYMBOLS = [
@@ -107,6 +110,8 @@ class Config(_Section):
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     macro: MacroConfig = Field(default_factory=MacroConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
+    # QA detector and fusion parameters (SPEC §7); the model lives with the QA code.
+    qa: QAConfig = Field(default_factory=QAConfig)
 
     @field_validator("symbols")
     @classmethod

@@ -1,6 +1,7 @@
-"""QA pipeline parameters (SPEC §7) as a pydantic config section.
+"""QA pipeline parameters (SPEC §7): the ``qa:`` section of the crypto_lake config file.
 
-The section is meant to live under ``qa:`` in the crypto_lake config file, e.g.::
+``crypto_lake.lib.config.Config.qa`` is this model, so the section is validated with the rest
+of the file and overridable like any key, e.g. ``CRYPTO_LAKE__QA__JUMP__K_SIGMA=7.5``::
 
     qa:
       iforest: {n_estimators: 200, contamination: 0.005, random_state: 42}
@@ -8,15 +9,18 @@ The section is meant to live under ``qa:`` in the crypto_lake config file, e.g.:
       jump: {k_sigma: 6.8, spread_stable_bps: 50, cooldown_seconds: 5, min_trade_count: 5}
       fusion: {pass_score: 0.85, review_score: 0.65}
 
-Defaults are the SPEC values; ``qa_config_from`` reads the section from a loaded ``Config``
-when it has one and falls back to the defaults otherwise.
+Defaults are the SPEC values. This module imports nothing from ``lib.config`` (which imports
+it), so there is no cycle.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from crypto_lake.lib.config import Config
 
 
 class _Section(BaseModel):
@@ -73,9 +77,14 @@ class FusionConfig(_Section):
     def _ordered(self) -> FusionConfig:
         total = self.schema_weight + self.detector_weight + self.ai_weight
         if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"fusion weights must sum to 1, got {total}")
+            raise ValueError(
+                "schema_weight + detector_weight + ai_weight must sum to 1, got "
+                f"{self.schema_weight} + {self.detector_weight} + {self.ai_weight} = {total}"
+            )
         if self.review_score > self.pass_score:
-            raise ValueError("review_score must not exceed pass_score")
+            raise ValueError(
+                f"review_score ({self.review_score}) must not exceed pass_score ({self.pass_score})"
+            )
         return self
 
 
@@ -93,13 +102,6 @@ class QAConfig(_Section):
     report_top_rows: int = Field(5, ge=1)
 
 
-def qa_config_from(config: Any | None) -> QAConfig:
-    """The ``qa`` section of a loaded crypto_lake ``Config``, or the defaults."""
-    section = getattr(config, "qa", None) if config is not None else None
-    if section is None:
-        return QAConfig()
-    if isinstance(section, QAConfig):
-        return section
-    if isinstance(section, BaseModel):
-        return QAConfig.model_validate(section.model_dump())
-    return QAConfig.model_validate(section)
+def qa_config_from(config: Config | None) -> QAConfig:
+    """The ``qa`` section of a loaded crypto_lake ``Config`` (the defaults without one)."""
+    return QAConfig() if config is None else config.qa
