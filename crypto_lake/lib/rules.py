@@ -202,6 +202,12 @@ j AS (
                                                     AND (SELECT max(window_start) FROM b)
       -- today's last minute is still open on our side: compare complete minutes only
       AND coalesce(b.seconds, 60) = 60
+      -- no kline and no trade: nothing happened on either side (before a symbol's first
+      -- trade the exchange has no kline, and our bars have no price yet)
+      AND NOT (k.open_time IS NULL AND coalesce(b.trade_count, 0) = 0)
+      -- a minute the recorder did not watch whole (before its first connect, between a
+      -- disconnect and the reconnect) is not a parity question: R5 checks its trade ids
+      AND NOT coalesce(b.is_outage, false)
 )
 SELECT *, (
     bar_open IS DISTINCT FROM kl_open OR bar_high IS DISTINCT FROM kl_high

@@ -348,7 +348,9 @@ def session_outages(
 
     A disconnect opens an outage only when no other connection is live (the make-before-break
     replacement keeps streaming); the next connect/subscribed closes it. An outage still open
-    at the end of the records runs to the end of the day.
+    at the end of the records runs to the end of the day. When the day's first record is a
+    connect and no live line came before it, the recorder was not running until then: the
+    day starts in an outage.
     """
     rows = con.execute(
         "SELECT recv_us, session, conn FROM stage WHERE kind = 'session' "
@@ -357,6 +359,15 @@ def session_outages(
     live: set[str] = set()
     seen: set[str] = set()
     outages, opened = [], None
+    day_rows = [r for r in rows if start_us <= r[0] < end_us]
+    if day_rows and day_rows[0][1] in ("connect", "subscribed"):
+        (first_live,) = con.execute(
+            "SELECT min(recv_us) FROM stage WHERE kind IN ('trade', 'agg', 'book') "
+            "AND NOT repaired AND recv_us >= ?",
+            [start_us],
+        ).fetchone()
+        if first_live is None or first_live > day_rows[0][0]:
+            opened = start_us
     for recv_us, event, conn in rows:
         if event in ("connect", "subscribed"):
             live.add(conn)

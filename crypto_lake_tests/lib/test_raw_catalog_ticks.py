@@ -173,3 +173,24 @@ def test_empty_input_gives_empty_tables(tmp_path):
     assert pq.read_schema(out / "t.pq").names[:3] == ["symbol", "trade_id", "ts_event"]
     bars = build_bars_1s(out / "t.pq", out / "q.pq", "BTCUSDT", rawgen.DAY, out / "b.pq")
     assert bars.rows == 86_400 and bars.empty_seconds == 86_400
+
+
+def test_day_starts_in_an_outage_until_the_first_connect(tmp_path):
+    """A collector started at 00:00:10 did not watch 00:00:00-00:00:10; a replacement
+    connection while the old one streams does not open an outage."""
+    layout = LakeLayout(tmp_path)
+    t0 = rawgen.DAY_START_MS + 10_000
+    connect = session_line(t0 * 1_000_000, "ws-1", "connect")
+    trades = [rawgen.trade_line(t, t.t_ms + 1) for t in _trades(range(1, 6), t0 + 100)]
+    path = _write(layout, rawgen.DAY, 1, [connect, *trades])
+    out = tmp_path / "out"
+    stats = build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", tmp_path / "q")
+    assert stats.outages == [(rawgen.DAY_START_MS * 1000, t0 * 1000)]
+    bars = build_bars_1s(out / "t.pq", out / "q.pq", "BTCUSDT", rawgen.DAY, out / "b.pq",
+                         stats.outages)  # fmt: skip
+    assert bars.outage_seconds == 10
+    # Lines already streaming before the day's first connect: the recorder was running.
+    early = [rawgen.trade_line(t, t.t_ms + 1) for t in _trades([0], t0 - 5_000)]
+    path = _write(layout, rawgen.DAY, 2, [*early, connect, *trades])
+    stats = build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", tmp_path / "q")
+    assert stats.outages == []

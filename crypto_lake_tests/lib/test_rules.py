@@ -140,3 +140,22 @@ def test_r7_ignores_todays_open_minute(clean, tmp_path):
     assert stats.rows == 630 and not stats.grid_complete
     r7 = evaluate_rules(bars, klines)["R7"]
     assert r7.passed and r7.checked == 10
+
+
+def test_r7_minutes_without_trades_or_klines_agree(clean, tmp_path):
+    """Before a symbol's first trade the exchange has no kline and our bars have no trade:
+    nothing to compare. A missing kline for a minute in which we saw trades still fires."""
+    part, _, trades = clean
+    rows = rawgen.rest_klines(trades)
+    quiet = [r for r in rows if int(r[8]) == 0]
+    busy = [r for r in rows if int(r[8]) > 0]
+    assert quiet and busy
+    without_quiet = tmp_path / "no_quiet.parquet"
+    write_klines(busy, without_quiet, symbol="BTCUSDT")
+    r7 = evaluate_rules(part.bars, without_quiet)["R7"]
+    assert r7.passed and r7.checked == len(busy)
+    missing_busy = tmp_path / "missing_busy.parquet"
+    write_klines([r for r in rows if r is not busy[0]], missing_busy, symbol="BTCUSDT")
+    r7 = evaluate_rules(part.bars, missing_busy)["R7"]
+    assert not r7.passed and r7.violations == 1
+    assert r7.worst_rows[0]["kl_open"] is None and r7.worst_rows[0]["bar_count"] > 0
