@@ -124,6 +124,12 @@ def test_r7_compares_minute_rollup_with_klines(clean):
     assert _rules(v) == [("R7", "major")]
     assert v["ts"].cast(pa.int64()).to_pylist() == [lo + 180]
     assert v["seconds"].to_pylist() == [60]
+    # The same minute inside a recorder outage is not a parity violation (R5 covers it).
+    outage = np.zeros(clean.num_rows, dtype=bool)
+    ts = clean["window_start"].cast(pa.timestamp("s")).cast(pa.int64()).to_numpy()
+    outage[(ts >= lo + 180) & (ts < lo + 240)] = True
+    watched = clean.append_column("is_outage", pa.array(outage))
+    assert find_violations("ADAUSDT", watched, klines=off).num_rows == 0
 
 
 def test_no_bars_is_one_gap_row_and_decimal_prices_work(clean):

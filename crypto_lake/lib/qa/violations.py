@@ -92,16 +92,17 @@ _R7 = """
 WITH m AS (
   SELECT ts_s // 60 * 60 AS minute, arg_min(open, ts_s) AS open, max(high) AS high,
          min(low) AS low, arg_max(close, ts_s) AS close, sum(volume_base) AS volume,
-         sum(trade_count) AS trade_count
+         sum(trade_count) AS trade_count, bool_or(is_outage) AS outage
   FROM b GROUP BY 1)
 SELECT 'R7' AS rule, m.minute AS ts, 60 AS seconds,
        format('bars o/h/l/c/v/n={}/{}/{}/{}/{}/{} klines={}/{}/{}/{}/{}/{}', m.open, m.high,
               m.low, m.close, m.volume, m.trade_count, k.open, k.high, k.low, k.close,
               k.volume, k.trade_count) AS detail
 FROM m JOIN k ON k.minute = m.minute
-WHERE m.open <> k.open OR m.high <> k.high OR m.low <> k.low OR m.close <> k.close
+-- as in lib/rules.py: a minute the recorder did not watch whole is R5's business, not parity
+WHERE NOT m.outage AND (m.open <> k.open OR m.high <> k.high OR m.low <> k.low OR m.close <> k.close
    OR m.trade_count <> k.trade_count
-   OR abs(m.volume - k.volume) > 1e-8 * greatest(1.0, abs(k.volume))
+   OR abs(m.volume - k.volume) > 1e-8 * greatest(1.0, abs(k.volume)))
 """
 
 
@@ -125,6 +126,8 @@ def _with_time_columns(bars: pa.Table) -> pa.Table:
     for name in ("first_trade_id", "last_trade_id", "trade_count"):
         if name not in out.column_names:
             out = out.append_column(name, pa.nulls(out.num_rows, pa.int64()))
+    if "is_outage" not in out.column_names:
+        out = out.append_column("is_outage", pa.array(np.zeros(out.num_rows, dtype=bool)))
     if "volume_base" not in out.column_names:
         out = out.append_column("volume_base", pa.nulls(out.num_rows, pa.float64()))
     return out
