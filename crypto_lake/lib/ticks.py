@@ -358,16 +358,7 @@ def session_outages(
     ).fetchall()
     live: set[str] = set()
     seen: set[str] = set()
-    outages, opened = [], None
-    day_rows = [r for r in rows if start_us <= r[0] < end_us]
-    if day_rows and day_rows[0][1] in ("connect", "subscribed"):
-        (first_live,) = con.execute(
-            "SELECT min(recv_us) FROM stage WHERE kind IN ('trade', 'agg', 'book') "
-            "AND NOT repaired AND recv_us >= ?",
-            [start_us],
-        ).fetchone()
-        if first_live is None or first_live > day_rows[0][0]:
-            opened = start_us
+    outages, opened = _leading_outage(con, rows, start_us, end_us), None
     for recv_us, event, conn in rows:
         if event in ("connect", "subscribed"):
             live.add(conn)
@@ -387,6 +378,22 @@ def session_outages(
         outages.append((opened, end_us))
     clipped = [(max(a, start_us), min(b, end_us)) for a, b in outages]
     return [(a, b) for a, b in clipped if b > a]
+
+
+def _leading_outage(
+    con: duckdb.DuckDBPyConnection, rows: list[tuple], start_us: int, end_us: int
+) -> list[tuple[int, int]]:
+    """[day start, first connect) when the day's first session record is a connect that no
+    live line precedes: the recorder was not running before it."""
+    first = next((r for r in rows if start_us <= r[0] < end_us), None)
+    if first is None or first[1] not in ("connect", "subscribed"):
+        return []
+    (first_live,) = con.execute(
+        "SELECT min(recv_us) FROM stage WHERE kind IN ('trade', 'agg', 'book') "
+        "AND NOT repaired AND recv_us >= ?",
+        [start_us],
+    ).fetchone()
+    return [(start_us, first[0])] if first_live is None or first_live > first[0] else []
 
 
 def _open_raw(path: Path):
