@@ -91,6 +91,9 @@ def _retry_after(exc: urllib.error.HTTPError) -> float | None:
         return None
 
 
+CLOSE_MARGIN_MS = 2_000  # the exchange may still settle a kline for a moment after its close
+
+
 def fetch_klines(
     rest_base_url: str,
     symbol: str,
@@ -102,7 +105,7 @@ def fetch_klines(
     max_retries: int = 5,
     sleep=time.sleep,
 ) -> list[list]:
-    """All klines with open time in [start_ms, end_ms), oldest first, as REST arrays."""
+    """All closed klines with open time in [start_ms, end_ms), oldest first, as REST arrays."""
     symbol = validate_symbol(symbol)
     if interval not in INTERVAL_MS:
         raise ValueError(f"unsupported interval {interval!r}; known: {sorted(INTERVAL_MS)}")
@@ -110,6 +113,7 @@ def fetch_klines(
     rows: list[list] = []
     cursor = start_ms
     while cursor < end_ms:
+        closed_before_ms = time.time_ns() // 1_000_000 - CLOSE_MARGIN_MS
         query = urllib.parse.urlencode(
             {
                 "symbol": symbol,
@@ -123,12 +127,16 @@ def fetch_klines(
                          max_retries, sleep)  # fmt: skip
         if not isinstance(page, list):
             raise KlinesError(f"klines: unexpected answer {str(page)[:200]}")
+        full = len(page) >= PAGE
         page = [r for r in page if isinstance(r, list) and cursor <= int(r[0]) < end_ms]
+        # A kline still open when we asked is partial: keep closed intervals only, so the
+        # stored file (and R7's comparison with our bars) never holds a half-built minute.
+        page = [r for r in page if int(r[6]) < closed_before_ms]
         if not page:
             break
         rows.extend(page)
         cursor = int(page[-1][0]) + step
-        if len(page) < PAGE:
+        if not full:
             break
     return rows
 

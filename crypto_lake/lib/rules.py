@@ -200,8 +200,10 @@ j AS (
     FROM b FULL JOIN k ON b.window_start = k.open_time
     WHERE coalesce(b.window_start, k.open_time) BETWEEN (SELECT min(window_start) FROM b)
                                                     AND (SELECT max(window_start) FROM b)
-      -- today's last minute is still open on our side: compare complete minutes only
+      -- today's last minute is still open on our side: compare complete minutes only,
+      -- and only up to the last kline that was closed when it was fetched
       AND coalesce(b.seconds, 60) = 60
+      AND coalesce(b.window_start, k.open_time) <= (SELECT max(open_time) FROM k)
       -- no kline and no trade: nothing happened on either side (before a symbol's first
       -- trade the exchange has no kline, and our bars have no price yet)
       AND NOT (k.open_time IS NULL AND coalesce(b.trade_count, 0) = 0)

@@ -29,6 +29,7 @@ class _Server:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.script: list[tuple[int, dict]] = []  # (status, headers) answered first, in order
+        self.day_start = START  # the day of klines served
         state = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,8 +49,9 @@ class _Server:
                     return
                 start, end = int(q["startTime"]), int(q["endTime"])
                 limit = int(q.get("limit", 500))
-                first = max(START, -(-start // 60_000) * 60_000)
-                rows = [_kline(t) for t in range(first, min(end + 1, START + 86_400_000), 60_000)]
+                day = state.day_start
+                first = max(day, -(-start // 60_000) * 60_000)
+                rows = [_kline(t) for t in range(first, min(end + 1, day + 86_400_000), 60_000)]
                 body = orjson.dumps(rows[:limit])
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -74,6 +76,20 @@ def test_fetches_a_day_in_pages_of_1000(server):
     assert [r[0] for r in rows] == list(range(START, START + 86_400_000, 60_000))
     assert len(server.requests) == 2 and server.requests[0]["limit"] == "1000"
     assert server.requests[1]["startTime"] == str(START + 1000 * 60_000)
+
+
+def test_klines_still_open_when_asked_are_not_returned(server):
+    """Intraday the exchange also answers the running minute (and, here, later ones): a
+    partial kline must never be stored or compared with our bars."""
+    import time
+
+    now_ms = time.time_ns() // 1_000_000
+    server.day_start = now_ms - now_ms % 60_000 - 5 * 60_000
+    rows = fetch_klines(server.url, "BTCUSDT", "1m", server.day_start, now_ms + 3_600_000)
+    asked_ms = time.time_ns() // 1_000_000
+    assert 4 <= len(rows) <= 5  # the five minutes before the running one, less a just-closed one
+    assert all(int(r[6]) < asked_ms for r in rows)
+    assert [int(r[0]) for r in rows] == [server.day_start + i * 60_000 for i in range(len(rows))]
 
 
 def test_429_waits_retry_after_then_succeeds(server):

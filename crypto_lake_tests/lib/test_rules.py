@@ -159,3 +159,14 @@ def test_r7_minutes_without_trades_or_klines_agree(clean, tmp_path):
     r7 = evaluate_rules(part.bars, missing_busy)["R7"]
     assert not r7.passed and r7.violations == 1
     assert r7.worst_rows[0]["kl_open"] is None and r7.worst_rows[0]["bar_count"] > 0
+
+
+def test_r7_stops_at_the_last_closed_kline(clean, tmp_path):
+    """Klines fetched intraday end at the last closed minute; our later complete minutes wait
+    for the next fetch instead of failing R7."""
+    part, _, trades = clean
+    rows = rawgen.rest_klines(trades)[:-10]
+    early = tmp_path / "early.parquet"
+    write_klines(rows, early, symbol="BTCUSDT")
+    r7 = evaluate_rules(part.bars, early)["R7"]
+    assert r7.passed and r7.checked == len(rows)
