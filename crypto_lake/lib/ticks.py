@@ -383,10 +383,10 @@ def session_outages(
 def _leading_outage(
     con: duckdb.DuckDBPyConnection, rows: list[tuple], start_us: int, end_us: int
 ) -> list[tuple[int, int]]:
-    """[day start, first connect) when the day's first session record is a connect that no
-    live line precedes: the recorder was not running before it."""
+    """[day start, first record) when the day's first session record is a collector start or
+    a connect that no live line precedes: the recorder was not running before it."""
     first = next((r for r in rows if start_us <= r[0] < end_us), None)
-    if first is None or first[1] not in ("connect", "subscribed"):
+    if first is None or first[1] not in ("collector_start", "connect", "subscribed"):
         return []
     (first_live,) = con.execute(
         "SELECT min(recv_us) FROM stage WHERE kind IN ('trade', 'agg', 'book') "

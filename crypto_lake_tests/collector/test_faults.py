@@ -99,7 +99,11 @@ def test_aggtrade_stream_gaps_repaired_from_agg_trades(sim_factory, start_collec
     c.wait_heartbeat(lambda hb: hb["status"] == "running" and hb["messages_total"] > 20)
     sim.faults.skip_trade_ids("BTCUSDT", 30)
     time.sleep(1.0)
+    # Down for a second, so aggregates are surely missed and a reconnect gap opens.
+    sim.faults.refuse_connections = True
     sim.faults.drop_connections()
+    time.sleep(1.0)
+    sim.faults.refuse_connections = False
     c.wait_heartbeat(lambda hb: hb["reconnects"] >= 1 and hb["gaps"]["repaired"] >= 2)
     sim.pause_market()
     time.sleep(1.0)
