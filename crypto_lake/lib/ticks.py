@@ -20,14 +20,18 @@ session records and bad lines are then cut from it. Decisions worth knowing:
 from __future__ import annotations
 
 import gzip
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crypto_lake.lib import fastparse
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw_catalog import day_bounds_us, ndjson_source
@@ -38,6 +42,7 @@ log = get_logger("ticks")
 PRICE_T = "DECIMAL(18,8)"
 QTY_T = "DECIMAL(20,8)"
 ROW_GROUP_SIZE = 262_144  # fixed, so the same rows always give the same bytes
+_DICTIONARY = ["symbol"]  # the other tick columns are near unique: dictionaries only cost
 
 # data keys pulled in one JSON parse; positions are used below as j[1]..j[17]
 _DATA_KEYS = ["t", "p", "q", "T", "m", "a", "f", "l", "u", "b", "B", "A"]
@@ -99,6 +104,8 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
         return f"j[{_J[key]}]"
 
     lower = symbol.lower()
+    trade_px = f"coalesce({j('p')}, {j('price')})"
+    trade_qt = f"coalesce({j('q')}, {j('qty')})"
     return f"""
     WITH src AS (
         {_src_sql(own, other)}
@@ -129,12 +136,10 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
             TRY_CAST(CASE kind0 WHEN 'agg' THEN {j("f")} END AS BIGINT) AS f_id,
             TRY_CAST(CASE kind0 WHEN 'agg' THEN {j("l")} END AS BIGINT) AS l_id,
             TRY_CAST(coalesce({j("T")}, {j("time")}) AS BIGINT) * mult AS ts_us,
-            TRY_CAST(CASE WHEN kind0 = 'book' THEN {j("b")} ELSE coalesce({j("p")}, {j("price")})
-                     END AS {PRICE_T}) AS px,
-            TRY_CAST(CASE WHEN kind0 = 'book' THEN {j("B")} ELSE coalesce({j("q")}, {j("qty")})
-                     END AS {QTY_T}) AS qt,
-            TRY_CAST(CASE kind0 WHEN 'book' THEN {j("a")} END AS {PRICE_T}) AS ask_px,
-            TRY_CAST(CASE kind0 WHEN 'book' THEN {j("A")} END AS {QTY_T}) AS ask_qt,
+            {_u(f"CASE WHEN kind0 = 'book' THEN {j('b')} ELSE {trade_px} END", PRICE_T)} AS px,
+            {_u(f"CASE WHEN kind0 = 'book' THEN {j('B')} ELSE {trade_qt} END", QTY_T)} AS qt,
+            {_u(f"CASE kind0 WHEN 'book' THEN {j('a')} END", PRICE_T)} AS ask_px,
+            {_u(f"CASE kind0 WHEN 'book' THEN {j('A')} END", QTY_T)} AS ask_qt,
             TRY_CAST(coalesce({j("m")}, {j("isBuyerMaker")}) AS BOOLEAN) AS ibm
         FROM x
     ), z AS (
@@ -165,6 +170,12 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
     """
 
 
+def _u(text: str, decimal_type: str) -> str:
+    """SQL: a decimal string as an integer number of 1e-8 (NULL when it does not parse or
+    the integer would not fit 64 bits)."""
+    return f"TRY_CAST(TRY_CAST({text} AS {decimal_type})::DECIMAL(38,8) * 100000000 AS BIGINT)"
+
+
 def _src_sql(own: bool, other: bool) -> str:
     # No per-row filename: it costs a string per line; bad lines are rare and located later.
     parts = [f"SELECT *, true AS is_own FROM {ndjson_source('own', False)}"] if own else []
@@ -178,43 +189,127 @@ def _src_sql(own: bool, other: bool) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _trades_sql(symbol: str, kind: str) -> str:
-    return f"""
-    SELECT '{symbol}' AS symbol, id AS trade_id,
-        make_timestamptz(ts_us) AS ts_event, make_timestamptz(recv_us) AS ts_recv,
-        px AS price, qt AS qty, px::DECIMAL(38,8) * qt AS quote_qty,
-        ibm AS is_buyer_maker, repaired,
-        first_id AS first_trade_id, last_id AS last_trade_id,
-        last_id - first_id + 1 AS trade_count
-    FROM (
-        SELECT DISTINCT ON (id) * FROM stage WHERE kind = '{kind}'
-        ORDER BY id, repaired, recv_us, ts_us, px, qt, ibm, first_id, last_id
-    )
-    ORDER BY ts_event, trade_id
+_TS = pa.timestamp("us", tz="UTC")
+_PRICE = pa.decimal128(18, 8)
+_QTY = pa.decimal128(20, 8)
+_QUOTE_QTY = pa.decimal128(38, 16)
+
+
+def _decimal(lo: np.ndarray, hi: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    """An arrow decimal array from the two 64-bit words of each 128-bit unscaled value."""
+    words = np.empty((len(lo), 2), dtype=np.int64)
+    words[:, 0] = lo
+    words[:, 1] = hi
+    return pa.Array.from_buffers(dtype, len(lo), [None, pa.py_buffer(words)])
+
+
+def _timestamps(us: np.ndarray) -> pa.Array:
+    """Microseconds since the epoch as timestamp[us, UTC], over the same buffer."""
+    us = np.ascontiguousarray(us, dtype=np.int64)
+    return pa.Array.from_buffers(_TS, len(us), [None, pa.py_buffer(us)])
+
+
+def _units(units: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    """Integers of 1e-8 as an arrow decimal with scale 8, without arithmetic."""
+    return _decimal(units, units >> 63, dtype)
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> pa.Array:
+    """The exact 128-bit products a * b of int64 values as decimal(38, 16) (scale 8 + 8)."""
+    neg = (a < 0) != (b < 0)
+    ua, ub = np.abs(a).astype(np.uint64), np.abs(b).astype(np.uint64)
+    m32 = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+    a0, a1, b0, b1 = ua & m32, ua >> s32, ub & m32, ub >> s32
+    p00, p01, p10 = a0 * b0, a0 * b1, a1 * b0
+    mid = (p00 >> s32) + (p01 & m32) + (p10 & m32)
+    lo = (p00 & m32) | (mid << s32)
+    hi = a1 * b1 + (p01 >> s32) + (p10 >> s32) + (mid >> s32)
+    if neg.any():  # two's complement of the 128-bit magnitude
+        nlo, nhi = ~lo + np.uint64(1), ~hi + (lo == 0).astype(np.uint64)
+        lo, hi = np.where(neg, nlo, lo), np.where(neg, nhi, hi)
+    return _decimal(lo.view(np.int64), hi.view(np.int64), _QUOTE_QTY)
+
+
+def _trades_table(symbol: str, m: np.ndarray) -> pa.Table:
+    """Trade rows (TRADE_COLUMNS x n) as the trades table."""
+    n = m.shape[1]
+    return pa.table({
+        "symbol": _repeat(symbol, n),
+        "trade_id": m[2], "ts_event": _timestamps(m[5]), "ts_recv": _timestamps(m[1]),
+        "price": _units(m[6], _PRICE), "qty": _units(m[7], _QTY),
+        "quote_qty": _product(m[6], m[7]),
+        "is_buyer_maker": (m[8] & fastparse.FLAG_IBM) != 0,
+        "repaired": (m[8] & fastparse.FLAG_REPAIRED) != 0,
+        "first_trade_id": m[3], "last_trade_id": m[4], "trade_count": m[4] - m[3] + 1,
+    })  # fmt: skip
+
+
+def _quotes_table(symbol: str, m: np.ndarray) -> pa.Table:
+    """Quote rows (QUOTE_COLUMNS x n) as the quotes table."""
+    return pa.table({
+        "symbol": _repeat(symbol, m.shape[1]), "update_id": m[1], "ts_recv": _timestamps(m[0]),
+        "bid": _units(m[2], _PRICE), "bid_qty": _units(m[3], _QTY),
+        "ask": _units(m[4], _PRICE), "ask_qty": _units(m[5], _QTY),
+    })  # fmt: skip
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """``value`` n times as an arrow string array, built from its buffers."""
+    raw = value.encode()
+    offsets = (np.arange(n + 1, dtype=np.int32) * len(raw)).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(raw * n)])  # fmt: skip
+
+
+def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray, int]:
+    """Rows unique by id, sorted by (row ``first``, id); and how many rows were dropped.
+
+    Of rows sharing an id the first by ``keys(m)`` (sort keys, most significant first) is
+    kept, exactly like the SQL ``DISTINCT ON (id) ... ORDER BY keys``. Live data arrives in
+    output order with increasing ids: that is checked in O(n) and costs no sort; otherwise
+    stable sorts (fast on nearly sorted input) do the work, and the full key comparison runs
+    only over the duplicated ids.
     """
+    n = m.shape[1]
+    if n < 2:
+        return m, 0
+    i, f = m[ids], m[first]
+    if np.all(i[1:] > i[:-1]) and np.all(f[1:] >= f[:-1]):
+        return m, 0  # unique ids, already in (first, id) order
+    by_id = np.argsort(i, kind="stable")
+    sid = i[by_id]
+    dup = sid[1:] == sid[:-1]
+    dropped = 0
+    if dup.any():
+        in_group = np.zeros(n, dtype=bool)
+        in_group[1:] |= dup
+        in_group[:-1] |= dup
+        cand = by_id[in_group]
+        cand = cand[np.lexsort(keys(m[:, cand])[::-1])]  # grouped by id, best first
+        c_ids = m[ids, cand]
+        loser = np.zeros(len(cand), dtype=bool)
+        loser[1:] = c_ids[1:] == c_ids[:-1]
+        keep = np.ones(n, dtype=bool)
+        keep[cand[loser]] = False
+        dropped = int(np.count_nonzero(loser))
+        m = m[:, keep]
+        i, f = m[ids], m[first]
+    order = np.argsort(i, kind="stable")
+    order = order[np.argsort(f[order], kind="stable")]
+    return m[:, order], dropped
 
 
-def _quotes_sql(symbol: str) -> str:
-    return f"""
-    SELECT '{symbol}' AS symbol, id AS update_id, make_timestamptz(recv_us) AS ts_recv,
-        px AS bid, qt AS bid_qty, ask_px AS ask, ask_qt AS ask_qty
-    FROM (
-        SELECT DISTINCT ON (id) * FROM stage WHERE kind = 'book'
-        ORDER BY id, recv_us, px, qt, ask_px, ask_qt
-    )
-    ORDER BY ts_recv, update_id
-    """
-
-
-def write_parquet(table: pa.Table, out: Path) -> None:
-    """Atomic, deterministic zstd Parquet: fixed row groups, no wall-clock metadata."""
+def write_parquet(table: pa.Table, out: Path, dictionary: bool | list[str] = True) -> None:
+    """Atomic, deterministic zstd Parquet: fixed row groups, no wall-clock metadata.
+    ``dictionary`` names the columns worth dictionary encoding (default: all)."""
     with atomic_path(Path(out), durable=False) as tmp:
         pq.write_table(
             table,
             tmp,
             compression="zstd",
             row_group_size=ROW_GROUP_SIZE,
-            use_dictionary=True,
+            use_dictionary=dictionary,
             write_statistics=True,
         )
 
@@ -246,33 +341,54 @@ def build_ticks(
     quarantine_dir: Path,
     *,
     con: duckdb.DuckDBPyConnection | None = None,
+    fast: bool = True,
 ) -> TickStats:
     """Parse ``raw_files`` into the trades and quotes Parquet files of (symbol, day).
 
-    Re-running replaces both outputs (and the day's quarantine file) atomically.
+    Re-running replaces both outputs (and the day's quarantine file) atomically. ``fast``
+    reads common lines with the compiled reader (``fastparse``); False sends every line
+    through the general DuckDB path, with the same result.
     """
     symbol, day = validate_symbol(symbol), validate_day(day)
     start_us, end_us = day_bounds_us(day)
     stats = TickStats(symbol=symbol, day=day, raw_files=len(raw_files))
     own, other = _split_files(raw_files, day)
     con = con or connect()
-    con.execute("DROP TABLE IF EXISTS stage")
-    params = {k: v for k, v in (("own", own), ("other", other)) if v}
-    con.execute(
-        f"CREATE TEMP TABLE stage AS "
-        f"{_stage_sql(symbol, start_us, end_us, bool(own), bool(other))}",
-        params,
-    )
+    (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
+    with tempfile.TemporaryDirectory(prefix="ticks-") as tmp:
+        if fast:
+            parsed = _fast_parse(own, other, symbol, start_us, end_us, int(threads))
+            fb_own = _spill(Path(tmp) / "own.jsonl", parsed["fallback_own"])
+            fb_other = _spill(Path(tmp) / "other.jsonl", parsed["fallback_other"])
+        else:
+            parsed = {"trades": [], "quotes": [], "other": 0}
+            fb_own, fb_other = own, other
+        con.execute("DROP TABLE IF EXISTS stage")
+        params = {k: v for k, v in (("own", fb_own), ("other", fb_other)) if v}
+        con.execute(
+            f"CREATE TEMP TABLE stage AS "
+            f"{_stage_sql(symbol, start_us, end_us, bool(fb_own), bool(fb_other))}",
+            params,
+        )
     try:
-        _fill_stats(con, stats)
-        kind = "agg" if stats.trade_kind == "aggTrade" else "trade"
-        trades = con.sql(_trades_sql(symbol, kind)).to_arrow_table()
-        quotes = con.sql(_quotes_sql(symbol)).to_arrow_table()
-        write_parquet(trades, trades_out)
-        write_parquet(quotes, quotes_out)
-        stats.trade_rows, stats.quote_rows = trades.num_rows, quotes.num_rows
-        _trade_stats(con, stats, trades_out)
-        stats.outages = session_outages(con, start_us, end_us)
+        trades, quotes = _merge_stage(con, parsed, stats)
+        first_live = _first_live(trades, quotes, start_us)
+        kind = fastparse.KIND_AGG if stats.trade_kind == "aggTrade" else fastparse.KIND_TRADE
+        trades = trades[:, trades[0] == kind]
+        writer = ThreadPoolExecutor(1)  # Parquet encoding releases the GIL: overlap it
+        trades_written = _write_trades(writer, trades, symbol, stats, trades_out)
+        del trades
+        # SQL order of the general path: id, recv_us, px, qt, ask_px, ask_qt
+        quotes, stats.quote_duplicates = _dedup_sorted(
+            quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
+        )
+        write_parquet(_quotes_table(symbol, quotes), quotes_out, _DICTIONARY)
+        trades_written.result()
+        writer.shutdown()
+        stats.quote_rows = quotes.shape[1]
+        if stats.quote_rows:
+            stats.max_ts_recv_us = max(stats.max_ts_recv_us or 0, int(quotes[0].max()))
+        stats.outages = session_outages(con, start_us, end_us, first_live)
         stats.quarantine_path = _quarantine(con, stats, own, quarantine_dir)
     finally:
         con.execute("DROP TABLE IF EXISTS stage")
@@ -285,64 +401,129 @@ def build_ticks(
     return stats
 
 
-def _fill_stats(con: duckdb.DuckDBPyConnection, stats: TickStats) -> None:
-    """Counts per kind; chooses the trade kind when a day mixes @trade and @aggTrade."""
+def _read_raw(path: Path) -> bytes:
+    with _open_raw(path) as fh:
+        return fh.read()
+
+
+def _fast_parse(
+    own: list[str], other: list[str], symbol: str, start_us: int, end_us: int, threads: int
+) -> dict:
+    """Every file through the compiled reader, ``threads`` files at a time (it releases
+    the GIL); rows in file order."""
+    jobs = [(Path(f), True) for f in own] + [(Path(f), False) for f in other]
+
+    def one(job: tuple[Path, bool]) -> fastparse.Parsed:
+        return fastparse.parse(_read_raw(job[0]), symbol, start_us, end_us, keep_other=job[1])
+
+    trades, quotes, other_lines = [], [], 0
+    fallback_own: list[bytes] = []
+    fallback_other: list[bytes] = []
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for (_, is_own), res in zip(jobs, pool.map(one, jobs), strict=True):
+            trades.append(res.trades)
+            quotes.append(res.quotes)
+            other_lines += res.other_lines
+            (fallback_own if is_own else fallback_other).extend(res.fallback)
+    return {"trades": trades, "quotes": quotes, "other": other_lines,
+            "fallback_own": fallback_own, "fallback_other": fallback_other}  # fmt: skip
+
+
+def _spill(path: Path, lines: list[bytes]) -> list[str]:
+    """Lines for the general path, as one file for DuckDB to read ([] when none)."""
+    if not lines:
+        return []
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return [str(path)]
+
+
+_STAGE_TRADES = """
+SELECT CASE kind WHEN 'trade' THEN 1 ELSE 2 END AS kind, recv_us, id, first_id, last_id,
+    ts_us, px, qt, (ibm::INT + 2 * repaired::INT)::BIGINT AS flags
+FROM stage WHERE kind IN ('trade', 'agg')
+"""
+_STAGE_QUOTES = """
+SELECT recv_us, id, px, qt, ask_px, ask_qt FROM stage WHERE kind = 'book'
+"""
+
+
+def _merge_stage(
+    con: duckdb.DuckDBPyConnection, parsed: dict, stats: TickStats
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fast rows + the general path's rows as two matrices; fills the line counts and
+    chooses the trade kind when a day mixes @trade and @aggTrade."""
+
+    def matrix(sql: str, n: int) -> np.ndarray:
+        cols = con.execute(sql).fetchnumpy()
+        return np.array([np.asarray(c, dtype=np.int64) for c in cols.values()]).reshape(n, -1)
+
+    fast_rows = sum(m.shape[1] for m in parsed["trades"] + parsed["quotes"]) + parsed["other"]
+    trades = np.concatenate(parsed["trades"] + [matrix(_STAGE_TRADES, 9)], axis=1)
+    parsed["trades"].clear()
+    quotes = np.concatenate(parsed["quotes"] + [matrix(_STAGE_QUOTES, 6)], axis=1)
+    parsed["quotes"].clear()
     counts = dict(con.execute("SELECT kind, count(*) FROM stage GROUP BY kind").fetchall())
     stats.bad_lines = counts.get("bad", 0)
     stats.invalidated_agg_trades = counts.get("invalid", 0)
-    n_trade, n_agg = counts.get("trade", 0), counts.get("agg", 0)
+    n_trade = int(np.count_nonzero(trades[0] == fastparse.KIND_TRADE))
+    n_agg = trades.shape[1] - n_trade
     # Trade ids and aggregate ids are different id spaces; mixing them would double count.
     # A day normally has one kind; if the stream setting changed mid-day, the larger wins.
     if n_trade or n_agg:
         stats.trade_kind = "aggTrade" if n_agg > n_trade else "trade"
     minority = n_trade if stats.trade_kind == "aggTrade" else n_agg
-    stats.ignored_lines = counts.get("other", 0) + stats.invalidated_agg_trades + minority
-    stats.raw_lines = sum(counts.values())
-    kind = "agg" if stats.trade_kind == "aggTrade" else "trade"
-    stats.trade_duplicates, stats.quote_duplicates = con.execute(
-        f"""SELECT count(*) FILTER (WHERE kind = '{kind}')
-                   - count(DISTINCT id) FILTER (WHERE kind = '{kind}'),
-                   count(*) FILTER (WHERE kind = 'book')
-                   - count(DISTINCT id) FILTER (WHERE kind = 'book')
-            FROM stage"""
-    ).fetchall()[0]
+    n_other = counts.get("other", 0) + parsed["other"]
+    stats.ignored_lines = n_other + stats.invalidated_agg_trades + minority
+    stats.raw_lines = fast_rows + sum(counts.values())
+    return trades, quotes
 
 
-def _trade_stats(con: duckdb.DuckDBPyConnection, stats: TickStats, trades_path: Path) -> None:
-    """Id range, gaps in the underlying trade ids, repaired count, time ranges."""
-    row = con.execute(
-        """SELECT min(first_trade_id), max(last_trade_id), count(*) FILTER (WHERE repaired),
-                  epoch_us(min(ts_event)), epoch_us(max(ts_event)), epoch_us(max(ts_recv))
-           FROM read_parquet(?)""",
-        [str(trades_path)],
-    ).fetchall()[0]
-    (stats.first_trade_id, stats.last_trade_id, stats.repaired_trades) = row[:3]
-    stats.min_ts_event_us, stats.max_ts_event_us, stats.max_ts_recv_us = row[3:]
-    q_recv = con.execute("SELECT max(recv_us) FROM stage WHERE kind = 'book'").fetchall()[0][0]
-    if q_recv is not None:
-        stats.max_ts_recv_us = max(stats.max_ts_recv_us or 0, q_recv)
-    stats.trade_id_gaps = trade_id_gaps(con, trades_path)
+def _write_trades(
+    writer: ThreadPoolExecutor, trades: np.ndarray, symbol: str, stats: TickStats, out: Path
+) -> Future:
+    """Deduplicate and sort the chosen kind's rows, fill the trade stats; the Parquet file
+    is written by ``writer`` (the returned future)."""
+    # SQL order of the general path: id, repaired, recv_us, ts_us, px, qt, ibm, first, last
+    trades, stats.trade_duplicates = _dedup_sorted(
+        trades, 2, 5,
+        keys=lambda m: [m[2], m[8] >> 1, m[1], m[5], m[6], m[7], m[8] & 1, m[3], m[4]],
+    )  # fmt: skip
+    written = writer.submit(write_parquet, _trades_table(symbol, trades), out, _DICTIONARY)
+    stats.trade_rows = n = trades.shape[1]
+    if not n:
+        return written
+    stats.first_trade_id, stats.last_trade_id = int(trades[3].min()), int(trades[4].max())
+    stats.repaired_trades = int(np.count_nonzero(trades[8] & fastparse.FLAG_REPAIRED))
+    stats.min_ts_event_us, stats.max_ts_event_us = int(trades[5, 0]), int(trades[5, -1])
+    stats.max_ts_recv_us = int(trades[1].max())
+    stats.trade_id_gaps = trade_id_gaps(trades[3], trades[4])
     stats.missing_trade_ids = sum(b - a + 1 for a, b in stats.trade_id_gaps)
+    return written
 
 
 def trade_id_gaps(
-    con: duckdb.DuckDBPyConnection, trades_path: Path, limit: int = 10_000
+    first_ids: np.ndarray, last_ids: np.ndarray, limit: int = 10_000
 ) -> list[tuple[int, int]]:
     """Missing underlying trade ids as (first_missing, last_missing), in id order."""
-    rows = con.execute(
-        """SELECT prev_last + 1, first_trade_id - 1 FROM (
-               SELECT first_trade_id,
-                      lag(last_trade_id) OVER (ORDER BY first_trade_id) AS prev_last
-               FROM read_parquet(?))
-           WHERE first_trade_id > prev_last + 1
-           ORDER BY 1 LIMIT ?""",
-        [str(trades_path), limit],
-    ).fetchall()
-    return [(int(a), int(b)) for a, b in rows]
+    if len(first_ids) < 2:
+        return []
+    if not np.all(first_ids[1:] >= first_ids[:-1]):
+        o = np.argsort(first_ids, kind="stable")
+        first_ids, last_ids = first_ids[o], last_ids[o]
+    at = np.flatnonzero(first_ids[1:] > last_ids[:-1] + 1)[:limit]
+    return [(int(last_ids[i]) + 1, int(first_ids[i + 1]) - 1) for i in at]
+
+
+def _first_live(trades: np.ndarray, quotes: np.ndarray, start_us: int) -> int | None:
+    """The first receive time, at or after the day's start, of a live (not repaired)
+    market line."""
+    live = trades[1, ((trades[8] & fastparse.FLAG_REPAIRED) == 0) & (trades[1] >= start_us)]
+    cands = [int(x.min()) for x in (live, quotes[0][quotes[0] >= start_us]) if len(x)]
+    return min(cands) if cands else None
 
 
 def session_outages(
-    con: duckdb.DuckDBPyConnection, start_us: int, end_us: int
+    con: duckdb.DuckDBPyConnection, start_us: int, end_us: int, first_live_us: int | None
 ) -> list[tuple[int, int]]:
     """Intervals with no live connection, from session records, clipped to the day.
 
@@ -358,7 +539,7 @@ def session_outages(
     ).fetchall()
     live: set[str] = set()
     seen: set[str] = set()
-    outages, opened = _leading_outage(con, rows, start_us, end_us), None
+    outages, opened = _leading_outage(rows, start_us, end_us, first_live_us), None
     for recv_us, event, conn in rows:
         if event in ("connect", "subscribed"):
             live.add(conn)
@@ -381,19 +562,15 @@ def session_outages(
 
 
 def _leading_outage(
-    con: duckdb.DuckDBPyConnection, rows: list[tuple], start_us: int, end_us: int
+    rows: list[tuple], start_us: int, end_us: int, first_live_us: int | None
 ) -> list[tuple[int, int]]:
     """[day start, first record) when the day's first session record is a collector start or
-    a connect that no live line precedes: the recorder was not running before it."""
+    a connect that no live line (``first_live_us``, the first one of the day) precedes: the
+    recorder was not running before it."""
     first = next((r for r in rows if start_us <= r[0] < end_us), None)
     if first is None or first[1] not in ("collector_start", "connect", "subscribed"):
         return []
-    (first_live,) = con.execute(
-        "SELECT min(recv_us) FROM stage WHERE kind IN ('trade', 'agg', 'book') "
-        "AND NOT repaired AND recv_us >= ?",
-        [start_us],
-    ).fetchone()
-    return [(start_us, first[0])] if first_live is None or first_live > first[0] else []
+    return [(start_us, first[0])] if first_live_us is None or first_live_us > first[0] else []
 
 
 def _open_raw(path: Path):

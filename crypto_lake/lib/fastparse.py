@@ -1,0 +1,678 @@
+"""A strict, compiled reader for the common raw line: one pass over a file's bytes.
+
+Nearly every raw line is a live ``@trade``, ``@aggTrade`` or ``@bookTicker`` message in the
+collector's wrapper (see ``crypto_lake.lib.raw``): minified JSON with integer ids and times and
+decimal strings. This module reads exactly those lines, straight into integer columns
+(prices and quantities as integers of 1e-8), about ten times faster than a general JSON
+reader. It is strict by design: any line outside that narrow grammar (whitespace, escapes,
+floats, nulls, duplicate keys, more than 8 decimals, session records, REST repairs, malformed
+text) is not guessed at but handed back as a *fallback* line, which the general DuckDB path
+in ``crypto_lake.lib.ticks`` types exactly as it always did. So for every line, the result
+is the one the general path would give; ``crypto_lake_tests/lib/test_fastparse.py`` proves it
+line by line and file by file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+KIND_TRADE, KIND_AGG, KIND_BOOK, KIND_OTHER = 1, 2, 3, 4
+
+# value types of a captured token
+_NONE, _INT, _STR, _TRUE, _FALSE = 0, 1, 2, 3, 4
+INT64_MAX = np.iinfo(np.int64).max
+
+# top-level keys
+_K_RECV, _K_CONN, _K_UNIT, _K_STREAM, _K_DATA, _K_FALLBACK = 0, 1, 2, 3, 4, 5
+_N_TOP = 4
+# data keys
+_D_T, _D_P, _D_Q, _D_TT, _D_M, _D_A, _D_F, _D_L, _D_U, _D_B, _D_BB, _D_AA = range(12)
+_D_IGNORED = 12  # e, E, s, M: read and checked, not used
+_N_DATA = 12
+
+# byte literals as constant arrays (numba freezes global arrays into the code)
+_L_AGGTRADE = np.frombuffer(b"aggTrade", dtype=np.uint8)
+_L_BOOKTICKER = np.frombuffer(b"bookTicker", dtype=np.uint8)
+_L_CONN = np.frombuffer(b"conn", dtype=np.uint8)
+_L_DATA = np.frombuffer(b"data", dtype=np.uint8)
+_L_FALSE = np.frombuffer(b"false", dtype=np.uint8)
+_L_MS = np.frombuffer(b"ms", dtype=np.uint8)
+_L_RECV_NS = np.frombuffer(b"recv_ns", dtype=np.uint8)
+_L_REST = np.frombuffer(b"rest", dtype=np.uint8)
+_L_STREAM = np.frombuffer(b"stream", dtype=np.uint8)
+_L_TRADE = np.frombuffer(b"trade", dtype=np.uint8)
+_L_TRUE = np.frombuffer(b"true", dtype=np.uint8)
+_L_UNIT = np.frombuffer(b"unit", dtype=np.uint8)
+_L_US = np.frombuffer(b"us", dtype=np.uint8)
+_L_QUOTE = np.frombuffer(b'"', dtype=np.uint8)
+
+# positions in the template reader's values of the quote and the first trade columns
+_BOOK_V = np.array([1, 4, 8, 9, 10, 11], dtype=np.int64)
+_TRADE_V = np.array([0, 1, 4, 5, 6, 7, 8], dtype=np.int64)
+# the collector's line layout around Binance's payloads, for the template reader
+_T_RECV = np.frombuffer(b'{"recv_ns":', dtype=np.uint8)
+_T_CONN = np.frombuffer(b',"conn":"', dtype=np.uint8)
+_T_UNIT = np.frombuffer(b'","unit":"', dtype=np.uint8)
+_T_STREAM = np.frombuffer(b'","stream":"', dtype=np.uint8)
+_T_TRADE = np.frombuffer(b'@trade","data":{"e":"trade","E":', dtype=np.uint8)
+_T_AGG = np.frombuffer(b'@aggTrade","data":{"e":"aggTrade","E":', dtype=np.uint8)
+_T_BOOK = np.frombuffer(b'@bookTicker","data":{"u":', dtype=np.uint8)
+_T_S = np.frombuffer(b',"s":"', dtype=np.uint8)
+_T_t = np.frombuffer(b'","t":', dtype=np.uint8)
+_T_a = np.frombuffer(b'","a":', dtype=np.uint8)
+_T_p = np.frombuffer(b',"p":"', dtype=np.uint8)
+_T_q = np.frombuffer(b'","q":"', dtype=np.uint8)
+_T_f = np.frombuffer(b'","f":', dtype=np.uint8)
+_T_l = np.frombuffer(b',"l":', dtype=np.uint8)
+_T_TT = np.frombuffer(b',"T":', dtype=np.uint8)
+_T_m = np.frombuffer(b',"m":', dtype=np.uint8)
+_T_M = np.frombuffer(b',"M":', dtype=np.uint8)
+_T_END = np.frombuffer(b"}}", dtype=np.uint8)
+_T_b = np.frombuffer(b'","b":"', dtype=np.uint8)
+_T_BB = np.frombuffer(b'","B":"', dtype=np.uint8)
+_T_aa = np.frombuffer(b'","a":"', dtype=np.uint8)
+_T_AA = np.frombuffer(b'","A":"', dtype=np.uint8)
+_T_QEND = np.frombuffer(b'"}}', dtype=np.uint8)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _eq(buf, s, e, lit):
+    if e - s != len(lit):
+        return False
+    for i in range(len(lit)):  # noqa: SIM110 - a loop compiles, a generator does not
+        if buf[s + i] != lit[i]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_key(buf, s, e):
+    n = e - s
+    c = buf[s]
+    if n == 7 and c == 114 and _eq(buf, s, e, _L_RECV_NS):
+        return _K_RECV
+    if n == 4 and c == 99 and _eq(buf, s, e, _L_CONN):
+        return _K_CONN
+    if n == 4 and c == 117 and _eq(buf, s, e, _L_UNIT):
+        return _K_UNIT
+    if n == 6 and c == 115 and _eq(buf, s, e, _L_STREAM):
+        return _K_STREAM
+    if n == 4 and c == 100 and _eq(buf, s, e, _L_DATA):
+        return _K_DATA
+    return _K_FALLBACK  # rest, session and anything unknown: the general path decides
+
+
+@numba.njit(cache=True, nogil=True)
+def _data_key(buf, s, e):
+    if e - s != 1:
+        return -1
+    c = buf[s]
+    if c == 116:  # t
+        return _D_T
+    if c == 112:  # p
+        return _D_P
+    if c == 113:  # q
+        return _D_Q
+    if c == 84:  # T
+        return _D_TT
+    if c == 109:  # m
+        return _D_M
+    if c == 97:  # a
+        return _D_A
+    if c == 102:  # f
+        return _D_F
+    if c == 108:  # l
+        return _D_L
+    if c == 117:  # u
+        return _D_U
+    if c == 98:  # b
+        return _D_B
+    if c == 66:  # B
+        return _D_BB
+    if c == 65:  # A
+        return _D_AA
+    if c == 101 or c == 69 or c == 115 or c == 77:  # e E s M
+        return _D_IGNORED
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _string_end(buf, p, end):
+    """Index of the closing quote of a string starting after ``p``, or -1 (escape, control
+    character or end of line: the general path decides)."""
+    while p < end:
+        c = buf[p]
+        if c == 34:
+            return p
+        if c == 92 or c < 32 or c >= 128:
+            return -1  # escapes, control characters, non-ASCII
+        p += 1
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_value(buf, s, e):
+    """(ok, value) of a canonical JSON integer token (no leading zeros) that fits int64."""
+    neg = buf[s] == 45
+    i = s + 1 if neg else s
+    n = e - i
+    if n <= 0 or n > 19 or (buf[i] == 48 and n > 1):
+        return False, 0
+    v = 0
+    for j in range(i, e - 1):
+        d = buf[j] - 48
+        if d < 0 or d > 9:
+            return False, 0
+        v = v * 10 + d
+    d = buf[e - 1] - 48
+    if d < 0 or d > 9:
+        return False, 0
+    if n == 19 and (v > 922337203685477580 or (v == 922337203685477580 and d > 7)):
+        return False, 0  # beyond int64 (the minimum itself too: rare enough to hand on)
+    v = v * 10 + d
+    return True, -v if neg else v
+
+
+@numba.njit(cache=True, nogil=True)
+def _dec_value(buf, s, e, max_int_digits):
+    """(ok, value in 1e-8) of a plain decimal string ``-?D+(.D{1,8})?`` that fits, else not ok:
+    more decimals would need rounding, which is the general path's business."""
+    neg = s < e and buf[s] == 45
+    i = s + 1 if neg else s
+    v = 0
+    n_int = 0
+    while i < e and buf[i] != 46:
+        d = buf[i] - 48
+        if d < 0 or d > 9:
+            return False, 0
+        v = v * 10 + d
+        n_int += 1
+        i += 1
+        if n_int > max_int_digits:
+            return False, 0
+    if n_int == 0:
+        return False, 0
+    n_frac = 0
+    if i < e:  # the '.'
+        i += 1
+        if i == e:
+            return False, 0
+        while i < e:
+            d = buf[i] - 48
+            if d < 0 or d > 9 or n_frac == 8:
+                return False, 0
+            v = v * 10 + d
+            n_frac += 1
+            i += 1
+    while n_frac < 8:
+        v *= 10
+        n_frac += 1
+    return True, -v if neg else v
+
+
+@numba.njit(cache=True, nogil=True)
+def _value(buf, p, end, starts, ends, types, slot):
+    """Read one scalar value at ``p``; store its token in ``slot`` (unless -1).
+    Returns the index after it, or -1 when the line needs the general path."""
+    c = buf[p]
+    if c == 34:
+        q = _string_end(buf, p + 1, end)
+        if q < 0:
+            return -1
+        if slot >= 0:
+            starts[slot], ends[slot], types[slot] = p + 1, q, _STR
+        return q + 1
+    if c == 45 or (48 <= c <= 57):
+        q = p + 1
+        while q < end and 48 <= buf[q] <= 57:
+            q += 1
+        if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):
+            return -1  # a float: not in the grammar
+        n = q - p if c != 45 else q - p - 1
+        if n == 0 or (buf[q - n] == 48 and n > 1):
+            return -1  # "-" alone or leading zeros: not JSON
+        if slot >= 0:
+            starts[slot], ends[slot], types[slot] = p, q, _INT
+        return q
+    if c == 116 and p + 4 <= end and _eq(buf, p, p + 4, _L_TRUE):
+        if slot >= 0:
+            types[slot] = _TRUE
+        return p + 4
+    if c == 102 and p + 5 <= end and _eq(buf, p, p + 5, _L_FALSE):
+        if slot >= 0:
+            types[slot] = _FALSE
+        return p + 5
+    return -1  # null, arrays, objects, junk
+
+
+@numba.njit(cache=True, nogil=True)
+def _key(buf, p, end):
+    """End quote of the key starting at ``p`` (a '"'), when a ':' follows; else -1."""
+    if buf[p] != 34:
+        return -1
+    q = _string_end(buf, p + 1, end)
+    if q < 0 or q + 2 >= end or buf[q + 1] != 58:
+        return -1
+    return q
+
+
+@numba.njit(cache=True, nogil=True)
+def _data_object(buf, p, end, dstarts, dends, dtypes):
+    """Read the exchange payload object whose '{' is at ``p``; returns the index after its
+    '}', or -1."""
+    for i in range(_N_DATA):
+        dtypes[i] = _NONE
+    p += 1
+    if p < end and buf[p] == 125:
+        return p + 1
+    while p < end:
+        q = _key(buf, p, end)
+        if q < 0:
+            return -1
+        k = _data_key(buf, p + 1, q)
+        if k < 0:
+            return -1
+        p = q + 2
+        if k == _D_IGNORED:
+            p = _value(buf, p, end, dstarts, dends, dtypes, -1)
+        elif dtypes[k] != _NONE:
+            return -1  # duplicate key
+        else:
+            p = _value(buf, p, end, dstarts, dends, dtypes, k)
+        if p < 0 or p >= end:
+            return -1
+        if buf[p] == 125:
+            return p + 1
+        if buf[p] != 44:
+            return -1
+        p += 1
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _line_object(buf, p, end, starts, ends, types, dstarts, dends, dtypes):
+    """Read the raw line object whose '{' is at ``p``; returns the index after its '}', or
+    -1 when the line needs the general path."""
+    for i in range(_N_TOP + 1):
+        types[i] = _NONE
+    if buf[p] != 123:
+        return -1
+    p += 1
+    while p < end:
+        q = _key(buf, p, end)
+        if q < 0:
+            return -1
+        k = _top_key(buf, p + 1, q)
+        if k == _K_FALLBACK or types[k] != _NONE:
+            return -1  # rest, session, unknown or duplicate keys: the general path decides
+        p = q + 2
+        if k == _K_DATA:
+            if buf[p] != 123:
+                return -1
+            p = _data_object(buf, p, end, dstarts, dends, dtypes)
+            types[_K_DATA] = _TRUE
+        else:
+            p = _value(buf, p, end, starts, ends, types, k)
+        if p < 0 or p >= end:
+            return -1
+        if buf[p] == 125:
+            return p + 1
+        if buf[p] != 44:
+            return -1
+        p += 1
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_of(buf, starts, ends, types, k):
+    if types[k] != _INT:
+        return False, 0
+    return _int_value(buf, starts[k], ends[k])
+
+
+@numba.njit(cache=True, nogil=True)
+def _dec_of(buf, starts, ends, types, k, digits):
+    if types[k] != _STR:
+        return False, 0
+    return _dec_value(buf, starts[k], ends[k], digits)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lit(buf, p, end, lit):
+    """``p`` after the literal bytes ``lit`` at ``p``, or -1."""
+    if p < 0 or p + len(lit) > end:
+        return -1
+    for i in range(len(lit)):
+        if buf[p + i] != lit[i]:
+            return -1
+    return p + len(lit)
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_at(buf, p, end):
+    """(index after, value) of the canonical integer at ``p``; index -1 if there is none."""
+    if p < 0:
+        return -1, 0
+    q = p + 1 if p < end and buf[p] == 45 else p
+    while q < end and 48 <= buf[q] <= 57:
+        q += 1
+    if q == p or (q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69)):
+        return -1, 0
+    ok, v = _int_value(buf, p, q)
+    return (q, v) if ok else (-1, 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _dec_at(buf, p, end, digits):
+    """(index of the closing quote, value in 1e-8) of the decimal string starting at ``p``."""
+    if p < 0:
+        return -1, 0
+    q = _string_end(buf, p, end)
+    if q < 0:
+        return -1, 0
+    ok, v = _dec_value(buf, p, q, digits)
+    return (q, v) if ok else (-1, 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bool_at(buf, p, end):
+    """(index after, 1/0) of true/false at ``p``; index -1 otherwise."""
+    q = _lit(buf, p, end, _L_TRUE)
+    if q >= 0:
+        return q, 1
+    return _lit(buf, p, end, _L_FALSE), 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _template(buf, p, end, lower, v):
+    """Read a line written exactly as the collector writes live messages, keys in Binance's
+    order, straight into ``v`` (kind, recv_ns, mult, repaired, id, first, last, T, px, qt,
+    ask_px, ask_qt, ibm). Returns the index of the line's end, or -1: then the line goes
+    through the key-by-key reader, which accepts the same values in any layout."""
+    p = _lit(buf, p, end, _T_RECV)
+    p, v[1] = _int_at(buf, p, end)
+    p = _lit(buf, p, end, _T_CONN)
+    if p < 0:
+        return -1
+    q = _string_end(buf, p, end)
+    if q < 0:
+        return -1
+    v[3] = 1 if _eq(buf, p, q, _L_REST) else 0
+    p = _lit(buf, q, end, _T_UNIT)
+    if _lit(buf, p, end, _L_US) > 0:
+        v[2] = 1
+    elif _lit(buf, p, end, _L_MS) > 0:
+        v[2] = 1000
+    else:
+        return -1
+    p = _lit(buf, p + 2, end, _T_STREAM)
+    p = _lit(buf, p, end, lower)
+    if p < 0 or p + 1 >= end or v[1] < 0:
+        return -1
+    if buf[p + 1] == 116:  # @trade
+        v[0] = KIND_TRADE
+        p = _lit(buf, p, end, _T_TRADE)
+        p, _ = _int_at(buf, p, end)
+        p = _lit(buf, p, end, _T_S)
+        if p < 0:
+            return -1
+        p = _string_end(buf, p, end)
+        p = _lit(buf, p, end, _T_t)
+        p, v[4] = _int_at(buf, p, end)
+        v[5] = v[6] = v[4]
+    elif buf[p + 1] == 97:  # @aggTrade
+        v[0] = KIND_AGG
+        p = _lit(buf, p, end, _T_AGG)
+        p, _ = _int_at(buf, p, end)
+        p = _lit(buf, p, end, _T_S)
+        if p < 0:
+            return -1
+        p = _string_end(buf, p, end)
+        p = _lit(buf, p, end, _T_a)
+        p, v[4] = _int_at(buf, p, end)
+    elif buf[p + 1] == 98:  # @bookTicker
+        v[0] = KIND_BOOK
+        p = _lit(buf, p, end, _T_BOOK)
+        p, v[4] = _int_at(buf, p, end)
+        v[5] = v[6] = v[4]
+        p = _lit(buf, p, end, _T_S)
+        if p < 0:
+            return -1
+        p = _string_end(buf, p, end)
+        p, v[8] = _dec_at(buf, _lit(buf, p, end, _T_b), end, 10)
+        p, v[9] = _dec_at(buf, _lit(buf, p, end, _T_BB), end, 10)
+        p, v[10] = _dec_at(buf, _lit(buf, p, end, _T_aa), end, 10)
+        p, v[11] = _dec_at(buf, _lit(buf, p, end, _T_AA), end, 10)
+        return _lit(buf, p, end, _T_QEND)
+    else:
+        return -1
+    p, v[8] = _dec_at(buf, _lit(buf, p, end, _T_p), end, 10)
+    p, v[9] = _dec_at(buf, _lit(buf, p, end, _T_q), end, 10)
+    if v[0] == KIND_AGG:
+        p, v[5] = _int_at(buf, _lit(buf, p, end, _T_f), end)
+        p, v[6] = _int_at(buf, _lit(buf, p, end, _T_l), end)
+        if v[5] == -1 and v[6] == -1:
+            return -1  # an invalidated aggregate: the general path counts it
+    else:
+        p = _lit(buf, p, end, _L_QUOTE)
+    p, v[7] = _int_at(buf, _lit(buf, p, end, _T_TT), end)
+    p, v[12] = _bool_at(buf, _lit(buf, p, end, _T_m), end)
+    p, _ = _bool_at(buf, _lit(buf, p, end, _T_M), end)
+    return _lit(buf, p, end, _T_END)
+
+
+@numba.njit(cache=True, nogil=True)
+def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end):
+    """Parse every line of ``buf``: trades to ``tr`` (TRADE_COLUMNS x n), quotes to ``bk``
+    (QUOTE_COLUMNS x n), the offsets of lines for the general path to fb_start/fb_end.
+    Returns (trades, quotes, other-stream lines, fallback lines).
+
+    Lines outside the day (by trade time, or receive time for quotes) are dropped here
+    exactly as the general path drops them; other streams are counted only if keep_other.
+    """
+    n = len(buf)
+    starts = np.zeros(_N_TOP + 1, np.int64)
+    ends = np.zeros(_N_TOP + 1, np.int64)
+    types = np.zeros(_N_TOP + 1, np.int8)
+    dstarts = np.zeros(_N_DATA, np.int64)
+    dends = np.zeros(_N_DATA, np.int64)
+    dtypes = np.zeros(_N_DATA, np.int8)
+    v = np.zeros(13, np.int64)
+    n_tr = 0
+    n_bk = 0
+    n_other = 0
+    n_fb = 0
+    p = 0
+    nl = len(lower)
+    while p < n:
+        line_s = p
+        if buf[p] == 10:
+            p += 1
+            continue  # empty line: the general reader skips it too
+        # Strings stop at control characters, so a parse never runs past the line's end.
+        e = _template(buf, p, n, lower, v)
+        if e > 0 and (e == n or buf[e] == 10):
+            p = e + 1
+            recv_us = v[1] // 1000
+            if v[0] == KIND_BOOK:
+                if recv_us >= start_us and recv_us < end_us:
+                    for i in range(6):
+                        bk[i, n_bk] = v[_BOOK_V[i]]
+                    bk[0, n_bk] = recv_us
+                    n_bk += 1
+                continue
+            mult = v[2]
+            if v[7] < 0 or v[7] >= 4_000_000_000_000_000 // mult:
+                fb_start[n_fb], fb_end[n_fb] = line_s, e
+                n_fb += 1
+                continue
+            ts = v[7] * mult
+            if ts >= start_us and ts < end_us:
+                for i in range(7):
+                    tr[i, n_tr] = v[_TRADE_V[i]]
+                tr[1, n_tr] = recv_us
+                tr[5, n_tr] = ts
+                tr[6, n_tr] = v[8]
+                tr[7, n_tr] = v[9]
+                tr[8, n_tr] = v[12] + 2 * v[3]
+                n_tr += 1
+            continue
+        e = _line_object(buf, p, n, starts, ends, types, dstarts, dends, dtypes)
+        ok = e > 0 and (e == n or buf[e] == 10)
+        if not ok:
+            e = p
+            while e < n and buf[e] != 10:
+                e += 1
+        p = e + 1
+        ok = ok and types[_K_RECV] == _INT and types[_K_STREAM] == _STR
+        ok = ok and types[_K_DATA] == _TRUE
+        ok = ok and (types[_K_CONN] == _NONE or types[_K_CONN] == _STR)
+        kind = 0
+        mult = 1000
+        if ok:
+            ok, recv_ns = _int_value(buf, starts[_K_RECV], ends[_K_RECV])
+            ok = ok and recv_ns >= 0
+        if ok and types[_K_UNIT] != _NONE:
+            if types[_K_UNIT] != _STR:
+                ok = False
+            elif _eq(buf, starts[_K_UNIT], ends[_K_UNIT], _L_US):
+                mult = 1
+            elif not _eq(buf, starts[_K_UNIT], ends[_K_UNIT], _L_MS):
+                ok = False
+        if ok:
+            # stream = "<lower>@<suffix>" with exactly one '@'
+            s0, s1 = starts[_K_STREAM], ends[_K_STREAM]
+            at = -1
+            for i in range(s0, s1):
+                if buf[i] == 64:
+                    if at >= 0:
+                        ok = False
+                    at = i
+            if at < 0:
+                ok = False
+            if ok:
+                mine = at - s0 == nl
+                if mine:
+                    for i in range(nl):
+                        if buf[s0 + i] != lower[i]:
+                            mine = False
+                            break
+                if not mine:
+                    kind = KIND_OTHER
+                elif _eq(buf, at + 1, s1, _L_TRADE):
+                    kind = KIND_TRADE
+                elif _eq(buf, at + 1, s1, _L_AGGTRADE):
+                    kind = KIND_AGG
+                elif _eq(buf, at + 1, s1, _L_BOOKTICKER):
+                    kind = KIND_BOOK
+                else:
+                    kind = KIND_OTHER
+        if not ok:
+            fb_start[n_fb], fb_end[n_fb] = line_s, e
+            n_fb += 1
+            continue
+        recv_us = recv_ns // 1000
+        rep = 0
+        if types[_K_CONN] == _STR and _eq(buf, starts[_K_CONN], ends[_K_CONN], _L_REST):
+            rep = 1
+        if kind == KIND_OTHER:
+            if keep_other:
+                n_other += 1
+            continue
+        ok_id = ok_f = ok_l = ok_ts = ok_px = ok_qt = ok_apx = ok_aqt = True
+        fid = lid = ts = px = qt = apx = aqt = 0
+        ibm = 0
+        if kind == KIND_BOOK:
+            ok_id, tid = _int_of(buf, dstarts, dends, dtypes, _D_U)
+            ok_px, px = _dec_of(buf, dstarts, dends, dtypes, _D_B, 10)
+            ok_qt, qt = _dec_of(buf, dstarts, dends, dtypes, _D_BB, 10)
+            ok_apx, apx = _dec_of(buf, dstarts, dends, dtypes, _D_A, 10)
+            ok_aqt, aqt = _dec_of(buf, dstarts, dends, dtypes, _D_AA, 10)
+            fid = lid = tid
+            in_day = recv_us >= start_us and recv_us < end_us
+            if not in_day and ok_id and ok_px and ok_qt and ok_apx and ok_aqt:
+                continue
+        else:
+            if kind == KIND_TRADE:
+                ok_id, tid = _int_of(buf, dstarts, dends, dtypes, _D_T)
+                fid = lid = tid
+            else:
+                ok_id, tid = _int_of(buf, dstarts, dends, dtypes, _D_A)
+                ok_f, fid = _int_of(buf, dstarts, dends, dtypes, _D_F)
+                ok_l, lid = _int_of(buf, dstarts, dends, dtypes, _D_L)
+                if ok_f and ok_l and fid == -1 and lid == -1:
+                    ok_f = False  # an invalidated aggregate: the general path counts it
+            ok_ts, ts = _int_of(buf, dstarts, dends, dtypes, _D_TT)
+            ok_ts = ok_ts and ts >= 0 and ts < 4_000_000_000_000_000 // mult
+            ts = ts * mult
+            ok_px, px = _dec_of(buf, dstarts, dends, dtypes, _D_P, 10)
+            ok_qt, qt = _dec_of(buf, dstarts, dends, dtypes, _D_Q, 10)
+            if dtypes[_D_M] == _TRUE:
+                ibm = 1
+            elif dtypes[_D_M] != _FALSE:
+                ok_px = False
+        if not (ok_id and ok_f and ok_l and ok_ts and ok_px and ok_qt and ok_apx and ok_aqt):
+            fb_start[n_fb], fb_end[n_fb] = line_s, e
+            n_fb += 1
+            continue
+        if kind != KIND_BOOK and not (ts >= start_us and ts < end_us):
+            continue
+        if kind == KIND_BOOK:
+            bk[0, n_bk] = recv_us
+            bk[1, n_bk] = tid
+            bk[2, n_bk] = px
+            bk[3, n_bk] = qt
+            bk[4, n_bk] = apx
+            bk[5, n_bk] = aqt
+            n_bk += 1
+        else:
+            tr[0, n_tr] = kind
+            tr[1, n_tr] = recv_us
+            tr[2, n_tr] = tid
+            tr[3, n_tr] = fid
+            tr[4, n_tr] = lid
+            tr[5, n_tr] = ts
+            tr[6, n_tr] = px
+            tr[7, n_tr] = qt
+            tr[8, n_tr] = ibm + 2 * rep
+            n_tr += 1
+    return n_tr, n_bk, n_other, n_fb
+
+
+TRADE_COLUMNS = ("kind", "recv_us", "id", "first_id", "last_id", "ts_us", "px", "qt", "flags")
+QUOTE_COLUMNS = ("recv_us", "id", "px", "qt", "ask_px", "ask_qt")
+FLAG_IBM, FLAG_REPAIRED = 1, 2  # bits of the trades' flags row
+
+
+@dataclass
+class Parsed:
+    """Accepted rows of one buffer, as int64 matrices (rows as in TRADE_COLUMNS and
+    QUOTE_COLUMNS; prices and quantities in 1e-8), and the lines left to the general path."""
+
+    trades: np.ndarray
+    quotes: np.ndarray
+    other_lines: int
+    fallback: list[bytes]
+
+
+def parse(data: bytes, symbol: str, start_us: int, end_us: int, keep_other: bool) -> Parsed:
+    """Parse one raw file's bytes for ``symbol`` (upper case) and the day [start_us, end_us)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    n_lines = int(np.count_nonzero(buf == 10)) + 1
+    tr = np.empty((len(TRADE_COLUMNS), n_lines), dtype=np.int64)
+    bk = np.empty((len(QUOTE_COLUMNS), n_lines), dtype=np.int64)
+    fb_s = np.empty(n_lines, dtype=np.int64)
+    fb_e = np.empty(n_lines, dtype=np.int64)
+    lower = np.frombuffer(symbol.lower().encode(), dtype=np.uint8)
+    n_tr, n_bk, n_other, m = parse_buffer(
+        buf, lower, start_us, end_us, keep_other, tr, bk, fb_s, fb_e
+    )
+    return Parsed(
+        trades=tr[:, :n_tr].copy(),
+        quotes=bk[:, :n_bk].copy(),
+        other_lines=int(n_other),
+        fallback=[data[fb_s[i] : fb_e[i]] for i in range(m)],
+    )
