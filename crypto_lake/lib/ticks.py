@@ -190,6 +190,7 @@ def _src_sql(own: bool, other: bool) -> str:
 
 
 _TS = pa.timestamp("us", tz="UTC")
+_INT64 = pa.int64()
 _PRICE = pa.decimal128(18, 8)
 _QTY = pa.decimal128(20, 8)
 _QUOTE_QTY = pa.decimal128(38, 16)
@@ -203,10 +204,16 @@ def _decimal(lo: np.ndarray, hi: np.ndarray, dtype: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(dtype, len(lo), [None, pa.py_buffer(words)])
 
 
+def _int64(values: np.ndarray, dtype: pa.DataType = _INT64) -> pa.Array:
+    """int64 values as an arrow array of ``dtype`` over the same buffer (pa.array takes a
+    slow element-wise path for these)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(values)])
+
+
 def _timestamps(us: np.ndarray) -> pa.Array:
-    """Microseconds since the epoch as timestamp[us, UTC], over the same buffer."""
-    us = np.ascontiguousarray(us, dtype=np.int64)
-    return pa.Array.from_buffers(_TS, len(us), [None, pa.py_buffer(us)])
+    """Microseconds since the epoch as timestamp[us, UTC]."""
+    return _int64(us, _TS)
 
 
 def _units(units: np.ndarray, dtype: pa.DataType) -> pa.Array:
@@ -233,22 +240,26 @@ def _product(a: np.ndarray, b: np.ndarray) -> pa.Array:
 
 def _trades_table(symbol: str, m: np.ndarray) -> pa.Table:
     """Trade rows (TRADE_COLUMNS x n) as the trades table."""
+    m = np.ascontiguousarray(m)  # arrow copies strided rows element by element
     n = m.shape[1]
     return pa.table({
         "symbol": _repeat(symbol, n),
-        "trade_id": m[2], "ts_event": _timestamps(m[5]), "ts_recv": _timestamps(m[1]),
+        "trade_id": _int64(m[2]), "ts_event": _timestamps(m[5]), "ts_recv": _timestamps(m[1]),
         "price": _units(m[6], _PRICE), "qty": _units(m[7], _QTY),
         "quote_qty": _product(m[6], m[7]),
         "is_buyer_maker": (m[8] & fastparse.FLAG_IBM) != 0,
         "repaired": (m[8] & fastparse.FLAG_REPAIRED) != 0,
-        "first_trade_id": m[3], "last_trade_id": m[4], "trade_count": m[4] - m[3] + 1,
+        "first_trade_id": _int64(m[3]), "last_trade_id": _int64(m[4]),
+        "trade_count": _int64(m[4] - m[3] + 1),
     })  # fmt: skip
 
 
 def _quotes_table(symbol: str, m: np.ndarray) -> pa.Table:
     """Quote rows (QUOTE_COLUMNS x n) as the quotes table."""
+    m = np.ascontiguousarray(m)  # arrow copies strided rows element by element
     return pa.table({
-        "symbol": _repeat(symbol, m.shape[1]), "update_id": m[1], "ts_recv": _timestamps(m[0]),
+        "symbol": _repeat(symbol, m.shape[1]), "update_id": _int64(m[1]),
+        "ts_recv": _timestamps(m[0]),
         "bid": _units(m[2], _PRICE), "bid_qty": _units(m[3], _QTY),
         "ask": _units(m[4], _PRICE), "ask_qty": _units(m[5], _QTY),
     })  # fmt: skip
