@@ -89,6 +89,22 @@ def _eq(buf, s, e, lit):
 
 
 @numba.njit(cache=True, nogil=True)
+def _lit(buf, p, end, lit):
+    """``p`` after the literal bytes ``lit`` at ``p``, or -1."""
+    if p < 0 or p + len(lit) > end or not _eq(buf, p, p + len(lit), lit):
+        return -1
+    return p + len(lit)
+
+
+@numba.njit(cache=True, nogil=True)
+def _str_after(buf, p, end, lit):
+    """Index of the closing quote of the string that follows the literal ``lit`` at ``p``,
+    or -1."""
+    p = _lit(buf, p, end, lit)
+    return -1 if p < 0 else _string_end(buf, p, end)
+
+
+@numba.njit(cache=True, nogil=True)
 def _top_key(buf, s, e):
     n = e - s
     c = buf[s]
@@ -237,11 +253,11 @@ def _value(buf, p, end, starts, ends, types, slot):
         if slot >= 0:
             starts[slot], ends[slot], types[slot] = p, q, _INT
         return q
-    if c == 116 and p + 4 <= end and _eq(buf, p, p + 4, _L_TRUE):
+    if c == 116 and _lit(buf, p, end, _L_TRUE) > 0:
         if slot >= 0:
             types[slot] = _TRUE
         return p + 4
-    if c == 102 and p + 5 <= end and _eq(buf, p, p + 5, _L_FALSE):
+    if c == 102 and _lit(buf, p, end, _L_FALSE) > 0:
         if slot >= 0:
             types[slot] = _FALSE
         return p + 5
@@ -257,6 +273,19 @@ def _key(buf, p, end):
     if q < 0 or q + 2 >= end or buf[q + 1] != 58:
         return -1
     return q
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _member_end(buf, p, end):
+    """After an object member's value at ``p``: (1, index after '}') at the object's end,
+    (0, index after ',') when a member follows, (-1, -1) for anything else."""
+    if p < 0 or p >= end:
+        return -1, -1
+    if buf[p] == 125:
+        return 1, p + 1
+    if buf[p] != 44:
+        return -1, -1
+    return 0, p + 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -282,13 +311,9 @@ def _data_object(buf, p, end, dstarts, dends, dtypes):
             return -1  # duplicate key
         else:
             p = _value(buf, p, end, dstarts, dends, dtypes, k)
-        if p < 0 or p >= end:
-            return -1
-        if buf[p] == 125:
-            return p + 1
-        if buf[p] != 44:
-            return -1
-        p += 1
+        done, p = _member_end(buf, p, end)
+        if done:
+            return p  # after the '}', or -1
     return -1
 
 
@@ -316,13 +341,9 @@ def _line_object(buf, p, end, starts, ends, types, dstarts, dends, dtypes):
             types[_K_DATA] = _TRUE
         else:
             p = _value(buf, p, end, starts, ends, types, k)
-        if p < 0 or p >= end:
-            return -1
-        if buf[p] == 125:
-            return p + 1
-        if buf[p] != 44:
-            return -1
-        p += 1
+        done, p = _member_end(buf, p, end)
+        if done:
+            return p  # after the '}', or -1
     return -1
 
 
@@ -338,17 +359,6 @@ def _dec_of(buf, starts, ends, types, k, digits):
     if types[k] != _STR:
         return False, 0
     return _dec_value(buf, starts[k], ends[k], digits)
-
-
-@numba.njit(cache=True, nogil=True)
-def _lit(buf, p, end, lit):
-    """``p`` after the literal bytes ``lit`` at ``p``, or -1."""
-    if p < 0 or p + len(lit) > end:
-        return -1
-    for i in range(len(lit)):
-        if buf[p + i] != lit[i]:
-            return -1
-    return p + len(lit)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -416,10 +426,7 @@ def _template(buf, p, end, lower, v):
         v[0] = KIND_TRADE
         p = _lit(buf, p, end, _T_TRADE)
         p, _ = _int_at(buf, p, end)
-        p = _lit(buf, p, end, _T_S)
-        if p < 0:
-            return -1
-        p = _string_end(buf, p, end)
+        p = _str_after(buf, p, end, _T_S)
         p = _lit(buf, p, end, _T_t)
         p, v[4] = _int_at(buf, p, end)
         v[5] = v[6] = v[4]
@@ -427,10 +434,7 @@ def _template(buf, p, end, lower, v):
         v[0] = KIND_AGG
         p = _lit(buf, p, end, _T_AGG)
         p, _ = _int_at(buf, p, end)
-        p = _lit(buf, p, end, _T_S)
-        if p < 0:
-            return -1
-        p = _string_end(buf, p, end)
+        p = _str_after(buf, p, end, _T_S)
         p = _lit(buf, p, end, _T_a)
         p, v[4] = _int_at(buf, p, end)
     elif buf[p + 1] == 98:  # @bookTicker
@@ -438,10 +442,7 @@ def _template(buf, p, end, lower, v):
         p = _lit(buf, p, end, _T_BOOK)
         p, v[4] = _int_at(buf, p, end)
         v[5] = v[6] = v[4]
-        p = _lit(buf, p, end, _T_S)
-        if p < 0:
-            return -1
-        p = _string_end(buf, p, end)
+        p = _str_after(buf, p, end, _T_S)
         p, v[8] = _dec_at(buf, _lit(buf, p, end, _T_b), end, 10)
         p, v[9] = _dec_at(buf, _lit(buf, p, end, _T_BB), end, 10)
         p, v[10] = _dec_at(buf, _lit(buf, p, end, _T_aa), end, 10)

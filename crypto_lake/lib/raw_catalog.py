@@ -80,17 +80,19 @@ def day_bounds_us(day: str | date) -> tuple[int, int]:
     return start_us, start_us + US_PER_DAY
 
 
+# The columns DuckDB reads from a raw line, and their types.
+RAW_COLUMNS = {"recv_ns": "BIGINT", "conn": "VARCHAR", "unit": "VARCHAR", "stream": "VARCHAR",
+               "rest": "VARCHAR", "session": "VARCHAR", "data": "JSON"}  # fmt: skip
+
+
 def ndjson_source(param: str = "paths", filename: bool = True) -> str:
     """A read_ndjson call with explicit columns over the bound list parameter ``$param``.
 
     ``data`` stays JSON text: its keys differ only by case (b/B, a/A, t/T), which DuckDB
     struct fields cannot represent. Malformed lines come back as all-NULL rows.
     """
-    columns = (
-        "{recv_ns: 'BIGINT', conn: 'VARCHAR', unit: 'VARCHAR', stream: 'VARCHAR', "
-        "rest: 'VARCHAR', session: 'VARCHAR', data: 'JSON'}"
-    )
     fn = "true" if filename else "false"
+    columns = "{" + ", ".join(f"{k}: '{t}'" for k, t in RAW_COLUMNS.items()) + "}"
     return f"read_ndjson(${param}, columns={columns}, ignore_errors=true, filename={fn})"
 
 

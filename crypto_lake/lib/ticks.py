@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from crypto_lake.lib import fastparse
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.raw_catalog import day_bounds_us, ndjson_source
+from crypto_lake.lib.raw_catalog import RAW_COLUMNS, day_bounds_us, ndjson_source
 from crypto_lake.lib.symbols import validate_day, validate_symbol
 
 log = get_logger("ticks")
@@ -386,16 +386,15 @@ def build_ticks(
         first_live = _first_live(trades, quotes, start_us)
         kind = fastparse.KIND_AGG if stats.trade_kind == "aggTrade" else fastparse.KIND_TRADE
         trades = trades[:, trades[0] == kind]
-        writer = ThreadPoolExecutor(1)  # Parquet encoding releases the GIL: overlap it
-        trades_written = _write_trades(writer, trades, symbol, stats, trades_out)
-        del trades
-        # SQL order of the general path: id, recv_us, px, qt, ask_px, ask_qt
-        quotes, stats.quote_duplicates = _dedup_sorted(
-            quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
-        )
-        write_parquet(_quotes_table(symbol, quotes), quotes_out, _DICTIONARY)
-        trades_written.result()
-        writer.shutdown()
+        with ThreadPoolExecutor(1) as writer:  # Parquet encoding releases the GIL: overlap
+            trades_written = _write_trades(writer, trades, symbol, stats, trades_out)
+            del trades
+            # SQL order of the general path: id, recv_us, px, qt, ask_px, ask_qt
+            quotes, stats.quote_duplicates = _dedup_sorted(
+                quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
+            )
+            write_parquet(_quotes_table(symbol, quotes), quotes_out, _DICTIONARY)
+            trades_written.result()
         stats.quote_rows = quotes.shape[1]
         if stats.quote_rows:
             stats.max_ts_recv_us = max(stats.max_ts_recv_us or 0, int(quotes[0].max()))
@@ -462,17 +461,16 @@ def _merge_stage(
     con: duckdb.DuckDBPyConnection, parsed: dict, stats: TickStats
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fast rows + the general path's rows as two matrices; fills the line counts and
-    chooses the trade kind when a day mixes @trade and @aggTrade."""
+    chooses the trade kind when a day mixes @trade and @aggTrade. Takes the row blocks out of
+    ``parsed``, so each is freed once merged."""
 
-    def matrix(sql: str, n: int) -> np.ndarray:
+    def matrix(sql: str) -> np.ndarray:
         cols = con.execute(sql).fetchnumpy()
-        return np.array([np.asarray(c, dtype=np.int64) for c in cols.values()]).reshape(n, -1)
+        return np.stack([np.asarray(c, dtype=np.int64) for c in cols.values()])
 
     fast_rows = sum(m.shape[1] for m in parsed["trades"] + parsed["quotes"]) + parsed["other"]
-    trades = np.concatenate(parsed["trades"] + [matrix(_STAGE_TRADES, 9)], axis=1)
-    parsed["trades"].clear()
-    quotes = np.concatenate(parsed["quotes"] + [matrix(_STAGE_QUOTES, 6)], axis=1)
-    parsed["quotes"].clear()
+    trades = np.concatenate([*parsed.pop("trades"), matrix(_STAGE_TRADES)], axis=1)
+    quotes = np.concatenate([*parsed.pop("quotes"), matrix(_STAGE_QUOTES)], axis=1)
     counts = dict(con.execute("SELECT kind, count(*) FROM stage GROUP BY kind").fetchall())
     stats.bad_lines = counts.get("bad", 0)
     stats.invalidated_agg_trades = counts.get("invalid", 0)
@@ -594,15 +592,37 @@ def _open_raw(path: Path):
     return open(path, "rb")
 
 
-def _unreadable_reason(line: bytes) -> str | None:
-    """Why DuckDB could not read ``line`` at all (not JSON / no integer recv_ns), else None."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return f"not JSON: {exc}"
-    if not isinstance(obj, dict) or not isinstance(obj.get("recv_ns"), int):
-        return "raw line must be an object with an integer recv_ns"
-    return None
+def _unreadable(con: duckdb.DuckDBPyConnection, path: Path) -> list[bytes]:
+    """Quarantine records of the lines of ``path`` that DuckDB reads no recv_ns from at all,
+    with their exact text: the reader's own JSON transform decides, so every line counted
+    as bad is listed once and no line it did read is."""
+    with _open_raw(path) as fh:
+        lines = [(n, line.rstrip(b"\n")) for n, line in enumerate(fh, 1) if line.strip()]
+    texts: list[str | None] = []
+    for _, line in lines:
+        try:
+            texts.append(line.decode())
+        except UnicodeDecodeError:
+            texts.append(None)  # the reader reads nothing from a line that is not UTF-8
+    recv = con.execute(
+        f"SELECT CASE WHEN json_valid(l) AND json_type(l) = 'OBJECT' "
+        f"THEN json_transform(l, '{orjson.dumps(RAW_COLUMNS).decode()}').recv_ns END "
+        f"FROM unnest($lines) WITH ORDINALITY AS t(l, i) ORDER BY i",
+        {"lines": texts},
+    ).fetchall()
+    records = []
+    for (n, line), (recv_ns,) in zip(lines, recv, strict=True):
+        if recv_ns is not None:
+            continue
+        try:
+            orjson.loads(line)
+            reason = "raw line must be an object with an integer recv_ns"
+        except orjson.JSONDecodeError as exc:
+            reason = f"not JSON: {exc}"
+        text = line.decode("utf-8", "replace")
+        records.append(orjson.dumps({"file": str(path), "line_no": n, "reason": reason,
+                                     "line": text}))  # fmt: skip
+    return records
 
 
 def _quarantine(
@@ -613,33 +633,20 @@ def _quarantine(
     if not stats.bad_lines:
         out.unlink(missing_ok=True)
         return None
-    records: list[bytes] = []
     rows = con.execute(
         "SELECT data, recv_us FROM stage WHERE kind = 'bad' ORDER BY recv_us NULLS FIRST, data"
     ).fetchall()
-    for data, recv in rows:
-        if recv is not None:  # valid JSON, but a field would not parse
-            rec = {"reason": "invalid field", "recv_us": recv, "data": data}
-            records.append(orjson.dumps(rec))
-    unreadable: list[str] = []
+    # valid JSON with a recv_ns, but a field would not parse
+    records = [orjson.dumps({"reason": "invalid field", "recv_us": recv, "data": data})
+               for data, recv in rows if recv is not None]  # fmt: skip
     if any(recv is None for _, recv in rows):  # rare: find the files holding unreadable lines
-        unreadable = sorted(
-            str(fn)
-            for (fn,) in con.execute(
-                f"SELECT DISTINCT filename FROM {ndjson_source('own')} WHERE recv_ns IS NULL",
-                {"own": own},
-            ).fetchall()
-        )
-    for fn in unreadable:  # malformed JSON: copy the exact text from the file
-        with _open_raw(Path(fn)) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                reason = _unreadable_reason(line)
-                if reason is not None:
-                    text = line.decode("utf-8", "replace").rstrip("\n")
-                    rec = {"file": fn, "line_no": n, "reason": reason, "line": text}
-                    records.append(orjson.dumps(rec))
+        unreadable = con.execute(
+            f"SELECT DISTINCT filename FROM {ndjson_source('own')} WHERE recv_ns IS NULL "
+            f"ORDER BY filename",
+            {"own": own},
+        ).fetchall()
+        for (fn,) in unreadable:
+            records += _unreadable(con, Path(fn))
     with atomic_path(out, durable=False) as tmp:
         tmp.write_bytes(b"\n".join(records) + b"\n")
     log.warning("quarantined %d bad lines of %s %s to %s", stats.bad_lines, stats.symbol,

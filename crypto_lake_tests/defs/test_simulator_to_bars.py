@@ -145,8 +145,10 @@ def test_simulator_capture_gives_bars_equal_to_reference_and_rest_klines(
         failed = {n: {k: v.value for k, v in c.metadata.items()} for n, c in checks.items()
                   if not c.passed}  # fmt: skip
         assert not failed, json.dumps(failed, indent=1, default=str)
+        # R7 leaves out the minute the collector started in (the day is an outage up to
+        # its start); every later complete minute is compared, for every symbol.
         r7 = checks["r7_klines_parity"].metadata
-        assert r7["rows_checked"].value >= 2 * len(SYMBOLS), r7
+        assert r7["rows_checked"].value >= (len(minutes) - 1) * len(SYMBOLS), r7
         assert r7["violations"].value == 0
         assert r7["partitions_checked"].value == len(SYMBOLS)
 
