@@ -1,10 +1,14 @@
 """Benchmark: one synthetic day of raw JSONL for 13 symbols -> trades, quotes, bars_1s.
 
     ./dev bench bench_transform [--scale 1.0] [--workdir /tmp/bench_transform] [--keep]
+                                [--raw-compression zstd|none]
 
 1. Generates (and caches under --workdir) a realistic day: ~27 M raw events x scale, trades
    and bookTicker lines in the exact raw format, in receive order, in 1-minute part files
-   (18,720 files), with DuckDB string building (fast, deterministic).
+   (18,720 files), with DuckDB string building (fast, deterministic). By default the files
+   are sealed as the collector seals them with ``compression: zstd`` (~5.5 GB of JSONL,
+   ~0.7 GB on disk); ``--raw-compression none`` keeps them plain, which on a slow disk makes
+   the transform wait on reads.
 2. Transforms it with crypto_lake.lib (build_ticks + build_bars_1s per symbol) in a child
    process; reports events/s and the child's peak RSS (getrusage of the child itself).
 3. Baseline in the same run: a straightforward pandas version (per-line json.loads,
@@ -86,9 +90,13 @@ def _symbol_sql(symbol: str, n_trades: int, n_quotes: int, base: int) -> str:
     return f"{trade} UNION ALL {quote}"
 
 
-def generate_day(raw_root: Path, scale: float) -> dict:
-    """Write the raw day (cached: skipped when the marker file exists)."""
+def generate_day(raw_root: Path, scale: float, compression: str = "none") -> dict:
+    """Write the raw day (cached: skipped when the marker file exists). ``compression`` zstd
+    seals every file as the collector does with ``compression: zstd`` (level 3, streamed)."""
+    import io
+
     import duckdb
+    import zstandard
 
     marker = raw_root / "complete.json"
     if marker.exists():
@@ -97,7 +105,7 @@ def generate_day(raw_root: Path, scale: float) -> dict:
     weights = sum(w for w, _ in SYMBOLS.values())
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    counts, t0 = {}, time.perf_counter()
+    counts, t0, raw_bytes = {}, time.perf_counter(), 0
     for symbol, (w, base) in SYMBOLS.items():
         n = int(TOTAL_EVENTS * scale * w / weights)
         n_trades = int(n * TRADE_SHARE)
@@ -117,13 +125,21 @@ def generate_day(raw_root: Path, scale: float) -> dict:
             minute = int(part.name.split("=")[1])
             lines = [x for f in part.glob("*.csv") for x in f.read_bytes().splitlines(True)]
             lines.sort()
-            (day_dir / f"part-{minute * 10:06d}.jsonl").write_bytes(b"".join(lines))
+            data = b"".join(lines)
+            raw_bytes += len(data)
+            name = f"part-{minute * 10:06d}.jsonl"
+            if compression == "zstd":
+                sealed = io.BytesIO()
+                zstandard.ZstdCompressor(level=3).copy_stream(io.BytesIO(data), sealed)
+                data, name = sealed.getvalue(), name + ".zst"
+            (day_dir / name).write_bytes(data)
         counts[symbol] = n
     shutil.rmtree(raw_root / "_gen", ignore_errors=True)
-    files = sum(1 for _ in (raw_root / "raw").rglob("*.jsonl"))
-    size = sum(f.stat().st_size for f in (raw_root / "raw").rglob("*.jsonl"))
-    info = {"events": sum(counts.values()), "per_symbol": counts, "files": files,
-            "bytes": size, "generate_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    files = list((raw_root / "raw").rglob("part-*.jsonl*"))
+    info = {"events": sum(counts.values()), "per_symbol": counts, "files": len(files),
+            "bytes": raw_bytes, "disk_bytes": sum(f.stat().st_size for f in files),
+            "compression": compression,
+            "generate_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     marker.write_text(json.dumps(info))
     return info
 
@@ -139,18 +155,18 @@ def peak_rss_mb() -> float:
 
 
 # --- child: the crypto_lake transform ---------------------------------------------------------
-def child_transform(work: Path) -> dict:
+def child_transform(work: Path, raw_dir: str) -> dict:
     from crypto_lake.lib.bars import build_bars_1s
     from crypto_lake.lib.paths import LakeLayout
     from crypto_lake.lib.ticks import build_ticks, connect
 
-    src = LakeLayout(work / "raw_day")
+    src = LakeLayout(work / raw_dir)
     out = LakeLayout(work / "lake_out")
     con = connect(threads=2, memory_limit="1GB")
     con.execute(f"SET temp_directory = '{work / 'duckdb_tmp'}'")
     per_symbol, t_all = {}, time.perf_counter()
     for symbol in SYMBOLS:
-        files = sorted(src.raw_day_dir(symbol, DAY).glob("part-*.jsonl"))
+        files = sorted(src.raw_day_dir(symbol, DAY).glob("part-*.jsonl*"))
         t0 = time.perf_counter()
         stats = build_ticks(files, symbol, DAY,
                             out.market_partition_dir("trades", symbol, DAY) / "part-0.parquet",
@@ -171,19 +187,25 @@ def child_transform(work: Path) -> dict:
 
 
 # --- child: the straightforward pandas baseline -------------------------------------------------
-def child_pandas(work: Path, symbol: str, first_minute: int, minutes: int) -> dict:
+def child_pandas(work: Path, raw_dir: str, symbol: str, first_minute: int, minutes: int) -> dict:
+    import io
     import json as stdjson
 
     import pandas as pd
+    import zstandard
 
-    day_dir = work / "raw_day" / "raw" / "binance" / symbol / DAY
+    day_dir = work / raw_dir / "raw" / "binance" / symbol / DAY
     files = [
-        day_dir / f"part-{m * 10:06d}.jsonl" for m in range(first_minute, first_minute + minutes)
+        next(day_dir.glob(f"part-{m * 10:06d}.jsonl*"))
+        for m in range(first_minute, first_minute + minutes)
     ]
     t0 = time.perf_counter()
     trades, quotes, lines = [], [], 0
     for f in files:
-        with open(f) as fh:
+        raw = open(f, "rb")  # noqa: SIM115 - closed by the text wrapper
+        if f.suffix == ".zst":
+            raw = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        with io.TextIOWrapper(raw, encoding="utf-8") as fh:
             for line in fh:
                 lines += 1
                 obj = stdjson.loads(line)
@@ -327,34 +349,44 @@ def main() -> int:
         help="days in the month query (default 30, or 3 below scale 0.5)",
     )
     parser.add_argument("--pandas-minutes", type=int, default=60)
+    parser.add_argument(
+        "--raw-compression",
+        choices=["zstd", "none"],
+        default="zstd",
+        help="how the raw files are sealed (the collector's compression setting)",
+    )
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, work = args.child[0], Path(args.child[1])
         if kind == "transform":
-            result = child_transform(work)
+            result = child_transform(work, args.child[2])
         else:
-            result = child_pandas(work, args.child[2], int(args.child[3]), int(args.child[4]))
+            result = child_pandas(work, args.child[2], args.child[3], int(args.child[4]),
+                                  int(args.child[5]))  # fmt: skip
         print(json.dumps(result))
         return 0
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    raw_dir = "raw_day" if args.raw_compression == "none" else f"raw_day_{args.raw_compression}"
     need = 8.0 * args.scale + 2.5
-    if _free_gb(work) < need and not (work / "raw_day" / "complete.json").exists():
+    if _free_gb(work) < need and not (work / raw_dir / "complete.json").exists():
         print(f"need ~{need:.0f} GB free under {work}, have {_free_gb(work):.1f} GB",
               file=sys.stderr)  # fmt: skip
         return 2
     month_days = args.month_days or (30 if args.scale >= 0.5 else 3)
     print(f"generating {TOTAL_EVENTS * args.scale / 1e6:.1f} M raw events under {work} ...",
           file=sys.stderr)  # fmt: skip
-    gen = generate_day(work / "raw_day", args.scale)
+    gen = generate_day(work / raw_dir, args.scale, args.raw_compression)
     shutil.rmtree(work / "lake_out", ignore_errors=True)
     print("transforming (child process) ...", file=sys.stderr)
-    tr = _run_child(["--child", "transform", str(work)])
+    tr = _run_child(["--child", "transform", str(work), raw_dir])
     busy = max(gen["per_symbol"], key=gen["per_symbol"].get)
     print(f"pandas baseline on {busy}, {args.pandas_minutes} minutes ...", file=sys.stderr)
-    pd_res = _run_child(["--child", "pandas", str(work), busy, "600", str(args.pandas_minutes)])
+    pd_res = _run_child(
+        ["--child", "pandas", str(work), raw_dir, busy, "600", str(args.pandas_minutes)]
+    )
     print("query latency ...", file=sys.stderr)
     q = query_latency(work, month_days)
     ours = tr["lines"] / tr["wall_s"]
@@ -377,8 +409,9 @@ def _print_summary(r: dict) -> None:
     t, p, q = r["transform"], r["pandas_baseline"], r["queries"]
     g = r["generated"]
     lines = [
-        f"raw day: {g['events'] / 1e6:.2f} M events, {g['bytes'] / 1e9:.2f} GB, {g['files']} files "
-        f"(generated in {g['generate_s']} s)",
+        f"raw day: {g['events'] / 1e6:.2f} M events, {g['bytes'] / 1e9:.2f} GB of JSONL, "
+        f"{g['files']} files, {g['disk_bytes'] / 1e9:.2f} GB on disk (compression "
+        f"{g['compression']}; generated in {g['generate_s']} s)",
         f"transform (ticks + bars_1s, 13 symbols): {t['wall_s']:.1f} s, "
         f"{t['events_per_s'] / 1e6:.2f} M events/s (target >= 1.8), "
         f"peak RSS {t['peak_rss_mb']:.0f} MB (target <= 1536)",

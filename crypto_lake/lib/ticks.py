@@ -385,7 +385,9 @@ def build_ticks(
         trades, quotes = _merge_stage(con, parsed, stats)
         first_live = _first_live(trades, quotes, start_us)
         kind = fastparse.KIND_AGG if stats.trade_kind == "aggTrade" else fastparse.KIND_TRADE
-        trades = trades[:, trades[0] == kind]
+        chosen = trades[0] == kind
+        if not chosen.all():  # a day that mixes kinds (rare): keep the chosen one
+            trades = trades[:, chosen]
         with ThreadPoolExecutor(1) as writer:  # Parquet encoding releases the GIL: overlap
             trades_written = _write_trades(writer, trades, symbol, stats, trades_out)
             del trades
