@@ -100,7 +100,9 @@ def generate_day(raw_root: Path, scale: float, compression: str = "none") -> dic
 
     marker = raw_root / "complete.json"
     if marker.exists():
-        return json.loads(marker.read_text())
+        info = json.loads(marker.read_text())
+        if info.get("compression") == compression:  # else a cache of an older layout
+            return info
     shutil.rmtree(raw_root, ignore_errors=True)
     weights = sum(w for w, _ in SYMBOLS.values())
     con = duckdb.connect()
