@@ -96,7 +96,8 @@ def generate_day(raw_root: Path, scale: float, compression: str = "none") -> dic
     import io
 
     import duckdb
-    import zstandard
+
+    from collector_daemon.sealing import compress_stream
 
     marker = raw_root / "complete.json"
     if marker.exists():
@@ -132,7 +133,7 @@ def generate_day(raw_root: Path, scale: float, compression: str = "none") -> dic
             name = f"part-{minute * 10:06d}.jsonl"
             if compression == "zstd":
                 sealed = io.BytesIO()
-                zstandard.ZstdCompressor(level=3).copy_stream(io.BytesIO(data), sealed)
+                compress_stream(io.BytesIO(data), sealed, compression)
                 data, name = sealed.getvalue(), name + ".zst"
             (day_dir / name).write_bytes(data)
         counts[symbol] = n
@@ -194,7 +195,8 @@ def child_pandas(work: Path, raw_dir: str, symbol: str, first_minute: int, minut
     import json as stdjson
 
     import pandas as pd
-    import zstandard
+
+    from crypto_lake.lib.raw import open_raw
 
     day_dir = work / raw_dir / "raw" / "binance" / symbol / DAY
     files = [
@@ -204,10 +206,7 @@ def child_pandas(work: Path, raw_dir: str, symbol: str, first_minute: int, minut
     t0 = time.perf_counter()
     trades, quotes, lines = [], [], 0
     for f in files:
-        raw = open(f, "rb")  # noqa: SIM115 - closed by the text wrapper
-        if f.suffix == ".zst":
-            raw = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        with io.TextIOWrapper(raw, encoding="utf-8") as fh:
+        with io.TextIOWrapper(open_raw(f), encoding="utf-8") as fh:
             for line in fh:
                 lines += 1
                 obj = stdjson.loads(line)

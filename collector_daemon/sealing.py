@@ -13,6 +13,7 @@ import gzip
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -34,16 +35,21 @@ def sealed_path(open_path: Path, compression: str) -> Path:
     return open_path.with_name(part_file_name(parsed.number, compression=compression))
 
 
+def compress_stream(fin: BinaryIO, fout: BinaryIO, compression: str) -> None:
+    """Copy ``fin`` to ``fout`` compressed as a sealed part is ("gzip" or "zstd")."""
+    if compression == "gzip":
+        # mtime=0 keeps the output a pure function of the input
+        with gzip.GzipFile(fileobj=fout, mode="wb", compresslevel=6, mtime=0) as gz:
+            shutil.copyfileobj(fin, gz, COPY_CHUNK)
+    elif compression == "zstd":
+        zstandard.ZstdCompressor(level=3).copy_stream(fin, fout, read_size=COPY_CHUNK)
+    else:
+        raise ValueError(f"unknown compression {compression!r}")
+
+
 def _compress(src: Path, dst: Path, compression: str) -> None:
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        if compression == "gzip":
-            # mtime=0 keeps the output a pure function of the input
-            with gzip.GzipFile(fileobj=fout, mode="wb", compresslevel=6, mtime=0) as gz:
-                shutil.copyfileobj(fin, gz, COPY_CHUNK)
-        elif compression == "zstd":
-            zstandard.ZstdCompressor(level=3).copy_stream(fin, fout, read_size=COPY_CHUNK)
-        else:
-            raise ValueError(f"unknown compression {compression!r}")
+        compress_stream(fin, fout, compression)
 
 
 def seal_file(open_path: Path, compression: str, *, durable: bool = True) -> Path:

@@ -24,9 +24,13 @@ always be fixed by reprocessing.
 
 from __future__ import annotations
 
+import gzip
+import io
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import zstandard
 
 RAW_SCHEMA_VERSION = 1
 TimeUnit = Literal["ms", "us"]
@@ -80,6 +84,21 @@ def session_line(recv_ns: int, conn: str, event: str, **fields: Any) -> bytes:
         raise ValueError(f"unknown session event {event!r}")
     record = {"recv_ns": recv_ns, "conn": conn, "session": event, **fields}
     return orjson.dumps(record) + b"\n"
+
+
+def open_raw(path: Path) -> io.BufferedIOBase:
+    """Open a raw part file for reading bytes, transparently decompressing .gz and .zst."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if path.suffix == ".zst":
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            open(path, "rb"),  # noqa: SIM115 - closed with the reader (closefd)
+            read_across_frames=True,
+            closefd=True,
+        )
+        return io.BufferedReader(reader)
+    return open(path, "rb")
 
 
 def parse_line(line: bytes | str) -> dict[str, Any]:

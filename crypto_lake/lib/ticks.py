@@ -19,7 +19,6 @@ session records and bad lines are then cut from it. Decisions worth knowing:
 
 from __future__ import annotations
 
-import gzip
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 from crypto_lake.lib import fastparse
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.raw import open_raw
 from crypto_lake.lib.raw_catalog import RAW_COLUMNS, day_bounds_us, ndjson_source
 from crypto_lake.lib.symbols import validate_day, validate_symbol
 
@@ -371,9 +371,11 @@ def build_ticks(
             parsed = _fast_parse(own, other, symbol, start_us, end_us, int(threads))
             fb_own = _spill(Path(tmp) / "own.jsonl", parsed["fallback_own"])
             fb_other = _spill(Path(tmp) / "other.jsonl", parsed["fallback_other"])
+            suspects = parsed["fallback_files"]  # a bad line is always a fallback line
         else:
             parsed = {"trades": [], "quotes": [], "other": 0}
             fb_own, fb_other = own, other
+            suspects = own
         con.execute("DROP TABLE IF EXISTS stage")
         params = {k: v for k, v in (("own", fb_own), ("other", fb_other)) if v}
         con.execute(
@@ -401,7 +403,7 @@ def build_ticks(
         if stats.quote_rows:
             stats.max_ts_recv_us = max(stats.max_ts_recv_us or 0, int(quotes[0].max()))
         stats.outages = session_outages(con, start_us, end_us, first_live)
-        stats.quarantine_path = _quarantine(con, stats, own, quarantine_dir)
+        stats.quarantine_path = _quarantine(con, stats, suspects, quarantine_dir)
     finally:
         con.execute("DROP TABLE IF EXISTS stage")
     stats.duplicates_dropped = stats.trade_duplicates + stats.quote_duplicates
@@ -414,7 +416,7 @@ def build_ticks(
 
 
 def _read_raw(path: Path) -> bytes:
-    with _open_raw(path) as fh:
+    with open_raw(path) as fh:
         return fh.read()
 
 
@@ -430,15 +432,19 @@ def _fast_parse(
 
     trades, quotes, other_lines = [], [], 0
     fallback_own: list[bytes] = []
+    fallback_files: list[str] = []
     fallback_other: list[bytes] = []
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for (_, is_own), res in zip(jobs, pool.map(one, jobs), strict=True):
+        for (path, is_own), res in zip(jobs, pool.map(one, jobs), strict=True):
             trades.append(res.trades)
             quotes.append(res.quotes)
             other_lines += res.other_lines
             (fallback_own if is_own else fallback_other).extend(res.fallback)
+            if is_own and res.fallback:
+                fallback_files.append(str(path))
     return {"trades": trades, "quotes": quotes, "other": other_lines,
-            "fallback_own": fallback_own, "fallback_other": fallback_other}  # fmt: skip
+            "fallback_own": fallback_own, "fallback_other": fallback_other,
+            "fallback_files": fallback_files}  # fmt: skip
 
 
 def _spill(path: Path, lines: list[bytes]) -> list[str]:
@@ -584,21 +590,11 @@ def _leading_outage(
     return [(start_us, first[0])] if first_live_us is None or first_live_us > first[0] else []
 
 
-def _open_raw(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.name.endswith(".zst"):
-        import zstandard
-
-        return zstandard.open(path, "rb")
-    return open(path, "rb")
-
-
 def _unreadable(con: duckdb.DuckDBPyConnection, path: Path) -> list[bytes]:
     """Quarantine records of the lines of ``path`` that DuckDB reads no recv_ns from at all,
     with their exact text: the reader's own JSON transform decides, so every line counted
     as bad is listed once and no line it did read is."""
-    with _open_raw(path) as fh:
+    with open_raw(path) as fh:
         lines = [(n, line.rstrip(b"\n")) for n, line in enumerate(fh, 1) if line.strip()]
     texts: list[str | None] = []
     for _, line in lines:
@@ -628,9 +624,10 @@ def _unreadable(con: duckdb.DuckDBPyConnection, path: Path) -> list[bytes]:
 
 
 def _quarantine(
-    con: duckdb.DuckDBPyConnection, stats: TickStats, own: list[str], quarantine_dir: Path
+    con: duckdb.DuckDBPyConnection, stats: TickStats, suspects: list[str], quarantine_dir: Path
 ) -> str | None:
-    """Write the day's bad lines to ``{quarantine_dir}/{symbol}_{day}.jsonl`` (or remove it)."""
+    """Write the day's bad lines to ``{quarantine_dir}/{symbol}_{day}.jsonl`` (or remove it).
+    ``suspects`` are the day's own files that may hold unreadable lines."""
     out = Path(quarantine_dir) / f"{stats.symbol}_{stats.day}.jsonl"
     if not stats.bad_lines:
         out.unlink(missing_ok=True)
@@ -645,7 +642,7 @@ def _quarantine(
         unreadable = con.execute(
             f"SELECT DISTINCT filename FROM {ndjson_source('own')} WHERE recv_ns IS NULL "
             f"ORDER BY filename",
-            {"own": own},
+            {"own": suspects},
         ).fetchall()
         for (fn,) in unreadable:
             records += _unreadable(con, Path(fn))

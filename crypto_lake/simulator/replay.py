@@ -9,18 +9,15 @@ valid raw lines are skipped and counted, never fatal.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-import zstandard
 
 from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.raw import RawLineError, parse_line
+from crypto_lake.lib.raw import RawLineError, open_raw, parse_line
 from crypto_lake.lib.symbols import InvalidNameError, stream_symbol
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.market import Event
@@ -31,15 +28,6 @@ if TYPE_CHECKING:
 
 log = get_logger("simulator.replay")
 _IDENT_KEY = {"trade": "t", "aggTrade": "a", "bookTicker": "u"}
-
-
-def open_raw(path: Path) -> io.BufferedIOBase:
-    """Open a raw part file, transparently decompressing .gz and .zst."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if path.suffix == ".zst":
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
-    return open(path, "rb")
 
 
 def market_events(path: Path, stats: dict[str, int]) -> Iterator[tuple[int, Event]]:
