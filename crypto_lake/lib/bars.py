@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from crypto_lake.lib import fastbars
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw_catalog import day_bounds_us
 from crypto_lake.lib.symbols import validate_day, validate_symbol
@@ -63,7 +64,10 @@ def _grid_end_us(con: duckdb.DuckDBPyConnection, trades: str, quotes: str, day: 
     return min(end_us, max(start_us, seen // US * US))
 
 
-_BARS_1S_SQL = f"""
+# The bars in two steps: the core (every value an integer or a decimal) and the projection
+# to the output columns. crypto_lake.lib.fastbars computes the same core without SQL; both
+# paths share the projection, so the doubles come from the same expressions.
+_CORE_SQL = f"""
 WITH t AS (
     SELECT epoch_us(ts_event) // {US} AS sec, * FROM read_parquet($trades)
 ), agg AS (
@@ -93,9 +97,15 @@ WITH t AS (
             AS is_outage
     FROM g LEFT JOIN agg USING (sec) LEFT JOIN q USING (sec)
     WINDOW w AS (ORDER BY g.sec ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-), f AS (
-    SELECT *, coalesce(carried_close, $prev_close::{PRICE_T}) AS c FROM j
 )
+SELECT sec, open, high, low, close, volume_base, volume_quote, trade_count, taker_buy_base,
+    first_trade_id, last_trade_id, has_live, has_repaired,
+    coalesce(carried_close, $prev_close::{PRICE_T}) AS c,
+    quote.bid AS bid, quote.ask AS ask, quote.bid_qty AS bid_qty, quote.ask_qty AS ask_qty,
+    is_outage
+FROM j
+"""
+_PROJECT_SQL = f"""
 SELECT $symbol AS symbol,
     make_timestamptz(sec * {US}) AS window_start,
     coalesce(open, c) AS open, coalesce(high, c) AS high,
@@ -106,18 +116,18 @@ SELECT $symbol AS symbol,
     CASE WHEN volume_base > 0 THEN (volume_quote::DOUBLE / volume_base::DOUBLE) END AS vwap,
     coalesce(taker_buy_base, 0)::DECIMAL(38,8) AS taker_buy_base,
     first_trade_id, last_trade_id,
-    quote.bid AS bid, quote.ask AS ask, quote.bid_qty AS bid_qty, quote.ask_qty AS ask_qty,
-    (quote.bid::DOUBLE + quote.ask::DOUBLE) / 2 AS mid,
-    (quote.ask - quote.bid)::DECIMAL(18,8) AS spread,
-    (quote.ask - quote.bid)::DOUBLE / ((quote.bid::DOUBLE + quote.ask::DOUBLE) / 2) * 10000
-        AS spread_bps,
+    bid, ask, bid_qty, ask_qty,
+    (bid::DOUBLE + ask::DOUBLE) / 2 AS mid,
+    (ask - bid)::DECIMAL(18,8) AS spread,
+    (ask - bid)::DOUBLE / ((bid::DOUBLE + ask::DOUBLE) / 2) * 10000 AS spread_bps,
     coalesce(has_live, false) AS is_live,
     coalesce(has_repaired, false) AS is_repaired,
     coalesce(trade_count, 0) = 0 AS is_empty,
     is_outage
-FROM f
+FROM core
 ORDER BY sec
 """
+_BARS_1S_SQL = f"WITH core AS ({_CORE_SQL}) {_PROJECT_SQL}"
 
 
 def build_bars_1s(
@@ -131,13 +141,16 @@ def build_bars_1s(
     previous_close: Decimal | str | None = None,
     end_us: int | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    fast: bool = True,
 ) -> BarStats:
     """Write the 1 s bars of (symbol, day) to ``out`` and return a summary.
 
     ``outages`` are [start_us, end_us) intervals without a live connection (TickStats.outages);
     ``previous_close`` (e.g. the previous day's last trade price) fills the seconds before the
     day's first trade, which are otherwise NULL; ``end_us`` overrides the grid end (default:
-    the day's end once it is over, else the last complete second received).
+    the day's end once it is over, else the last complete second received). ``fast`` computes
+    the integer core in one compiled pass (``fastbars``); False runs it in SQL, with the same
+    result.
     """
     symbol, day = validate_symbol(symbol), validate_day(day)
     con = con or connect()
@@ -145,17 +158,26 @@ def build_bars_1s(
     start_us, day_end_us = day_bounds_us(day)
     grid_end = end_us if end_us is not None else _grid_end_us(con, trades, quotes, day)
     grid_end = max(start_us, min(grid_end, day_end_us))
-    params = {
-        "trades": trades,
-        "quotes": quotes,
-        "symbol": symbol,
-        "start_sec": start_us // US,
-        "end_sec": grid_end // US,
-        "outage_start": [int(a) for a, _ in outages],
-        "outage_end": [int(b) for _, b in outages],
-        "prev_close": None if previous_close is None else str(previous_close),
-    }
-    table = con.sql(_BARS_1S_SQL, params=params).to_arrow_table()
+    if fast:
+        core = fastbars.core_table(trades_path, quotes_path, start_us // US, grid_end // US,
+                                   outages, previous_close)  # fmt: skip
+        con.register("core", core)
+        try:
+            table = con.sql(_PROJECT_SQL, params={"symbol": symbol}).to_arrow_table()
+        finally:
+            con.unregister("core")
+    else:
+        params = {
+            "trades": trades,
+            "quotes": quotes,
+            "symbol": symbol,
+            "start_sec": start_us // US,
+            "end_sec": grid_end // US,
+            "outage_start": [int(a) for a, _ in outages],
+            "outage_end": [int(b) for _, b in outages],
+            "prev_close": None if previous_close is None else str(previous_close),
+        }
+        table = con.sql(_BARS_1S_SQL, params=params).to_arrow_table()
     write_parquet(table, out)
     stats = bar_stats(con, table)
     stats.grid_complete = grid_end == day_end_us

@@ -466,10 +466,11 @@ def _template(buf, p, end, lower, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end):
-    """Parse every line of ``buf``: trades to ``tr`` (TRADE_COLUMNS x n), quotes to ``bk``
-    (QUOTE_COLUMNS x n), the offsets of lines for the general path to fb_start/fb_end.
-    Returns (trades, quotes, other-stream lines, fallback lines).
+def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end, tr_at, bk_at):
+    """Parse every line of ``buf``: trades to ``tr`` (TRADE_COLUMNS x n) from column
+    ``tr_at`` on, quotes to ``bk`` (QUOTE_COLUMNS x n) from ``bk_at`` on, the offsets of lines
+    for the general path to fb_start/fb_end. Returns the columns filled so far of ``tr`` and
+    ``bk``, the other-stream lines and the fallback lines.
 
     Lines outside the day (by trade time, or receive time for quotes) are dropped here
     exactly as the general path drops them; other streams are counted only if keep_other.
@@ -482,8 +483,8 @@ def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_
     dends = np.zeros(_N_DATA, np.int64)
     dtypes = np.zeros(_N_DATA, np.int8)
     v = np.zeros(13, np.int64)
-    n_tr = 0
-    n_bk = 0
+    n_tr = tr_at
+    n_bk = bk_at
     n_other = 0
     n_fb = 0
     p = 0
@@ -669,7 +670,7 @@ def parse(data: bytes, symbol: str, start_us: int, end_us: int, keep_other: bool
     fb_e = np.empty(n_lines, dtype=np.int64)
     lower = np.frombuffer(symbol.lower().encode(), dtype=np.uint8)
     n_tr, n_bk, n_other, m = parse_buffer(
-        buf, lower, start_us, end_us, keep_other, tr, bk, fb_s, fb_e
+        buf, lower, start_us, end_us, keep_other, tr, bk, fb_s, fb_e, 0, 0
     )
     return Parsed(  # views: the untouched tails of the arrays cost no memory
         trades=tr[:, :n_tr],

@@ -19,7 +19,10 @@ session records and bad lines are then cut from it. Decisions worth knowing:
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lake.lib import fastparse
+from crypto_lake.lib import columns, fastparse
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw import open_raw
@@ -189,88 +192,33 @@ def _src_sql(own: bool, other: bool) -> str:
     return " UNION ALL ".join(parts)
 
 
-_TS = pa.timestamp("us", tz="UTC")
-_INT64 = pa.int64()
-_PRICE = pa.decimal128(18, 8)
-_QTY = pa.decimal128(20, 8)
-_QUOTE_QTY = pa.decimal128(38, 16)
-
-
-def _decimal(lo: np.ndarray, hi: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    """An arrow decimal array from the two 64-bit words of each 128-bit unscaled value."""
-    words = np.empty((len(lo), 2), dtype=np.int64)
-    words[:, 0] = lo
-    words[:, 1] = hi
-    return pa.Array.from_buffers(dtype, len(lo), [None, pa.py_buffer(words)])
-
-
-def _int64(values: np.ndarray, dtype: pa.DataType = _INT64) -> pa.Array:
-    """int64 values as an arrow array of ``dtype`` over the same buffer (pa.array takes a
-    slow element-wise path for these)."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(values)])
-
-
-def _timestamps(us: np.ndarray) -> pa.Array:
-    """Microseconds since the epoch as timestamp[us, UTC]."""
-    return _int64(us, _TS)
-
-
-def _units(units: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    """Integers of 1e-8 as an arrow decimal with scale 8, without arithmetic."""
-    return _decimal(units, units >> 63, dtype)
-
-
-def _product(a: np.ndarray, b: np.ndarray) -> pa.Array:
-    """The exact 128-bit products a * b of int64 values as decimal(38, 16) (scale 8 + 8)."""
-    neg = (a < 0) != (b < 0)
-    ua, ub = np.abs(a).astype(np.uint64), np.abs(b).astype(np.uint64)
-    m32 = np.uint64(0xFFFFFFFF)
-    s32 = np.uint64(32)
-    a0, a1, b0, b1 = ua & m32, ua >> s32, ub & m32, ub >> s32
-    p00, p01, p10 = a0 * b0, a0 * b1, a1 * b0
-    mid = (p00 >> s32) + (p01 & m32) + (p10 & m32)
-    lo = (p00 & m32) | (mid << s32)
-    hi = a1 * b1 + (p01 >> s32) + (p10 >> s32) + (mid >> s32)
-    if neg.any():  # two's complement of the 128-bit magnitude
-        nlo, nhi = ~lo + np.uint64(1), ~hi + (lo == 0).astype(np.uint64)
-        lo, hi = np.where(neg, nlo, lo), np.where(neg, nhi, hi)
-    return _decimal(lo.view(np.int64), hi.view(np.int64), _QUOTE_QTY)
-
-
-def _trades_table(symbol: str, m: np.ndarray) -> pa.Table:
-    """Trade rows (TRADE_COLUMNS x n) as the trades table."""
-    m = np.ascontiguousarray(m)  # arrow copies strided rows element by element
+def _trades_table(bufs: columns.Buffers, symbol: str, m: np.ndarray) -> pa.Table:
+    """Trade rows (TRADE_COLUMNS x n, each row contiguous) as the trades table."""
     n = m.shape[1]
     return pa.table({
-        "symbol": _repeat(symbol, n),
-        "trade_id": _int64(m[2]), "ts_event": _timestamps(m[5]), "ts_recv": _timestamps(m[1]),
-        "price": _units(m[6], _PRICE), "qty": _units(m[7], _QTY),
-        "quote_qty": _product(m[6], m[7]),
-        "is_buyer_maker": (m[8] & fastparse.FLAG_IBM) != 0,
-        "repaired": (m[8] & fastparse.FLAG_REPAIRED) != 0,
-        "first_trade_id": _int64(m[3]), "last_trade_id": _int64(m[4]),
-        "trade_count": _int64(m[4] - m[3] + 1),
+        "symbol": columns.repeat(bufs, "t.symbol", symbol, n),
+        "trade_id": columns.int64(m[2]), "ts_event": columns.timestamps(m[5]),
+        "ts_recv": columns.timestamps(m[1]),
+        "price": columns.units(bufs, "t.price", m[6], columns.PRICE),
+        "qty": columns.units(bufs, "t.qty", m[7], columns.QTY),
+        "quote_qty": columns.products(bufs, "t.quote_qty", m[6], m[7]),
+        "is_buyer_maker": columns.flag(bufs, "t.ibm", m[8], fastparse.FLAG_IBM),
+        "repaired": columns.flag(bufs, "t.repaired", m[8], fastparse.FLAG_REPAIRED),
+        "first_trade_id": columns.int64(m[3]), "last_trade_id": columns.int64(m[4]),
+        "trade_count": columns.span(bufs, "t.count", m[3], m[4]),
     })  # fmt: skip
 
 
-def _quotes_table(symbol: str, m: np.ndarray) -> pa.Table:
-    """Quote rows (QUOTE_COLUMNS x n) as the quotes table."""
-    m = np.ascontiguousarray(m)  # arrow copies strided rows element by element
+def _quotes_table(bufs: columns.Buffers, symbol: str, m: np.ndarray) -> pa.Table:
+    """Quote rows (QUOTE_COLUMNS x n, each row contiguous) as the quotes table."""
     return pa.table({
-        "symbol": _repeat(symbol, m.shape[1]), "update_id": _int64(m[1]),
-        "ts_recv": _timestamps(m[0]),
-        "bid": _units(m[2], _PRICE), "bid_qty": _units(m[3], _QTY),
-        "ask": _units(m[4], _PRICE), "ask_qty": _units(m[5], _QTY),
+        "symbol": columns.repeat(bufs, "q.symbol", symbol, m.shape[1]),
+        "update_id": columns.int64(m[1]), "ts_recv": columns.timestamps(m[0]),
+        "bid": columns.units(bufs, "q.bid", m[2], columns.PRICE),
+        "bid_qty": columns.units(bufs, "q.bid_qty", m[3], columns.QTY),
+        "ask": columns.units(bufs, "q.ask", m[4], columns.PRICE),
+        "ask_qty": columns.units(bufs, "q.ask_qty", m[5], columns.QTY),
     })  # fmt: skip
-
-
-def _repeat(value: str, n: int) -> pa.Array:
-    """``value`` n times as an arrow string array, built from its buffers."""
-    raw = value.encode()
-    offsets = (np.arange(n + 1, dtype=np.int32) * len(raw)).astype(np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                  pa.py_buffer(raw * n)])  # fmt: skip
 
 
 def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray, int]:
@@ -313,16 +261,61 @@ def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray
 
 def write_parquet(table: pa.Table, out: Path, dictionary: bool | list[str] = True) -> None:
     """Atomic, deterministic zstd Parquet: fixed row groups, no wall-clock metadata.
-    ``dictionary`` names the columns worth dictionary encoding (default: all)."""
+    ``dictionary`` names the columns worth dictionary encoding (default: all but the integer
+    columns, which are delta encoded: times and ids rise steadily, so they shrink to almost
+    nothing before compression and encode and decode faster)."""
     with atomic_path(Path(out), durable=False) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            row_group_size=ROW_GROUP_SIZE,
-            use_dictionary=dictionary,
-            write_statistics=True,
-        )
+        pq.write_table(table, tmp, **_writer_options(table.schema, dictionary))
+
+
+def write_parquet_groups(
+    out: Path, n: int, rows: Callable[[int, int], pa.Table], dictionary: bool | list[str] = True
+) -> None:
+    """``write_parquet`` of the table whose rows [a, b) ``rows(a, b)`` builds, one row group at
+    a time: the Arrow columns exist for one row group only, so their buffers can be reused
+    from group to group (``rows`` may return arrays over the same memory every call)."""
+    if n <= ROW_GROUP_SIZE:
+        write_parquet(rows(0, n), out, dictionary)
+        return
+    first = rows(0, ROW_GROUP_SIZE)
+    with atomic_path(Path(out), durable=False) as tmp:
+        options = _writer_options(first.schema, dictionary)
+        size = options.pop("row_group_size")
+        with pq.ParquetWriter(tmp, first.schema, **options) as writer:
+            writer.write_table(first, row_group_size=size)
+            del first
+            for a in range(size, n, size):
+                writer.write_table(rows(a, min(a + size, n)), row_group_size=size)
+
+
+def _writer_options(schema: pa.Schema, dictionary: bool | list[str]) -> dict:
+    encoding = _integer_encodings(schema, [] if dictionary is True else dictionary)
+    if dictionary is True:
+        dictionary = [name for name in schema.names if name not in encoding]
+    return {
+        "compression": "zstd",
+        "row_group_size": ROW_GROUP_SIZE,
+        "use_dictionary": dictionary,
+        "column_encoding": encoding,
+        "store_decimal_as_integer": True,  # decimal(<=18, s) as INT64, delta encoded too
+        "write_statistics": True,
+    }
+
+
+def _integer_encodings(schema: pa.Schema, dictionary: list[str]) -> dict[str, str]:
+    """DELTA_BINARY_PACKED for every column stored as a Parquet INT64 (integers, timestamps,
+    decimals of precision <= 18) that is not dictionary encoded."""
+
+    def int64_stored(t: pa.DataType) -> bool:
+        if pa.types.is_decimal(t):
+            return t.precision <= 18
+        return pa.types.is_int64(t) or pa.types.is_timestamp(t)
+
+    return {
+        f.name: "DELTA_BINARY_PACKED"
+        for f in schema
+        if f.name not in dictionary and int64_stored(f.type)
+    }
 
 
 def _split_files(raw_files: list[Path], day: str) -> tuple[list[str], list[str]]:
@@ -366,14 +359,15 @@ def build_ticks(
     own, other = _split_files(raw_files, day)
     con = con or connect()
     (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
+    bufs = columns.buffers()
     with tempfile.TemporaryDirectory(prefix="ticks-") as tmp:
         if fast:
-            parsed = _fast_parse(own, other, symbol, start_us, end_us, int(threads))
-            fb_own = _spill(Path(tmp) / "own.jsonl", parsed["fallback_own"])
-            fb_other = _spill(Path(tmp) / "other.jsonl", parsed["fallback_other"])
-            suspects = parsed["fallback_files"]  # a bad line is always a fallback line
+            parsed = _fast_parse(own, other, symbol, start_us, end_us, int(threads), bufs)
+            fb_own = _spill(Path(tmp) / "own.jsonl", parsed.fallback_own)
+            fb_other = _spill(Path(tmp) / "other.jsonl", parsed.fallback_other)
+            suspects = parsed.fallback_files  # a bad line is always a fallback line
         else:
-            parsed = {"trades": [], "quotes": [], "other": 0}
+            parsed = _Parsed(bufs)
             fb_own, fb_other = own, other
             suspects = own
         con.execute("DROP TABLE IF EXISTS stage")
@@ -391,13 +385,15 @@ def build_ticks(
         if not chosen.all():  # a day that mixes kinds (rare): keep the chosen one
             trades = trades[:, chosen]
         with ThreadPoolExecutor(1) as writer:  # Parquet encoding releases the GIL: overlap
-            trades_written = _write_trades(writer, trades, symbol, stats, trades_out)
+            trades_written = _write_trades(writer, bufs, trades, symbol, stats, trades_out)
             del trades
             # SQL order of the general path: id, recv_us, px, qt, ask_px, ask_qt
             quotes, stats.quote_duplicates = _dedup_sorted(
                 quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
             )
-            write_parquet(_quotes_table(symbol, quotes), quotes_out, _DICTIONARY)
+            write_parquet_groups(quotes_out, quotes.shape[1],
+                                 lambda a, b: _quotes_table(bufs, symbol, quotes[:, a:b]),
+                                 _DICTIONARY)  # fmt: skip
             trades_written.result()
         stats.quote_rows = quotes.shape[1]
         if stats.quote_rows:
@@ -415,36 +411,132 @@ def build_ticks(
     return stats
 
 
-def _read_raw(path: Path) -> bytes:
-    with open_raw(path) as fh:
-        return fh.read()
+class _Parsed:
+    """What the compiled reader made of a day's files: the accepted rows, appended in file
+    order straight into the day's matrices, and the lines left to the general path."""
+
+    def __init__(self, bufs: columns.Buffers) -> None:
+        self.trades = columns.Rows(bufs, "trades", len(fastparse.TRADE_COLUMNS))
+        self.quotes = columns.Rows(bufs, "quotes", len(fastparse.QUOTE_COLUMNS))
+        self.other = 0
+        self.fallback_own: list[bytes] = []
+        self.fallback_other: list[bytes] = []
+        self.fallback_files: list[str] = []  # own files with fallback lines
+
+
+class _Scratch:
+    """The bytes and parsed rows of a few consecutive files; reused job after job, so the
+    per-file arrays are allocated once per build."""
+
+    def __init__(self) -> None:
+        self.data = np.empty(1 << 20, dtype=np.uint8)
+        self.tr = np.empty((len(fastparse.TRADE_COLUMNS), 0), dtype=np.int64)
+        self.bk = np.empty((len(fastparse.QUOTE_COLUMNS), 0), dtype=np.int64)
+        self.fb_s = self.fb_e = np.empty(0, dtype=np.int64)
+        self.n_tr = self.n_bk = self.n_other = 0
+        self.fallback: list[bytes] = []
+        self.fallback_files: list[str] = []
+
+    def _read(self, path: Path) -> np.ndarray:
+        n = 0
+        with open_raw(path) as fh:
+            while True:
+                if n == len(self.data):
+                    bigger = np.empty(2 * len(self.data), dtype=np.uint8)
+                    bigger[:n] = self.data
+                    self.data = bigger
+                got = fh.readinto(memoryview(self.data)[n:])
+                if not got:
+                    return self.data[:n]
+                n += got
+
+    def _room(self, lines: int) -> None:
+        """Capacity for ``lines`` more rows of each kind."""
+        if self.tr.shape[1] < self.n_tr + lines or self.bk.shape[1] < self.n_bk + lines:
+            cap = (max(self.n_tr, self.n_bk) + lines) * 5 // 4
+            tr = np.empty((len(fastparse.TRADE_COLUMNS), cap), dtype=np.int64)
+            bk = np.empty((len(fastparse.QUOTE_COLUMNS), cap), dtype=np.int64)
+            tr[:, : self.n_tr], bk[:, : self.n_bk] = (
+                self.tr[:, : self.n_tr],
+                self.bk[:, : self.n_bk],
+            )
+            self.tr, self.bk = tr, bk
+        if len(self.fb_s) < lines:
+            self.fb_s, self.fb_e = np.empty(lines, dtype=np.int64), np.empty(lines, dtype=np.int64)
+
+    def parse(self, paths: list[Path], lower: np.ndarray, start_us: int, end_us: int,
+              keep_other: bool) -> _Scratch:  # fmt: skip
+        """Parse ``paths`` (all own files or all neighbour files), rows in file order."""
+        self.n_tr = self.n_bk = self.n_other = 0
+        self.fallback, self.fallback_files = [], []
+        for path in paths:
+            buf = self._read(path)
+            self._room(int(np.count_nonzero(buf == 10)) + 1)
+            self.n_tr, self.n_bk, n_other, m = fastparse.parse_buffer(
+                buf, lower, start_us, end_us, keep_other, self.tr, self.bk, self.fb_s,
+                self.fb_e, self.n_tr, self.n_bk,
+            )  # fmt: skip
+            self.n_other += n_other
+            if m:
+                self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes() for i in range(m)]
+                self.fallback_files.append(str(path))
+        return self
+
+
+_FILES_PER_JOB = 8  # files parsed per thread hand-off (a thread switch per file costs)
 
 
 def _fast_parse(
-    own: list[str], other: list[str], symbol: str, start_us: int, end_us: int, threads: int
-) -> dict:
-    """Every file through the compiled reader, ``threads`` files at a time (it releases
-    the GIL); rows in file order."""
-    jobs = [(Path(f), True) for f in own] + [(Path(f), False) for f in other]
+    own: list[str], other: list[str], symbol: str, start_us: int, end_us: int, threads: int,
+    bufs: columns.Buffers,
+) -> _Parsed:  # fmt: skip
+    """Every file through the compiled reader, ``threads`` jobs of a few files at a time (it
+    releases the GIL), at most one job ahead per thread; rows in file order."""
+    jobs = [([Path(f) for f in group[i : i + _FILES_PER_JOB]], is_own)
+            for group, is_own in ((own, True), (other, False))
+            for i in range(0, len(group), _FILES_PER_JOB)]  # fmt: skip
+    lower = np.frombuffer(symbol.lower().encode(), dtype=np.uint8)
+    out = _Parsed(bufs)
+    threads = max(1, threads)
+    free = [_Scratch() for _ in range(2 * threads)]
+    pending: deque = deque()
 
-    def one(job: tuple[Path, bool]) -> fastparse.Parsed:
-        return fastparse.parse(_read_raw(job[0]), symbol, start_us, end_us, keep_other=job[1])
+    def take(is_own: bool, s: _Scratch) -> None:
+        out.trades.append(s.tr[:, : s.n_tr])
+        out.quotes.append(s.bk[:, : s.n_bk])
+        out.other += s.n_other
+        (out.fallback_own if is_own else out.fallback_other).extend(s.fallback)
+        if is_own:
+            out.fallback_files += s.fallback_files
+        free.append(s)
 
-    trades, quotes, other_lines = [], [], 0
-    fallback_own: list[bytes] = []
-    fallback_files: list[str] = []
-    fallback_other: list[bytes] = []
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for (path, is_own), res in zip(jobs, pool.map(one, jobs), strict=True):
-            trades.append(res.trades)
-            quotes.append(res.quotes)
-            other_lines += res.other_lines
-            (fallback_own if is_own else fallback_other).extend(res.fallback)
-            if is_own and res.fallback:
-                fallback_files.append(str(path))
-    return {"trades": trades, "quotes": quotes, "other": other_lines,
-            "fallback_own": fallback_own, "fallback_other": fallback_other,
-            "fallback_files": fallback_files}  # fmt: skip
+    with ThreadPoolExecutor(threads + 1) as pool:
+        pool.submit(_prefetch, [Path(f) for f in own + other])
+        for paths, is_own in jobs:
+            if not free:
+                o, done = pending.popleft()
+                take(o, done.result())
+            s = free.pop()
+            pending.append((is_own, pool.submit(s.parse, paths, lower, start_us, end_us,
+                                                is_own)))  # fmt: skip
+        while pending:
+            o, done = pending.popleft()
+            take(o, done.result())
+    return out
+
+
+def _prefetch(paths: list[Path]) -> None:
+    """Ask the kernel to read ``paths`` ahead, in order, so the reader threads rarely wait
+    on the disk (a cold day is mostly not in the page cache)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # the reader reports it
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
 
 def _spill(path: Path, lines: list[bytes]) -> list[str]:
@@ -466,19 +558,22 @@ SELECT recv_us, id, px, qt, ask_px, ask_qt FROM stage WHERE kind = 'book'
 
 
 def _merge_stage(
-    con: duckdb.DuckDBPyConnection, parsed: dict, stats: TickStats
+    con: duckdb.DuckDBPyConnection, parsed: _Parsed, stats: TickStats
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fast rows + the general path's rows as two matrices; fills the line counts and
-    chooses the trade kind when a day mixes @trade and @aggTrade. Takes the row blocks out of
-    ``parsed``, so each is freed once merged."""
+    """The compiled reader's rows + the general path's rows, as two matrices (each row
+    contiguous); fills the line counts and chooses the trade kind when a day mixes @trade
+    and @aggTrade."""
 
-    def matrix(sql: str) -> np.ndarray:
+    def append(rows: columns.Rows, sql: str) -> np.ndarray:
         cols = con.execute(sql).fetchnumpy()
-        return np.stack([np.asarray(c, dtype=np.int64) for c in cols.values()])
+        n = len(next(iter(cols.values())))
+        if n:
+            rows.append(np.stack([np.asarray(c, dtype=np.int64) for c in cols.values()]))
+        return rows.view
 
-    fast_rows = sum(m.shape[1] for m in parsed["trades"] + parsed["quotes"]) + parsed["other"]
-    trades = np.concatenate([*parsed.pop("trades"), matrix(_STAGE_TRADES)], axis=1)
-    quotes = np.concatenate([*parsed.pop("quotes"), matrix(_STAGE_QUOTES)], axis=1)
+    fast_rows = parsed.trades.n + parsed.quotes.n + parsed.other
+    trades = append(parsed.trades, _STAGE_TRADES)
+    quotes = append(parsed.quotes, _STAGE_QUOTES)
     counts = dict(con.execute("SELECT kind, count(*) FROM stage GROUP BY kind").fetchall())
     stats.bad_lines = counts.get("bad", 0)
     stats.invalidated_agg_trades = counts.get("invalid", 0)
@@ -489,15 +584,16 @@ def _merge_stage(
     if n_trade or n_agg:
         stats.trade_kind = "aggTrade" if n_agg > n_trade else "trade"
     minority = n_trade if stats.trade_kind == "aggTrade" else n_agg
-    n_other = counts.get("other", 0) + parsed["other"]
+    n_other = counts.get("other", 0) + parsed.other
     stats.ignored_lines = n_other + stats.invalidated_agg_trades + minority
     stats.raw_lines = fast_rows + sum(counts.values())
     return trades, quotes
 
 
 def _write_trades(
-    writer: ThreadPoolExecutor, trades: np.ndarray, symbol: str, stats: TickStats, out: Path
-) -> Future:
+    writer: ThreadPoolExecutor, bufs: columns.Buffers, trades: np.ndarray, symbol: str,
+    stats: TickStats, out: Path,
+) -> Future:  # fmt: skip
     """Deduplicate and sort the chosen kind's rows, fill the trade stats; the Parquet file
     is written by ``writer`` (the returned future)."""
     # SQL order of the general path: id, repaired, recv_us, ts_us, px, qt, ibm, first, last
@@ -505,7 +601,9 @@ def _write_trades(
         trades, 2, 5,
         keys=lambda m: [m[2], m[8] >> 1, m[1], m[5], m[6], m[7], m[8] & 1, m[3], m[4]],
     )  # fmt: skip
-    written = writer.submit(write_parquet, _trades_table(symbol, trades), out, _DICTIONARY)
+    written = writer.submit(write_parquet_groups, out, trades.shape[1],
+                            lambda a, b: _trades_table(bufs, symbol, trades[:, a:b]),
+                            _DICTIONARY)  # fmt: skip
     stats.trade_rows = n = trades.shape[1]
     if not n:
         return written

@@ -24,6 +24,7 @@ from crypto_lake.defs.market.stats import (
 )
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.bars import build_bars_1m, build_bars_1s, last_trade_price
+from crypto_lake.lib.columns import reuse_buffers
 from crypto_lake.lib.klines import fetch_klines, write_klines
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.raw_catalog import RawCatalog
@@ -93,23 +94,24 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     catalog = RawCatalog(layout)
     trades_meta: dict[str, dict[str, Any]] = {}
     quotes_meta: dict[str, dict[str, Any]] = {}
-    for day, symbol in partition_pairs(context.partition_keys):
-        key = f"{day}|{symbol}"
-        # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
-        raw_files = catalog.files_for(symbol, day)
-        if not raw_files:
-            context.log.warning(f"{key}: no sealed raw files; writing empty tables")
-        trades_out = partition_file(layout, "trades", symbol, day)
-        quotes_out = partition_file(layout, "quotes", symbol, day)
-        quarantine = layout.quarantine_root / symbol / day
-        stats = build_ticks(raw_files, symbol, day, trades_out, quotes_out, quarantine)
-        save_outages(layout, symbol, day, stats)
-        tmeta, qmeta = tick_stats_metadata(stats)
-        trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows), **tmeta}
-        trades_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(trades_out))
-        quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows), **qmeta}
-        quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
-        context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
+    with reuse_buffers():  # a ranged run touches its day-size buffers once
+        for day, symbol in partition_pairs(context.partition_keys):
+            key = f"{day}|{symbol}"
+            # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
+            raw_files = catalog.files_for(symbol, day)
+            if not raw_files:
+                context.log.warning(f"{key}: no sealed raw files; writing empty tables")
+            trades_out = partition_file(layout, "trades", symbol, day)
+            quotes_out = partition_file(layout, "quotes", symbol, day)
+            quarantine = layout.quarantine_root / symbol / day
+            stats = build_ticks(raw_files, symbol, day, trades_out, quotes_out, quarantine)
+            save_outages(layout, symbol, day, stats)
+            tmeta, qmeta = tick_stats_metadata(stats)
+            trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows), **tmeta}
+            trades_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(trades_out))
+            quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows), **qmeta}
+            quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
+            context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
     numeric_t = ["dagster/row_count", "duplicates_dropped", "bad_lines", "trade_id_gaps_open",
                  "missing_trade_ids", "repaired_trades", "raw_files"]  # fmt: skip
     numeric_q = ["dagster/row_count", "bad_lines", "raw_files"]
