@@ -20,12 +20,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from crypto_lake.lib import fastbars
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw_catalog import day_bounds_us
 from crypto_lake.lib.symbols import validate_day, validate_symbol
-from crypto_lake.lib.ticks import PRICE_T, connect, write_parquet
+from crypto_lake.lib.ticks import PRICE_T, connect, saved_for, tick_fingerprint, write_parquet
 
 log = get_logger("bars")
 
@@ -142,6 +143,7 @@ def build_bars_1s(
     end_us: int | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     fast: bool = True,
+    seconds: Path | None = None,
 ) -> BarStats:
     """Write the 1 s bars of (symbol, day) to ``out`` and return a summary.
 
@@ -150,7 +152,9 @@ def build_bars_1s(
     day's first trade, which are otherwise NULL; ``end_us`` overrides the grid end (default:
     the day's end once it is over, else the last complete second received). ``fast`` computes
     the integer core in one compiled pass (``fastbars``); False runs it in SQL, with the same
-    result.
+    result. ``seconds`` is the per-second summary build_ticks wrote with these very tick
+    files (``build_ticks(seconds_out=...)``): used when it matches them, so the tick tables
+    need not be read again.
     """
     symbol, day = validate_symbol(symbol), validate_day(day)
     con = con or connect()
@@ -159,8 +163,9 @@ def build_bars_1s(
     grid_end = end_us if end_us is not None else _grid_end_us(con, trades, quotes, day)
     grid_end = max(start_us, min(grid_end, day_end_us))
     if fast:
-        core = fastbars.core_table(trades_path, quotes_path, start_us // US, grid_end // US,
-                                   outages, previous_close)  # fmt: skip
+        summary = _seconds(trades_path, quotes_path, seconds, start_us // US)
+        core = fastbars.core_table(summary, start_us // US, grid_end // US, outages,
+                                   previous_close)  # fmt: skip
         con.register("core", core)
         try:
             table = con.sql(_PROJECT_SQL, params={"symbol": symbol}).to_arrow_table()
@@ -183,6 +188,19 @@ def build_bars_1s(
     stats.grid_complete = grid_end == day_end_us
     log.info("bars_1s %s %s: %d rows, %d empty", symbol, day, stats.rows, stats.empty_seconds)
     return stats
+
+
+def _seconds(trades: Path, quotes: Path, summary: Path | None, start_sec: int) -> pa.Table:
+    """The day's per-second summary: the one build_ticks saved for exactly these tick files,
+    else computed from them."""
+    if summary is not None and Path(summary).exists():
+        try:
+            saved = pq.ParquetFile(summary).read()  # (read_table would import pyarrow.dataset)
+        except (OSError, pa.ArrowException):
+            saved = None  # unreadable: computed again below
+        if saved is not None and saved_for(saved) == tick_fingerprint(trades, quotes):
+            return saved
+    return fastbars.seconds_from_parquet(trades, quotes, start_sec)
 
 
 def bar_stats(con: duckdb.DuckDBPyConnection, table: pa.Table) -> BarStats:

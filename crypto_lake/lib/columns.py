@@ -119,20 +119,25 @@ def _magnitude(x):
 
 
 @numba.njit(cache=True, nogil=True)
+def product128(a, b):
+    """The exact 128-bit product of two int64 values as (low, high) uint64 words."""
+    ua, ub = _magnitude(a), _magnitude(b)
+    a0, a1, b0, b1 = ua & _M32, ua >> _S32, ub & _M32, ub >> _S32
+    p00, p01, p10 = a0 * b0, a0 * b1, a1 * b0
+    mid = (p00 >> _S32) + (p01 & _M32) + (p10 & _M32)
+    lo = (p00 & _M32) | (mid << _S32)
+    hi = a1 * b1 + (p01 >> _S32) + (p10 >> _S32) + (mid >> _S32)
+    if (a < 0) != (b < 0):  # two's complement of the 128-bit magnitude
+        hi = ~hi + (_ONE if lo == _ZERO else _ZERO)
+        lo = ~lo + _ONE
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
 def _products(a, b, out):
     """out (uint64 words, lo/hi per value) = the exact 128-bit products a * b."""
     for i in range(len(a)):
-        ua, ub = _magnitude(a[i]), _magnitude(b[i])
-        a0, a1, b0, b1 = ua & _M32, ua >> _S32, ub & _M32, ub >> _S32
-        p00, p01, p10 = a0 * b0, a0 * b1, a1 * b0
-        mid = (p00 >> _S32) + (p01 & _M32) + (p10 & _M32)
-        lo = (p00 & _M32) | (mid << _S32)
-        hi = a1 * b1 + (p01 >> _S32) + (p10 >> _S32) + (mid >> _S32)
-        if (a[i] < 0) != (b[i] < 0):  # two's complement of the 128-bit magnitude
-            hi = ~hi + (_ONE if lo == _ZERO else _ZERO)
-            lo = ~lo + _ONE
-        out[2 * i] = lo
-        out[2 * i + 1] = hi
+        out[2 * i], out[2 * i + 1] = product128(a[i], b[i])
 
 
 @numba.njit(cache=True, nogil=True)

@@ -35,8 +35,8 @@ _VB_LO, _VQ_LO, _TB_LO = range(3)
 # rows of the per-second quote state
 _Q_U, _Q_BID, _Q_BQ, _Q_ASK, _Q_AQ = range(5)
 
-_TRADE_COLUMNS = ["trade_id", "ts_event", "price", "qty", "quote_qty", "trade_count",
-                  "is_buyer_maker", "repaired", "first_trade_id", "last_trade_id"]  # fmt: skip
+_TRADE_COLUMNS = ["trade_id", "ts_event", "price", "qty", "is_buyer_maker", "repaired",
+                  "first_trade_id", "last_trade_id"]  # fmt: skip
 _QUOTE_COLUMNS = ["update_id", "ts_recv", "bid", "bid_qty", "ask", "ask_qty"]
 
 
@@ -50,7 +50,9 @@ def _add128(lo, hi, i, x_lo, x_hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def _trades_pass(start_sec, ts, tid, px, qty, qq, cnt, ibm, rep, fid, lid, acc, acc_u):
+def _trades_pass(start_sec, ts, tid, px, qty, flags, fid, lid, acc, acc_u):
+    """Per second of trade time: open/close by trade id, high, low, 128-bit sums of qty,
+    price * qty (quote_qty, exact) and taker-buy qty, underlying trade count, id range."""
     nsec = acc.shape[1]
     for k in range(len(ts)):
         s = ts[k] // US - start_sec
@@ -77,16 +79,16 @@ def _trades_pass(start_sec, ts, tid, px, qty, qq, cnt, ibm, rep, fid, lid, acc, 
             acc[_FIRST, s] = min(acc[_FIRST, s], fid[k])
             acc[_LAST, s] = max(acc[_LAST, s], lid[k])
         acc[_N, s] += 1
-        acc[_COUNT, s] += cnt[k]
+        acc[_COUNT, s] += lid[k] - fid[k] + 1
         q = qty[k]
         q_lo, q_hi = numba.uint64(q), q >> 63
         acc[_VB_HI, s] = _add128(acc_u[_VB_LO], acc[_VB_HI, s], s, q_lo, q_hi)
-        acc[_VQ_HI, s] = _add128(acc_u[_VQ_LO], acc[_VQ_HI, s], s, numba.uint64(qq[2 * k]),
-                                 qq[2 * k + 1])  # fmt: skip
-        if not ibm[k]:
+        p_lo, p_hi = columns.product128(px[k], q)
+        acc[_VQ_HI, s] = _add128(acc_u[_VQ_LO], acc[_VQ_HI, s], s, p_lo, numba.int64(p_hi))
+        if not flags[k] & 1:
             acc[_N_TAKER, s] += 1
             acc[_TB_HI, s] = _add128(acc_u[_TB_LO], acc[_TB_HI, s], s, q_lo, q_hi)
-        if rep[k]:
+        if flags[k] & 2:
             acc[_REP, s] = 1
         else:
             acc[_LIVE, s] = 1
@@ -174,46 +176,23 @@ def _int64(values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(v), [_bits(valid), pa.py_buffer(v)])
 
 
-def core_table(
-    trades_path: Path, quotes_path: Path, start_sec: int, end_sec: int,
-    outages: list[tuple[int, int]], previous_close: Decimal | str | None,
-) -> pa.Table:  # fmt: skip
-    """The bars core (the columns and types of ``bars._CORE_SQL``) for seconds
-    [start_sec, end_sec)."""
-    nsec = max(0, end_sec - start_sec)
-    acc = np.zeros((_N_ACC, nsec), dtype=np.int64)
-    acc_u = np.zeros((3, nsec), dtype=np.uint64)
-    for batch in pq.ParquetFile(trades_path).iter_batches(columns=_TRADE_COLUMNS,
-                                                          batch_size=1 << 20):  # fmt: skip
-        c = dict(zip(batch.schema.names, batch.columns, strict=True))
-        _trades_pass(start_sec, _ints(c["ts_event"]), _ints(c["trade_id"]), _ints(c["price"]),
-                     _ints(c["qty"]), _words(c["quote_qty"]), _ints(c["trade_count"]),
-                     _bools(c["is_buyer_maker"]), _bools(c["repaired"]),
-                     _ints(c["first_trade_id"]), _ints(c["last_trade_id"]), acc, acc_u)  # fmt: skip
-    qs = np.zeros((5, nsec), dtype=np.int64)
-    qs[_Q_U] = _I64_MIN
-    for batch in pq.ParquetFile(quotes_path).iter_batches(columns=_QUOTE_COLUMNS,
-                                                          batch_size=1 << 20):  # fmt: skip
-        c = dict(zip(batch.schema.names, batch.columns, strict=True))
-        _quotes_pass(start_sec, _ints(c["ts_recv"]), _ints(c["update_id"]), _ints(c["bid"]),
-                     _ints(c["bid_qty"]), _ints(c["ask"]), _ints(c["ask_qty"]), qs)  # fmt: skip
-    prev = 0  # as ::DECIMAL(18,8) reads it: rounded half away from zero to 8 places
-    if previous_close is not None:
-        prev = int(Decimal(str(previous_close)).scaleb(8).to_integral_value(ROUND_HALF_UP))
+def _valid(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=np.bool_)
+    bits = np.unpackbits(np.frombuffer(arr.buffers()[0], dtype=np.uint8), bitorder="little")
+    return bits[arr.offset : arr.offset + len(arr)].view(np.bool_)
+
+
+def _seconds(acc, acc_u, qs, start_sec: int) -> pa.Table:
+    nsec = acc.shape[1]
     carried = np.empty(nsec, dtype=np.int64)
     c_valid = np.empty(nsec, dtype=np.bool_)
     q_valid = np.empty(nsec, dtype=np.bool_)
-    _carry(acc, qs, prev, previous_close is not None, carried, c_valid, q_valid)
-    sec = np.arange(start_sec, start_sec + nsec, dtype=np.int64)
-    outage = np.zeros(nsec, dtype=np.bool_)
-    for a, b in outages:  # seconds s with s*US < b and (s+1)*US > a
-        lo, hi = max(a // US, start_sec) - start_sec, min((b - 1) // US + 1, end_sec) - start_sec
-        if hi > lo:
-            outage[lo:hi] = True
+    _carry(acc, qs, 0, False, carried, c_valid, q_valid)
     has = acc[_N] > 0
     taker = acc[_N_TAKER] > 0
     return pa.table({
-        "sec": _int64(sec, None),
+        "sec": _int64(np.arange(start_sec, start_sec + nsec, dtype=np.int64), None),
         "open": _units(acc[_OPEN], has, columns.PRICE),
         "high": _units(acc[_HIGH], has, columns.PRICE),
         "low": _units(acc[_LOW], has, columns.PRICE),
@@ -226,10 +205,81 @@ def core_table(
         "last_trade_id": _int64(acc[_LAST], has),
         "has_live": columns.booleans(acc[_LIVE] > 0, has),
         "has_repaired": columns.booleans(acc[_REP] > 0, has),
-        "c": _units(carried, c_valid, columns.PRICE),
+        "carried_close": _units(carried, c_valid, columns.PRICE),
         "bid": _units(qs[_Q_BID], q_valid, columns.PRICE),
         "ask": _units(qs[_Q_ASK], q_valid, columns.PRICE),
         "bid_qty": _units(qs[_Q_BQ], q_valid, columns.QTY),
         "ask_qty": _units(qs[_Q_AQ], q_valid, columns.QTY),
-        "is_outage": columns.booleans(outage),
     })  # fmt: skip
+
+
+def _state(nsec: int):
+    qs = np.zeros((5, nsec), dtype=np.int64)
+    qs[_Q_U] = _I64_MIN
+    return np.zeros((_N_ACC, nsec), dtype=np.int64), np.zeros((3, nsec), dtype=np.uint64), qs
+
+
+def seconds_from_rows(trades: np.ndarray, quotes: np.ndarray, start_sec: int,
+                      nsec: int = 86_400) -> pa.Table:  # fmt: skip
+    """The per-second summary of a day from the tick builder's matrices (rows as in
+    fastparse.TRADE_COLUMNS / QUOTE_COLUMNS): what the bars need of the ticks, for every
+    second of the day, before the grid end, previous close and outages are applied."""
+    acc, acc_u, qs = _state(nsec)
+    _trades_pass(start_sec, trades[5], trades[2], trades[6], trades[7], trades[8], trades[3],
+                 trades[4], acc, acc_u)  # fmt: skip
+    _quotes_pass(start_sec, quotes[0], quotes[1], quotes[2], quotes[3], quotes[4], quotes[5], qs)
+    return _seconds(acc, acc_u, qs, start_sec)
+
+
+def seconds_from_parquet(trades_path: Path, quotes_path: Path, start_sec: int,
+                         nsec: int = 86_400) -> pa.Table:  # fmt: skip
+    """``seconds_from_rows`` of the trades and quotes tables. quote_qty and trade_count are
+    not read: the tick builder writes them as price * qty and last - first + 1."""
+    acc, acc_u, qs = _state(nsec)
+    for batch in pq.ParquetFile(trades_path).iter_batches(columns=_TRADE_COLUMNS,
+                                                          batch_size=1 << 20):  # fmt: skip
+        c = dict(zip(batch.schema.names, batch.columns, strict=True))
+        flags = _bools(c["is_buyer_maker"]).astype(np.int64) | (
+            _bools(c["repaired"]).astype(np.int64) << 1
+        )
+        _trades_pass(start_sec, _ints(c["ts_event"]), _ints(c["trade_id"]), _ints(c["price"]),
+                     _ints(c["qty"]), flags, _ints(c["first_trade_id"]),
+                     _ints(c["last_trade_id"]), acc, acc_u)  # fmt: skip
+    for batch in pq.ParquetFile(quotes_path).iter_batches(columns=_QUOTE_COLUMNS,
+                                                          batch_size=1 << 20):  # fmt: skip
+        c = dict(zip(batch.schema.names, batch.columns, strict=True))
+        _quotes_pass(start_sec, _ints(c["ts_recv"]), _ints(c["update_id"]), _ints(c["bid"]),
+                     _ints(c["bid_qty"]), _ints(c["ask"]), _ints(c["ask_qty"]), qs)  # fmt: skip
+    return _seconds(acc, acc_u, qs, start_sec)
+
+
+def core_table(
+    seconds: pa.Table, start_sec: int, end_sec: int, outages: list[tuple[int, int]],
+    previous_close: Decimal | str | None,
+) -> pa.Table:  # fmt: skip
+    """The bars core (the columns and types of ``bars._CORE_SQL``) for seconds
+    [start_sec, end_sec), from a day's per-second summary starting at ``start_sec``. Every
+    summary value of a second depends on that second and the ones before it only, so the
+    grid end just cuts it."""
+    nsec = max(0, min(end_sec, start_sec + seconds.num_rows) - start_sec)
+    seconds = seconds.slice(0, nsec).combine_chunks()
+    if nsec:
+        carried = seconds.column("carried_close").chunk(0)
+        values, valid = _ints(carried), _valid(carried)
+    else:
+        values, valid = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.bool_)
+    if previous_close is not None:  # as ::DECIMAL(18,8) reads it: rounded half away from 0
+        prev = int(Decimal(str(previous_close)).scaleb(8).to_integral_value(ROUND_HALF_UP))
+        values, valid = np.where(valid, values, prev), None
+    c = _units(np.ascontiguousarray(values), valid, columns.PRICE)
+    outage = np.zeros(nsec, dtype=np.bool_)
+    for a, b in outages:  # seconds s with s*US < b and (s+1)*US > a
+        lo, hi = max(a // US, start_sec) - start_sec, min((b - 1) // US + 1, end_sec) - start_sec
+        if hi > lo:
+            outage[lo:hi] = True
+    names = [n for n in seconds.column_names if n != "carried_close"]
+    at = names.index("bid")
+    cols = [seconds.column(n) for n in names]
+    cols.insert(at, c)
+    names.insert(at, "c")
+    return pa.table([*cols, columns.booleans(outage)], names=[*names, "is_outage"])

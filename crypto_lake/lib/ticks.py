@@ -33,7 +33,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lake.lib import columns, fastparse
+from crypto_lake.lib import columns, fastbars, fastparse
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw import open_raw
@@ -346,12 +346,15 @@ def build_ticks(
     *,
     con: duckdb.DuckDBPyConnection | None = None,
     fast: bool = True,
+    seconds_out: Path | None = None,
 ) -> TickStats:
     """Parse ``raw_files`` into the trades and quotes Parquet files of (symbol, day).
 
     Re-running replaces both outputs (and the day's quarantine file) atomically. ``fast``
     reads common lines with the compiled reader (``fastparse``); False sends every line
-    through the general DuckDB path, with the same result.
+    through the general DuckDB path, with the same result. ``seconds_out`` also saves the
+    day's per-second summary for ``build_bars_1s(seconds=...)``, stamped with the two tick
+    files it was computed with, so the bars need not read the tick tables again.
     """
     symbol, day = validate_symbol(symbol), validate_day(day)
     start_us, end_us = day_bounds_us(day)
@@ -385,8 +388,8 @@ def build_ticks(
         if not chosen.all():  # a day that mixes kinds (rare): keep the chosen one
             trades = trades[:, chosen]
         with ThreadPoolExecutor(1) as writer:  # Parquet encoding releases the GIL: overlap
-            trades_written = _write_trades(writer, bufs, trades, symbol, stats, trades_out)
-            del trades
+            trades_written, trades = _write_trades(writer, bufs, trades, symbol, stats,
+                                                   trades_out)  # fmt: skip
             # SQL order of the general path: id, recv_us, px, qt, ask_px, ask_qt
             quotes, stats.quote_duplicates = _dedup_sorted(
                 quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
@@ -395,6 +398,11 @@ def build_ticks(
                                  lambda a, b: _quotes_table(bufs, symbol, quotes[:, a:b]),
                                  _DICTIONARY)  # fmt: skip
             trades_written.result()
+        if seconds_out is not None:
+            summary = fastbars.seconds_from_rows(trades, quotes, start_us // 1_000_000)
+            stamp = {_STAMP: orjson.dumps(tick_fingerprint(trades_out, quotes_out))}
+            write_parquet(summary.replace_schema_metadata(stamp), seconds_out)
+        del trades
         stats.quote_rows = quotes.shape[1]
         if stats.quote_rows:
             stats.max_ts_recv_us = max(stats.max_ts_recv_us or 0, int(quotes[0].max()))
@@ -593,9 +601,9 @@ def _merge_stage(
 def _write_trades(
     writer: ThreadPoolExecutor, bufs: columns.Buffers, trades: np.ndarray, symbol: str,
     stats: TickStats, out: Path,
-) -> Future:  # fmt: skip
+) -> tuple[Future, np.ndarray]:  # fmt: skip
     """Deduplicate and sort the chosen kind's rows, fill the trade stats; the Parquet file
-    is written by ``writer`` (the returned future)."""
+    is written by ``writer`` (the returned future, with the rows written)."""
     # SQL order of the general path: id, repaired, recv_us, ts_us, px, qt, ibm, first, last
     trades, stats.trade_duplicates = _dedup_sorted(
         trades, 2, 5,
@@ -606,14 +614,28 @@ def _write_trades(
                             _DICTIONARY)  # fmt: skip
     stats.trade_rows = n = trades.shape[1]
     if not n:
-        return written
+        return written, trades
     stats.first_trade_id, stats.last_trade_id = int(trades[3].min()), int(trades[4].max())
     stats.repaired_trades = int(np.count_nonzero(trades[8] & fastparse.FLAG_REPAIRED))
     stats.min_ts_event_us, stats.max_ts_event_us = int(trades[5, 0]), int(trades[5, -1])
     stats.max_ts_recv_us = int(trades[1].max())
     stats.trade_id_gaps = trade_id_gaps(trades[3], trades[4])
     stats.missing_trade_ids = sum(b - a + 1 for a, b in stats.trade_id_gaps)
-    return written
+    return written, trades
+
+
+_STAMP = b"crypto_lake.tick_files"
+
+
+def tick_fingerprint(trades: Path, quotes: Path) -> list:
+    """What identifies the written tick files: size and modification time of each."""
+    return [[p.stat().st_size, p.stat().st_mtime_ns] for p in (Path(trades), Path(quotes))]
+
+
+def saved_for(summary: pa.Table) -> list | None:
+    """The tick files' fingerprint a saved per-second summary was computed with."""
+    stamp = (summary.schema.metadata or {}).get(_STAMP)
+    return None if stamp is None else orjson.loads(stamp)
 
 
 def trade_id_gaps(

@@ -20,6 +20,7 @@ from crypto_lake.defs.market.stats import (
     bar_stats_metadata,
     load_outages,
     save_outages,
+    seconds_path,
     tick_stats_metadata,
 )
 from crypto_lake.defs.resources import LakeResource
@@ -104,7 +105,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
             trades_out = partition_file(layout, "trades", symbol, day)
             quotes_out = partition_file(layout, "quotes", symbol, day)
             quarantine = layout.quarantine_root / symbol / day
-            stats = build_ticks(raw_files, symbol, day, trades_out, quotes_out, quarantine)
+            stats = build_ticks(raw_files, symbol, day, trades_out, quotes_out, quarantine,
+                                seconds_out=seconds_path(layout, symbol, day))  # fmt: skip
             save_outages(layout, symbol, day, stats)
             tmeta, qmeta = tick_stats_metadata(stats)
             trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows), **tmeta}
@@ -145,6 +147,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materia
             outages=load_outages(layout, symbol, day),
             # Seconds before the day's first trade carry the previous day's last price.
             previous_close=last_trade_price(partition_file(layout, "trades", symbol, _prev(day))),
+            seconds=seconds_path(layout, symbol, day),
         )
         key = f"{day}|{symbol}"
         per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats)}
