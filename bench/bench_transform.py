@@ -9,8 +9,10 @@
    are sealed as the collector seals them with ``compression: zstd`` (~5.5 GB of JSONL,
    ~0.7 GB on disk); ``--raw-compression none`` keeps them plain, which on a slow disk makes
    the transform wait on reads.
-2. Transforms it with crypto_lake.lib (build_ticks + build_bars_1s per symbol) in a child
-   process; reports events/s and the child's peak RSS (getrusage of the child itself).
+2. Drops the raw files from the page cache, then transforms them with crypto_lake.lib in a
+   child process as the Dagster ticks and bars_1s steps do (build_ticks + build_bars_1s per
+   symbol, two symbols at a time: crypto_lake.lib.parallel); reports events/s and the child's
+   peak RSS.
 3. Baseline in the same run: a straightforward pandas version (per-line json.loads,
    DataFrame, drop_duplicates, resample) on one busy symbol-hour, in its own child process;
    its per-event rate is extrapolated to the day (stated in the output).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -147,6 +150,18 @@ def generate_day(raw_root: Path, scale: float, compression: str = "none") -> dic
     return info
 
 
+def _drop_from_page_cache(root: Path) -> None:
+    """Start the transform from disk, as a finalize run reads a day written hours ago (and
+    so that a run does not depend on what an earlier one left in memory)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). getrusage's ru_maxrss would be wrong here: Linux
     carries it over from the parent across fork+exec, so the child would report the
@@ -160,7 +175,7 @@ def peak_rss_mb() -> float:
 # --- child: the crypto_lake transform ---------------------------------------------------------
 def child_transform(work: Path, raw_dir: str) -> dict:
     import crypto_lake.lib.bars  # noqa: F401 - imported before the clock starts
-    from crypto_lake.lib.columns import reuse_buffers
+    from crypto_lake.lib.parallel import map_partitions
     from crypto_lake.lib.paths import LakeLayout
     from crypto_lake.lib.ticks import connect
 
@@ -169,9 +184,10 @@ def child_transform(work: Path, raw_dir: str) -> dict:
     con = connect(threads=2, memory_limit="1GB")
     con.execute(f"SET temp_directory = '{work / 'duckdb_tmp'}'")
     per_symbol, t_all = {}, time.perf_counter()
-    with reuse_buffers():  # as a ranged Dagster run does
-        for symbol in SYMBOLS:
-            per_symbol[symbol] = _transform_one(src, out, symbol, con)
+    # as the Dagster ticks step builds a ranged run's partitions
+    for symbol, result in map_partitions(lambda s: _transform_one(src, out, s, con.cursor()),
+                                         SYMBOLS):  # fmt: skip
+        per_symbol[symbol] = result
     wall = time.perf_counter() - t_all
     return {"wall_s": wall, "lines": sum(v["lines"] for v in per_symbol.values()),
             "per_symbol": per_symbol,
@@ -179,7 +195,6 @@ def child_transform(work: Path, raw_dir: str) -> dict:
 
 
 def _transform_one(src, out, symbol: str, con) -> dict:
-    from crypto_lake.defs.market.stats import seconds_path
     from crypto_lake.lib.bars import build_bars_1s
     from crypto_lake.lib.ticks import build_ticks
 
@@ -187,7 +202,7 @@ def _transform_one(src, out, symbol: str, con) -> dict:
         return out.market_partition_dir(asset, symbol, DAY) / "part-0.parquet"
 
     files = sorted(src.raw_day_dir(symbol, DAY).glob("part-*.jsonl*"))
-    seconds = seconds_path(out, symbol, DAY)  # as the Dagster ticks and bars_1s steps do
+    seconds = out.tick_seconds_path(symbol, DAY)  # as the Dagster ticks and bars_1s steps do
     t0 = time.perf_counter()
     stats = build_ticks(files, symbol, DAY, part("trades"), part("quotes"), out.quarantine_root,
                         con=con, seconds_out=seconds)  # fmt: skip
@@ -390,6 +405,7 @@ def main() -> int:
           file=sys.stderr)  # fmt: skip
     gen = generate_day(work / raw_dir, args.scale, args.raw_compression)
     shutil.rmtree(work / "lake_out", ignore_errors=True)
+    _drop_from_page_cache(work / raw_dir)
     print("transforming (child process) ...", file=sys.stderr)
     tr = _run_child(["--child", "transform", str(work), raw_dir])
     busy = max(gen["per_symbol"], key=gen["per_symbol"].get)

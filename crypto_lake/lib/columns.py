@@ -15,12 +15,15 @@ without numpy temporaries.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import numba
 import numpy as np
 import pyarrow as pa
+
+T = TypeVar("T")
 
 TS_US = pa.timestamp("us", tz="UTC")
 INT64 = pa.int64()
@@ -37,6 +40,14 @@ class Buffers:
 
     def __init__(self) -> None:
         self._flat: dict[str, np.ndarray] = {}
+        self._objects: dict[str, list] = {}
+
+    def objects(self, name: str, n: int, make: Callable[[], T]) -> list[T]:
+        """``n`` reusable helper objects of kind ``name`` (made by ``make`` the first time)."""
+        have = self._objects.setdefault(name, [])
+        while len(have) < n:
+            have.append(make())
+        return have[:n]
 
     def vector(self, name: str, n: int, dtype=np.int64) -> np.ndarray:
         flat = self._flat.get(name)
@@ -66,6 +77,12 @@ def reuse_buffers() -> Iterator[Buffers]:
         yield _local.buffers
     finally:
         _local.buffers = previous
+
+
+def keep_buffers() -> None:
+    """Keep the tick builders' buffers for every build in this thread from now on (a worker
+    thread's initializer; they are freed with the thread)."""
+    _local.buffers = Buffers()
 
 
 def buffers() -> Buffers:

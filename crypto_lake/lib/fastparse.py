@@ -644,6 +644,16 @@ def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_
     return n_tr, n_bk, n_other, n_fb
 
 
+@numba.njit(cache=True, nogil=True)
+def count_lines(buf):
+    """Newlines in ``buf`` (+1: a last line may lack one)."""
+    n = 1
+    for c in buf:
+        if c == 10:
+            n += 1
+    return n
+
+
 TRADE_COLUMNS = ("kind", "recv_us", "id", "first_id", "last_id", "ts_us", "px", "qt", "flags")
 QUOTE_COLUMNS = ("recv_us", "id", "px", "qt", "ask_px", "ask_qt")
 FLAG_IBM, FLAG_REPAIRED = 1, 2  # bits of the trades' flags row

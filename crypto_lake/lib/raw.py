@@ -86,13 +86,16 @@ def session_line(recv_ns: int, conn: str, event: str, **fields: Any) -> bytes:
     return orjson.dumps(record) + b"\n"
 
 
-def open_raw(path: Path) -> io.BufferedIOBase:
-    """Open a raw part file for reading bytes, transparently decompressing .gz and .zst."""
+def open_raw(
+    path: Path, decompressor: zstandard.ZstdDecompressor | None = None
+) -> io.BufferedIOBase:
+    """Open a raw part file for reading bytes, transparently decompressing .gz and .zst.
+    ``decompressor`` reuses a zstd context (one per thread) instead of making one per file."""
     path = Path(path)
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if path.suffix == ".zst":
-        reader = zstandard.ZstdDecompressor().stream_reader(
+        reader = (decompressor or zstandard.ZstdDecompressor()).stream_reader(
             open(path, "rb"),  # noqa: SIM115 - closed with the reader (closefd)
             read_across_frames=True,
             closefd=True,

@@ -24,6 +24,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The macro schedules are RUNNING on a fresh instance too: their runs must never reach Yahoo,
+# and must fail at once rather than hold the run queue's slots through retries.
+OFFLINE = {
+    "CRYPTO_LAKE__MACRO__YAHOO_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
+    "CRYPTO_LAKE__MACRO__MAX_ATTEMPTS": "1",
+    "CRYPTO_LAKE__MACRO__BACKOFF_BASE_SECONDS": "0",
+}
+
+
 class DagsterDev:
     """`dagster dev` in its own process group (it survives a plain SIGTERM otherwise)."""
 
@@ -33,7 +42,7 @@ class DagsterDev:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        merged = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        merged = {**os.environ, **OFFLINE, **env, "DAGSTER_HOME": str(home)}
         self.env = {k: v for k, v in merged.items() if v is not None}
         self.proc: subprocess.Popen | None = None
 

@@ -20,16 +20,15 @@ from crypto_lake.defs.market.stats import (
     bar_stats_metadata,
     load_outages,
     save_outages,
-    seconds_path,
     tick_stats_metadata,
 )
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.bars import build_bars_1m, build_bars_1s, last_trade_price
-from crypto_lake.lib.columns import reuse_buffers
 from crypto_lake.lib.klines import fetch_klines, write_klines
+from crypto_lake.lib.parallel import map_partitions
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.raw_catalog import RawCatalog
-from crypto_lake.lib.ticks import build_ticks
+from crypto_lake.lib.ticks import TickStats, build_ticks
 
 # BackfillPolicy is beta in Dagster 1.13. We rely on it on purpose (a UI backfill becomes one
 # run per date instead of one per date × symbol), so only that notice is silenced.
@@ -95,25 +94,31 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     catalog = RawCatalog(layout)
     trades_meta: dict[str, dict[str, Any]] = {}
     quotes_meta: dict[str, dict[str, Any]] = {}
-    with reuse_buffers():  # a ranged run touches its day-size buffers once
-        for day, symbol in partition_pairs(context.partition_keys):
-            key = f"{day}|{symbol}"
-            # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
-            raw_files = catalog.files_for(symbol, day)
-            if not raw_files:
-                context.log.warning(f"{key}: no sealed raw files; writing empty tables")
-            trades_out = partition_file(layout, "trades", symbol, day)
-            quotes_out = partition_file(layout, "quotes", symbol, day)
-            quarantine = layout.quarantine_root / symbol / day
-            stats = build_ticks(raw_files, symbol, day, trades_out, quotes_out, quarantine,
-                                seconds_out=seconds_path(layout, symbol, day))  # fmt: skip
-            save_outages(layout, symbol, day, stats)
-            tmeta, qmeta = tick_stats_metadata(stats)
-            trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows), **tmeta}
-            trades_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(trades_out))
-            quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows), **qmeta}
-            quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
-            context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
+    # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
+    jobs = [(day, symbol, catalog.files_for(symbol, day))
+            for day, symbol in partition_pairs(context.partition_keys)]  # fmt: skip
+
+    def build(job: tuple[str, str, list[Path]]) -> TickStats:
+        day, symbol, raw_files = job
+        stats = build_ticks(raw_files, symbol, day, partition_file(layout, "trades", symbol, day),
+                            partition_file(layout, "quotes", symbol, day),
+                            layout.quarantine_root / symbol / day,
+                            seconds_out=layout.tick_seconds_path(symbol, day))  # fmt: skip
+        save_outages(layout, symbol, day, stats)
+        return stats
+
+    for (day, symbol, raw_files), stats in map_partitions(build, jobs):
+        key = f"{day}|{symbol}"
+        if not raw_files:
+            context.log.warning(f"{key}: no sealed raw files; wrote empty tables")
+        trades_out = partition_file(layout, "trades", symbol, day)
+        quotes_out = partition_file(layout, "quotes", symbol, day)
+        tmeta, qmeta = tick_stats_metadata(stats)
+        trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows), **tmeta}
+        trades_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(trades_out))
+        quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows), **qmeta}
+        quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
+        context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
     numeric_t = ["dagster/row_count", "duplicates_dropped", "bad_lines", "trade_id_gaps_open",
                  "missing_trade_ids", "repaired_trades", "raw_files"]  # fmt: skip
     numeric_q = ["dagster/row_count", "bad_lines", "raw_files"]
@@ -147,7 +152,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materia
             outages=load_outages(layout, symbol, day),
             # Seconds before the day's first trade carry the previous day's last price.
             previous_close=last_trade_price(partition_file(layout, "trades", symbol, _prev(day))),
-            seconds=seconds_path(layout, symbol, day),
+            seconds=layout.tick_seconds_path(symbol, day),
         )
         key = f"{day}|{symbol}"
         per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -89,12 +88,6 @@ def bar_stats_metadata(stats: BarStats, seconds_per_row: int = 1) -> dict[str, A
 def _outages_path(layout: LakeLayout, symbol: str, day: str):
     # Outside the table folders, so hive readers of trades/quotes see only Parquet.
     return layout.state_dir / "outages" / f"symbol={symbol}" / f"{day}.json"
-
-
-def seconds_path(layout: LakeLayout, symbol: str, day: str) -> Path:
-    """Where the ticks step leaves a day's per-second summary for the bars step (a cache: the
-    bars step recomputes it from the tick tables when it is missing or stale)."""
-    return layout.state_dir / "seconds" / f"symbol={symbol}" / f"{day}.parquet"
 
 
 def save_outages(layout: LakeLayout, symbol: str, day: str, stats: TickStats) -> None:
