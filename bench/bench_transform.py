@@ -150,18 +150,6 @@ def generate_day(raw_root: Path, scale: float, compression: str = "none") -> dic
     return info
 
 
-def _drop_from_page_cache(root: Path) -> None:
-    """Start the transform from disk, as a finalize run reads a day written hours ago (and
-    so that a run does not depend on what an earlier one left in memory)."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). getrusage's ru_maxrss would be wrong here: Linux
     carries it over from the parent across fork+exec, so the child would report the
@@ -362,6 +350,8 @@ def _free_gb(path: Path) -> float:
 
 
 def main() -> int:
+    from crypto_lake.lib.fsutil import advise
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 27 M events")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir())
@@ -405,7 +395,8 @@ def main() -> int:
           file=sys.stderr)  # fmt: skip
     gen = generate_day(work / raw_dir, args.scale, args.raw_compression)
     shutil.rmtree(work / "lake_out", ignore_errors=True)
-    _drop_from_page_cache(work / raw_dir)
+    # from disk, as a finalize run reads a day written hours ago, whatever earlier runs cached
+    advise((p for p in (work / raw_dir).rglob("*") if p.is_file()), os.POSIX_FADV_DONTNEED)
     print("transforming (child process) ...", file=sys.stderr)
     tr = _run_child(["--child", "transform", str(work), raw_dir])
     busy = max(gen["per_symbol"], key=gen["per_symbol"].get)

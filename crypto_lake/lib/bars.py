@@ -20,13 +20,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crypto_lake.lib import fastbars
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw_catalog import day_bounds_us
 from crypto_lake.lib.symbols import validate_day, validate_symbol
-from crypto_lake.lib.ticks import PRICE_T, connect, saved_for, tick_fingerprint, write_parquet
+from crypto_lake.lib.ticks import PRICE_T, connect, write_parquet
 
 log = get_logger("bars")
 
@@ -163,7 +162,10 @@ def build_bars_1s(
     grid_end = end_us if end_us is not None else _grid_end_us(con, trades, quotes, day)
     grid_end = max(start_us, min(grid_end, day_end_us))
     if fast:
-        summary = _seconds(trades_path, quotes_path, seconds, start_us // US)
+        summary = None if seconds is None else fastbars.load_seconds(seconds, trades_path,
+                                                                      quotes_path)  # fmt: skip
+        if summary is None:  # none saved for these tick files
+            summary = fastbars.seconds_from_parquet(trades_path, quotes_path, start_us // US)
         core = fastbars.core_table(summary, start_us // US, grid_end // US, outages,
                                    previous_close)  # fmt: skip
         con.register("core", core)
@@ -188,19 +190,6 @@ def build_bars_1s(
     stats.grid_complete = grid_end == day_end_us
     log.info("bars_1s %s %s: %d rows, %d empty", symbol, day, stats.rows, stats.empty_seconds)
     return stats
-
-
-def _seconds(trades: Path, quotes: Path, summary: Path | None, start_sec: int) -> pa.Table:
-    """The day's per-second summary: the one build_ticks saved for exactly these tick files,
-    else computed from them."""
-    if summary is not None and Path(summary).exists():
-        try:
-            saved = pq.ParquetFile(summary).read()  # (read_table would import pyarrow.dataset)
-        except (OSError, pa.ArrowException):
-            saved = None  # unreadable: computed again below
-        if saved is not None and saved_for(saved) == tick_fingerprint(trades, quotes):
-            return saved
-    return fastbars.seconds_from_parquet(trades, quotes, start_sec)
 
 
 def bar_stats(con: duckdb.DuckDBPyConnection, table: pa.Table) -> BarStats:

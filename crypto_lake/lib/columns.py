@@ -180,11 +180,21 @@ def _repeat_into(raw, offsets, data):
 
 
 # --- Arrow arrays over the buffers --------------------------------------------------------------
-def int64(values: np.ndarray, dtype: pa.DataType = INT64) -> pa.Array:
+def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
+    return None if valid is None else bitmap(valid)
+
+
+def int64(values: np.ndarray, dtype: pa.DataType = INT64, valid: np.ndarray | None = None,
+          ) -> pa.Array:  # fmt: skip
     """int64 values as an arrow array of ``dtype`` over the same buffer (pa.array takes a
-    slow element-wise path for these)."""
+    slow element-wise path for these); ``valid``: False where the value is null."""
     values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(values)])
+    return pa.Array.from_buffers(dtype, len(values), [_validity(valid), pa.py_buffer(values)])
+
+
+def decimal(words: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """An arrow decimal array over the two 64-bit words (low, high) of each value."""
+    return pa.Array.from_buffers(dtype, len(words) // 2, [_validity(valid), pa.py_buffer(words)])
 
 
 def timestamps(us: np.ndarray) -> pa.Array:
@@ -192,18 +202,21 @@ def timestamps(us: np.ndarray) -> pa.Array:
     return int64(us, TS_US)
 
 
-def units(bufs: Buffers, name: str, values: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    """Integers of 1e-8 as an arrow decimal with scale 8, without arithmetic."""
-    words = bufs.vector(name, 2 * len(values))
+def units(bufs: Buffers | None, name: str, values: np.ndarray, dtype: pa.DataType,
+          valid: np.ndarray | None = None) -> pa.Array:  # fmt: skip
+    """Integers of 1e-8 as an arrow decimal with scale 8, without arithmetic (in a new array
+    when ``bufs`` is None)."""
+    n = 2 * len(values)
+    words = np.empty(n, dtype=np.int64) if bufs is None else bufs.vector(name, n)
     _widen(np.ascontiguousarray(values), words)
-    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(words)])
+    return decimal(words, dtype, valid)
 
 
 def products(bufs: Buffers, name: str, a: np.ndarray, b: np.ndarray) -> pa.Array:
     """The exact 128-bit products a * b of int64 values as decimal(38, 16) (scale 8 + 8)."""
     words = bufs.vector(name, 2 * len(a), np.uint64)
     _products(np.ascontiguousarray(a), np.ascontiguousarray(b), words)
-    return pa.Array.from_buffers(QUOTE_QTY, len(a), [None, pa.py_buffer(words)])
+    return decimal(words, QUOTE_QTY)
 
 
 def span(bufs: Buffers, name: str, first: np.ndarray, last: np.ndarray) -> pa.Array:
@@ -223,8 +236,7 @@ def flag(bufs: Buffers, name: str, flags: np.ndarray, bit: int) -> pa.Array:
 def booleans(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """A numpy bool array (and optional validity) as an arrow boolean array, bit-packed here
     (pa.array would first import pyarrow's pandas layer)."""
-    return pa.Array.from_buffers(pa.bool_(), len(values), [None if valid is None else bitmap(valid),
-                                                           bitmap(values)])  # fmt: skip
+    return pa.Array.from_buffers(pa.bool_(), len(values), [_validity(valid), bitmap(values)])
 
 
 def bitmap(values: np.ndarray) -> pa.Buffer:

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numba
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crypto_lake.lib import columns
+from crypto_lake.lib.fsutil import atomic_path
 
 US = 1_000_000
 _I64_MIN = np.iinfo(np.int64).min
-_I64_MAX = np.iinfo(np.int64).max
 
 # rows of the per-second int64 accumulator
 (_N, _OPEN_ID, _OPEN, _CLOSE_ID, _CLOSE, _HIGH, _LOW, _COUNT, _FIRST, _LAST, _LIVE, _REP,
@@ -110,11 +111,11 @@ def _quotes_pass(start_sec, recv, u, bid, bq, ask, aq, qs):
 
 
 @numba.njit(cache=True, nogil=True)
-def _carry(acc, qs, prev_close, has_prev, c, c_valid, q_valid):
-    """Carried close (the last close so far, else the previous close) and the as-of quote
-    (the highest update id received so far), second by second; ``qs`` is rewritten in
+def _carry(acc, qs, c, c_valid, q_valid):
+    """Carried close (the last close so far; none before the day's first trade) and the as-of
+    quote (the highest update id received so far), second by second; ``qs`` is rewritten in
     place to the as-of quote."""
-    last, has_last = prev_close, has_prev
+    last, has_last = 0, False
     best = -1
     for s in range(acc.shape[1]):
         if acc[_N, s] > 0:
@@ -139,48 +140,34 @@ def _ints(arr: pa.Array) -> np.ndarray:
     return np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
 
 
-def _words(arr: pa.Array) -> np.ndarray:
-    """The two 64-bit words of each 128-bit value of a decimal array."""
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)
-    return words[2 * arr.offset : 2 * (arr.offset + len(arr))]
-
-
-def _bools(arr: pa.Array) -> np.ndarray:
-    """The values of a boolean array without nulls, one byte each."""
-    bits = np.unpackbits(np.frombuffer(arr.buffers()[1], dtype=np.uint8), bitorder="little")
+def _unpack(arr: pa.Array, buffer: int) -> np.ndarray:
+    """Buffer ``buffer`` of ``arr`` (0: validity, 1: values of a boolean array), one bool per
+    value."""
+    bits = np.unpackbits(np.frombuffer(arr.buffers()[buffer], dtype=np.uint8), bitorder="little")
     return bits[arr.offset : arr.offset + len(arr)].view(np.bool_)
 
 
-def _bits(valid: np.ndarray | None) -> pa.Buffer | None:
-    return None if valid is None else columns.bitmap(valid)
+def _bools(arr: pa.Array) -> np.ndarray:
+    """The values of a boolean array without nulls."""
+    return _unpack(arr, 1)
 
 
-def _decimal(words: np.ndarray, valid: np.ndarray | None, dtype: pa.DataType) -> pa.Array:
-    return pa.Array.from_buffers(dtype, len(words) // 2, [_bits(valid), pa.py_buffer(words)])
+def _valid(arr: pa.Array) -> np.ndarray:
+    return _unpack(arr, 0) if arr.null_count else np.ones(len(arr), dtype=np.bool_)
 
 
 def _units(units: np.ndarray, valid: np.ndarray | None, dtype: pa.DataType) -> pa.Array:
-    words = np.empty(2 * len(units), dtype=np.int64)
-    words[0::2], words[1::2] = units, units >> 63
-    return _decimal(words, valid, dtype)
+    return columns.units(None, "", units, dtype, valid)
 
 
 def _wide(lo: np.ndarray, hi: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
     words = np.empty(2 * len(lo), dtype=np.int64)
     words[0::2], words[1::2] = lo.view(np.int64), hi
-    return _decimal(words, valid, dtype)
+    return columns.decimal(words, dtype, valid)
 
 
 def _int64(values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
-    v = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(v), [_bits(valid), pa.py_buffer(v)])
-
-
-def _valid(arr: pa.Array) -> np.ndarray:
-    if arr.null_count == 0:
-        return np.ones(len(arr), dtype=np.bool_)
-    bits = np.unpackbits(np.frombuffer(arr.buffers()[0], dtype=np.uint8), bitorder="little")
-    return bits[arr.offset : arr.offset + len(arr)].view(np.bool_)
+    return columns.int64(values, valid=valid)
 
 
 def _seconds(acc, acc_u, qs, start_sec: int) -> pa.Table:
@@ -188,7 +175,7 @@ def _seconds(acc, acc_u, qs, start_sec: int) -> pa.Table:
     carried = np.empty(nsec, dtype=np.int64)
     c_valid = np.empty(nsec, dtype=np.bool_)
     q_valid = np.empty(nsec, dtype=np.bool_)
-    _carry(acc, qs, 0, False, carried, c_valid, q_valid)
+    _carry(acc, qs, carried, c_valid, q_valid)
     has = acc[_N] > 0
     taker = acc[_N_TAKER] > 0
     return pa.table({
@@ -251,6 +238,33 @@ def seconds_from_parquet(trades_path: Path, quotes_path: Path, start_sec: int,
         _quotes_pass(start_sec, _ints(c["ts_recv"]), _ints(c["update_id"]), _ints(c["bid"]),
                      _ints(c["bid_qty"]), _ints(c["ask"]), _ints(c["ask_qty"]), qs)  # fmt: skip
     return _seconds(acc, acc_u, qs, start_sec)
+
+
+_STAMP = b"crypto_lake.tick_files"
+
+
+def _fingerprint(trades: Path, quotes: Path) -> bytes:
+    """What identifies written tick files: size and modification time of each."""
+    return orjson.dumps([[p.stat().st_size, p.stat().st_mtime_ns]
+                         for p in (Path(trades), Path(quotes))])  # fmt: skip
+
+
+def save_seconds(summary: pa.Table, out: Path, trades: Path, quotes: Path) -> None:
+    """Save a day's per-second summary, stamped with the tick files it was computed from."""
+    stamped = summary.replace_schema_metadata({_STAMP: _fingerprint(trades, quotes)})
+    with atomic_path(Path(out), durable=False) as tmp:
+        pq.write_table(stamped, tmp, compression="zstd")
+
+
+def load_seconds(path: Path, trades: Path, quotes: Path) -> pa.Table | None:
+    """The summary saved at ``path`` if it was computed from exactly these tick files (else,
+    or when missing or unreadable, None)."""
+    try:
+        saved = pq.ParquetFile(path).read()  # (read_table would import pyarrow.dataset)
+        current = _fingerprint(trades, quotes)
+    except (OSError, pa.ArrowException):
+        return None
+    return saved if (saved.schema.metadata or {}).get(_STAMP) == current else None
 
 
 def core_table(

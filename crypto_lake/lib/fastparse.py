@@ -673,7 +673,7 @@ class Parsed:
 def parse(data: bytes, symbol: str, start_us: int, end_us: int, keep_other: bool) -> Parsed:
     """Parse one raw file's bytes for ``symbol`` (upper case) and the day [start_us, end_us)."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    n_lines = int(np.count_nonzero(buf == 10)) + 1
+    n_lines = count_lines(buf)
     tr = np.empty((len(TRADE_COLUMNS), n_lines), dtype=np.int64)
     bk = np.empty((len(QUOTE_COLUMNS), n_lines), dtype=np.int64)
     fb_s = np.empty(n_lines, dtype=np.int64)

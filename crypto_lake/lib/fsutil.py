@@ -5,8 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+
+def advise(paths: Iterable[Path], advice: int) -> None:
+    """posix_fadvise(``advice``) over the whole of each file (e.g. os.POSIX_FADV_WILLNEED to
+    read ahead, POSIX_FADV_DONTNEED to drop from the page cache); missing files are skipped."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # whoever reads it reports it
+        try:
+            os.posix_fadvise(fd, 0, 0, advice)
+        finally:
+            os.close(fd)
 
 
 def fsync_dir(directory: Path) -> None:

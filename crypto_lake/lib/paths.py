@@ -124,12 +124,8 @@ class LakeLayout:
     def tick_seconds_path(self, symbol: str, day: str | date) -> Path:
         """Where the ticks step leaves a day's per-second summary for the bars step (a cache:
         the bars step recomputes it from the tick tables when it is missing or stale)."""
-        return (
-            self.state_dir
-            / "seconds"
-            / f"symbol={validate_symbol(symbol)}"
-            / (f"{validate_day(day)}.parquet")
-        )
+        name = f"{validate_day(day)}.parquet"
+        return self.state_dir / "seconds" / f"symbol={validate_symbol(symbol)}" / name
 
     @property
     def heartbeat_path(self) -> Path:

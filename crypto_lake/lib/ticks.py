@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from crypto_lake.lib import columns, fastbars, fastparse
-from crypto_lake.lib.fsutil import atomic_path
+from crypto_lake.lib.fsutil import advise, atomic_path
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.raw import open_raw
 from crypto_lake.lib.raw_catalog import RAW_COLUMNS, day_bounds_us, ndjson_source
@@ -403,9 +403,8 @@ def build_ticks(
                                  _DICTIONARY)  # fmt: skip
             trades_written.result()
         if seconds_out is not None:
-            summary = fastbars.seconds_from_rows(trades, quotes, start_us // 1_000_000)
-            stamp = {_STAMP: orjson.dumps(tick_fingerprint(trades_out, quotes_out))}
-            write_parquet(summary.replace_schema_metadata(stamp), seconds_out)
+            summary = fastbars.seconds_from_rows(trades, quotes, start_us // fastbars.US)
+            fastbars.save_seconds(summary, seconds_out, trades_out, quotes_out)
         del trades
         stats.quote_rows = quotes.shape[1]
         if stats.quote_rows:
@@ -469,10 +468,8 @@ class _Scratch:
             cap = (max(self.n_tr, self.n_bk) + lines) * 5 // 4
             tr = np.empty((len(fastparse.TRADE_COLUMNS), cap), dtype=np.int64)
             bk = np.empty((len(fastparse.QUOTE_COLUMNS), cap), dtype=np.int64)
-            tr[:, : self.n_tr], bk[:, : self.n_bk] = (
-                self.tr[:, : self.n_tr],
-                self.bk[:, : self.n_bk],
-            )
+            tr[:, : self.n_tr] = self.tr[:, : self.n_tr]
+            bk[:, : self.n_bk] = self.bk[:, : self.n_bk]
             self.tr, self.bk = tr, bk
         if len(self.fb_s) < lines:
             self.fb_s, self.fb_e = np.empty(lines, dtype=np.int64), np.empty(lines, dtype=np.int64)
@@ -514,7 +511,8 @@ def _fast_parse(
     free = list(bufs.objects("scratch", 2 * threads, _Scratch))
     pending: deque = deque()
 
-    def take(is_own: bool, s: _Scratch) -> None:
+    def take(is_own: bool, job: Future) -> None:
+        s = job.result()
         out.trades.append(s.tr[:, : s.n_tr])
         out.quotes.append(s.bk[:, : s.n_bk])
         out.other += s.n_other
@@ -524,59 +522,45 @@ def _fast_parse(
         free.append(s)
 
     with _no_cyclic_gc(), ThreadPoolExecutor(threads + 1) as pool:
-        pool.submit(_prefetch, [Path(f) for f in own + other])
+        # read ahead, in order, so the reader threads rarely wait on a cold disk
+        pool.submit(advise, [Path(f) for f in own + other], os.POSIX_FADV_WILLNEED)
         for paths, is_own in jobs:
             if not free:
-                take(*_done(pending.popleft()))
+                take(*pending.popleft())
             s = free.pop()
             pending.append((is_own, pool.submit(s.parse, paths, lower, start_us, end_us, is_own)))
         while pending:
-            take(*_done(pending.popleft()))
+            take(*pending.popleft())
     return out
 
 
-_gc_lock = threading.Lock()
-_gc_holders = 0
-_gc_state = {"enabled": True}
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while files are parsed: the reader makes a
+class _GcPause:
+    """Pauses Python's cyclic garbage collector while files are parsed: the reader makes a
     few objects per file and no cycles, yet each full collection walks every object of the
     process (about 1 s of a 13-symbol day). Nested and concurrent builds share one pause."""
-    global _gc_holders
-    with _gc_lock:
-        _gc_holders += 1
-        if _gc_holders == 1:
-            was_enabled = gc.isenabled()
-            gc.disable()
-            _gc_state["enabled"] = was_enabled
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if _gc_holders == 0 and _gc_state["enabled"]:
-                gc.enable()
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._resume = False
 
-def _done(job: tuple[bool, Future]) -> tuple[bool, _Scratch]:
-    return job[0], job[1].result()
-
-
-def _prefetch(paths: list[Path]) -> None:
-    """Ask the kernel to read ``paths`` ahead, in order, so the reader threads rarely wait
-    on the disk (a cold day is mostly not in the page cache)."""
-    for path in paths:
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._holders += 1
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # the reader reports it
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            yield
         finally:
-            os.close(fd)
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._resume:
+                    gc.enable()
+
+
+_no_cyclic_gc = _GcPause()
 
 
 def _spill(path: Path, lines: list[bytes]) -> list[str]:
@@ -654,20 +638,6 @@ def _write_trades(
     stats.trade_id_gaps = trade_id_gaps(trades[3], trades[4])
     stats.missing_trade_ids = sum(b - a + 1 for a, b in stats.trade_id_gaps)
     return written, trades
-
-
-_STAMP = b"crypto_lake.tick_files"
-
-
-def tick_fingerprint(trades: Path, quotes: Path) -> list:
-    """What identifies the written tick files: size and modification time of each."""
-    return [[p.stat().st_size, p.stat().st_mtime_ns] for p in (Path(trades), Path(quotes))]
-
-
-def saved_for(summary: pa.Table) -> list | None:
-    """The tick files' fingerprint a saved per-second summary was computed with."""
-    stamp = (summary.schema.metadata or {}).get(_STAMP)
-    return None if stamp is None else orjson.loads(stamp)
 
 
 def trade_id_gaps(
