@@ -130,6 +130,11 @@ ORDER BY sec
 _BARS_1S_SQL = f"WITH core AS ({_CORE_SQL}) {_PROJECT_SQL}"
 
 
+# Dictionary encoding only for the symbol: on the bar columns it made the files ~18 % larger
+# and took half the write time (measured on a BTCUSDT day of 1 s bars).
+_DICTIONARY = ["symbol"]
+
+
 def build_bars_1s(
     trades_path: Path,
     quotes_path: Path,
@@ -185,7 +190,7 @@ def build_bars_1s(
             "prev_close": None if previous_close is None else str(previous_close),
         }
         table = con.sql(_BARS_1S_SQL, params=params).to_arrow_table()
-    write_parquet(table, out)
+    write_parquet(table, out, _DICTIONARY)
     stats = bar_stats(con, table)
     stats.grid_complete = grid_end == day_end_us
     log.info("bars_1s %s %s: %d rows, %d empty", symbol, day, stats.rows, stats.empty_seconds)
@@ -263,7 +268,7 @@ def build_bars_1m(
     """
     con = con or connect()
     table = con.sql(_BARS_1M_SQL, params={"bars": str(bars_1s_path)}).to_arrow_table()
-    write_parquet(table, out)
+    write_parquet(table, out, _DICTIONARY)
     stats = bar_stats(con, table)
     stats.grid_complete = stats.rows == 1440
     return stats

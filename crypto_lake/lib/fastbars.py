@@ -253,7 +253,9 @@ def save_seconds(summary: pa.Table, out: Path, trades: Path, quotes: Path) -> No
     """Save a day's per-second summary, stamped with the tick files it was computed from."""
     stamped = summary.replace_schema_metadata({_STAMP: _fingerprint(trades, quotes)})
     with atomic_path(Path(out), durable=False) as tmp:
-        pq.write_table(stamped, tmp, compression="zstd")
+        # a scratch file read once: no dictionaries (slower to write and larger here)
+        pq.write_table(stamped, tmp, compression="zstd", use_dictionary=False,
+                       store_decimal_as_integer=True)  # fmt: skip
 
 
 def load_seconds(path: Path, trades: Path, quotes: Path) -> pa.Table | None:

@@ -48,6 +48,7 @@ _L_TRUE = np.frombuffer(b"true", dtype=np.uint8)
 _L_UNIT = np.frombuffer(b"unit", dtype=np.uint8)
 _L_US = np.frombuffer(b"us", dtype=np.uint8)
 _L_QUOTE = np.frombuffer(b'"', dtype=np.uint8)
+_POW10 = np.array([10**i for i in range(9)], dtype=np.int64)
 
 # positions in the template reader's values of the quote and the first trade columns
 _BOOK_V = np.array([1, 4, 8, 9, 10, 11], dtype=np.int64)
@@ -167,66 +168,6 @@ def _string_end(buf, p, end):
             return -1  # escapes, control characters, non-ASCII
         p += 1
     return -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _int_value(buf, s, e):
-    """(ok, value) of a canonical JSON integer token (no leading zeros) that fits int64."""
-    neg = buf[s] == 45
-    i = s + 1 if neg else s
-    n = e - i
-    if n <= 0 or n > 19 or (buf[i] == 48 and n > 1):
-        return False, 0
-    v = 0
-    for j in range(i, e - 1):
-        d = buf[j] - 48
-        if d < 0 or d > 9:
-            return False, 0
-        v = v * 10 + d
-    d = buf[e - 1] - 48
-    if d < 0 or d > 9:
-        return False, 0
-    if n == 19 and (v > 922337203685477580 or (v == 922337203685477580 and d > 7)):
-        return False, 0  # beyond int64 (the minimum itself too: rare enough to hand on)
-    v = v * 10 + d
-    return True, -v if neg else v
-
-
-@numba.njit(cache=True, nogil=True)
-def _dec_value(buf, s, e, max_int_digits):
-    """(ok, value in 1e-8) of a plain decimal string ``-?D+(.D{1,8})?`` that fits, else not ok:
-    more decimals would need rounding, which is the general path's business."""
-    neg = s < e and buf[s] == 45
-    i = s + 1 if neg else s
-    v = 0
-    n_int = 0
-    while i < e and buf[i] != 46:
-        d = buf[i] - 48
-        if d < 0 or d > 9:
-            return False, 0
-        v = v * 10 + d
-        n_int += 1
-        i += 1
-        if n_int > max_int_digits:
-            return False, 0
-    if n_int == 0:
-        return False, 0
-    n_frac = 0
-    if i < e:  # the '.'
-        i += 1
-        if i == e:
-            return False, 0
-        while i < e:
-            d = buf[i] - 48
-            if d < 0 or d > 9 or n_frac == 8:
-                return False, 0
-            v = v * 10 + d
-            n_frac += 1
-            i += 1
-    while n_frac < 8:
-        v *= 10
-        n_frac += 1
-    return True, -v if neg else v
 
 
 @numba.njit(cache=True, nogil=True)
@@ -351,40 +292,85 @@ def _line_object(buf, p, end, starts, ends, types, dstarts, dends, dtypes):
 def _int_of(buf, starts, ends, types, k):
     if types[k] != _INT:
         return False, 0
-    return _int_value(buf, starts[k], ends[k])
+    q, v = _int_at(buf, starts[k], ends[k])
+    return q == ends[k], v
 
 
 @numba.njit(cache=True, nogil=True)
 def _dec_of(buf, starts, ends, types, k, digits):
     if types[k] != _STR:
         return False, 0
-    return _dec_value(buf, starts[k], ends[k], digits)
+    q, v = _dec_at(buf, starts[k], ends[k] + 1, digits)  # the string's closing quote at ends[k]
+    return q == ends[k], v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _int_at(buf, p, end):
-    """(index after, value) of the canonical integer at ``p``; index -1 if there is none."""
-    if p < 0:
+    """(index after, value) of the canonical integer at ``p``; index -1 if there is none.
+    One pass: the value is accumulated while the digits are scanned. The rules are JSON's (no
+    leading zeros, not a float) and int64's."""
+    if p < 0 or p >= end:
         return -1, 0
-    q = p + 1 if p < end and buf[p] == 45 else p
-    while q < end and 48 <= buf[q] <= 57:
-        q += 1
-    if q == p or (q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69)):
+    neg = buf[p] == 45
+    s = p + 1 if neg else p
+    i = s
+    v = 0
+    while i < end:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        if v > 922337203685477580 or (v == 922337203685477580 and d > 7):
+            return -1, 0  # beyond int64 (the minimum itself too: rare enough to hand on)
+        v = v * 10 + d
+        i += 1
+    n = i - s
+    if n == 0 or (n > 1 and buf[s] == 48):
         return -1, 0
-    ok, v = _int_value(buf, p, q)
-    return (q, v) if ok else (-1, 0)
+    if i < end and (buf[i] == 46 or buf[i] == 101 or buf[i] == 69):
+        return -1, 0
+    return i, -v if neg else v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _dec_at(buf, p, end, digits):
-    """(index of the closing quote, value in 1e-8) of the decimal string starting at ``p``."""
-    if p < 0:
+    """(index of the closing quote, value in 1e-8) of the decimal string starting at ``p``.
+    One pass: ``-?D{1,digits}(.D{1,8})?`` and then the quote, else -1 (more decimals would
+    need rounding, which is the general path's business)."""
+    if p < 0 or p >= end:
         return -1, 0
-    q = _string_end(buf, p, end)
-    if q < 0:
+    neg = buf[p] == 45
+    i = p + 1 if neg else p
+    v = 0
+    n_int = 0
+    while i < end:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        if n_int == digits:
+            return -1, 0
+        v = v * 10 + d
+        n_int += 1
+        i += 1
+    if n_int == 0:
         return -1, 0
-    ok, v = _dec_value(buf, p, q, digits)
-    return (q, v) if ok else (-1, 0)
+    n_frac = 0
+    if i < end and buf[i] == 46:
+        i += 1
+        while i < end:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            if n_frac == 8:
+                return -1, 0
+            v = v * 10 + d
+            n_frac += 1
+            i += 1
+        if n_frac == 0:
+            return -1, 0
+    if i >= end or buf[i] != 34:
+        return -1, 0
+    v *= _POW10[8 - n_frac]
+    return i, -v if neg else v
 
 
 @numba.njit(cache=True, nogil=True)
@@ -535,7 +521,7 @@ def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_
         kind = 0
         mult = 1000
         if ok:
-            ok, recv_ns = _int_value(buf, starts[_K_RECV], ends[_K_RECV])
+            ok, recv_ns = _int_of(buf, starts, ends, types, _K_RECV)
             ok = ok and recv_ns >= 0
         if ok and types[_K_UNIT] != _NONE:
             if types[_K_UNIT] != _STR:

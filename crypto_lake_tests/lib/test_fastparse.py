@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crypto_lake.lib import fastparse
@@ -149,3 +150,58 @@ def test_fast_and_general_paths_agree_byte_for_byte(tmp_path, layout):
     q_fast = Path(fast_stats.quarantine_path).read_bytes()
     q_slow = Path(slow_stats.quarantine_path).read_bytes()
     assert q_fast == q_slow and q_fast.count(b"\n") >= fast_stats.bad_lines
+
+
+INT_TOKENS = [b"0", b"7", b"-1", b"-0", b"01", b"-01", b"00", b"", b"-", b"--1", b"1.5", b"1e5",
+              b"1E5", b"12a", b"1709251200000000000", b"9223372036854775807",
+              b"9223372036854775808", b"-9223372036854775807", b"-9223372036854775808",
+              b"9999999999999999999", b"99999999999999999999", b"10000000000000000000",
+              b"922337203685477580", b"9223372036854775799"]  # fmt: skip
+DEC_TOKENS = [b"0.5", b"60000.12000000", b"-1.5", b"-0", b"007.10", b"1", b"1.", b".5", b"-",
+              b"", b"1.123456789", b"1.12345678", b"1234567890", b"12345678901",
+              b"1234567890.12345678", b"9999999999.99999999", b"1a", b"1.2.3", b"1e5", b"+1",
+              b"1 ", b"0.00000001"]  # fmt: skip
+
+
+def _int_reference(text: bytes) -> tuple[int, int]:
+    """(length, value) of the integer token that ``text`` starts with (-1 when it is none):
+    the longest run of sign and digits, in JSON's integer grammar, not followed by a float's
+    '.', 'e' or 'E', within int64 (its minimum excluded)."""
+    import re
+
+    tok = re.match(rb"-?[0-9]*", text).group()
+    after = text[len(tok) : len(tok) + 1]
+    if not re.fullmatch(rb"-?(0|[1-9][0-9]*)", tok) or after in (b".", b"e", b"E"):
+        return -1, 0
+    v = int(tok)
+    return (len(tok), v) if abs(v) <= 2**63 - 1 else (-1, 0)
+
+
+def _dec_reference(tok: bytes, digits: int) -> tuple[bool, int]:
+    import re
+    from decimal import Decimal
+
+    if not re.fullmatch(rb"-?[0-9]{1,%d}(\.[0-9]{1,8})?" % digits, tok):
+        return False, 0
+    return True, int(Decimal(tok.decode()) * 10**8)
+
+
+@pytest.mark.parametrize("follow", [b"", b",", b"}", b".", b"e", b"E", b"5", b"-"])
+def test_one_pass_integers_follow_the_json_grammar(follow):
+    for tok in INT_TOKENS:
+        text = tok + follow
+        end, value = fastparse._int_at(np.frombuffer(b"x" + text, dtype=np.uint8), 1, len(text) + 1)
+        n, want = _int_reference(text)
+        assert (end, value) == ((1 + n, want) if n >= 0 else (-1, 0)), text
+
+
+@pytest.mark.parametrize("digits", [10, 3])
+def test_one_pass_decimals_need_plain_digits_and_the_closing_quote(digits):
+    for tok in DEC_TOKENS:
+        for quoted in (True, False):
+            buf = np.frombuffer(b"x" + tok + (b'"' if quoted else b""), dtype=np.uint8)
+            end, value = fastparse._dec_at(buf, 1, len(buf), digits)
+            ok, want = _dec_reference(tok, digits) if quoted else (False, 0)
+            assert (end >= 0, value if end >= 0 else 0) == (ok, want), (tok, quoted, digits)
+            if ok:
+                assert end == 1 + len(tok)
