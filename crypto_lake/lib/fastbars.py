@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crypto_lake.lib import columns
-from crypto_lake.lib.fsutil import atomic_path
+from crypto_lake.lib.parquet_out import write_parquet
 
 US = 1_000_000
 _I64_MIN = np.iinfo(np.int64).min
@@ -252,10 +252,7 @@ def _fingerprint(trades: Path, quotes: Path) -> bytes:
 def save_seconds(summary: pa.Table, out: Path, trades: Path, quotes: Path) -> None:
     """Save a day's per-second summary, stamped with the tick files it was computed from."""
     stamped = summary.replace_schema_metadata({_STAMP: _fingerprint(trades, quotes)})
-    with atomic_path(Path(out), durable=False) as tmp:
-        # a scratch file read once: no dictionaries (slower to write and larger here)
-        pq.write_table(stamped, tmp, compression="zstd", use_dictionary=False,
-                       store_decimal_as_integer=True)  # fmt: skip
+    write_parquet(stamped, out)
 
 
 def load_seconds(path: Path, trades: Path, quotes: Path) -> pa.Table | None:

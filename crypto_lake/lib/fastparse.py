@@ -335,7 +335,9 @@ def _int_at(buf, p, end):
 def _dec_at(buf, p, end, digits):
     """(index of the closing quote, value in 1e-8) of the decimal string starting at ``p``.
     One pass: ``-?D{1,digits}(.D{1,8})?`` and then the quote, else -1 (more decimals would
-    need rounding, which is the general path's business)."""
+    need rounding, which is the general path's business). The integer and fraction loops are
+    written out on purpose: one shared digits helper made the whole reader 5-8 % slower per
+    line (30 % unless numba inlines it)."""
     if p < 0 or p >= end:
         return -1, 0
     neg = buf[p] == 45

@@ -19,8 +19,8 @@ import orjson
 import pyarrow as pa
 
 from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.parquet_out import write_parquet
 from crypto_lake.lib.symbols import validate_symbol
-from crypto_lake.lib.ticks import write_parquet
 
 log = get_logger("klines")
 

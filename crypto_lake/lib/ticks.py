@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,12 +34,12 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 import zstandard
 
 from crypto_lake.lib import columns, fastbars, fastparse
 from crypto_lake.lib.fsutil import advise, atomic_path
 from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.parquet_out import write_parquet_groups
 from crypto_lake.lib.raw import open_raw
 from crypto_lake.lib.raw_catalog import RAW_COLUMNS, day_bounds_us, ndjson_source
 from crypto_lake.lib.symbols import validate_day, validate_symbol
@@ -48,8 +48,6 @@ log = get_logger("ticks")
 
 PRICE_T = "DECIMAL(18,8)"
 QTY_T = "DECIMAL(20,8)"
-ROW_GROUP_SIZE = 262_144  # fixed, so the same rows always give the same bytes
-_DICTIONARY = ["symbol"]  # the other tick columns are near unique: dictionaries only cost
 
 # data keys pulled in one JSON parse; positions are used below as j[1]..j[17]
 _DATA_KEYS = ["t", "p", "q", "T", "m", "a", "f", "l", "u", "b", "B", "A"]
@@ -263,65 +261,6 @@ def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray
     return m[:, order], dropped
 
 
-def write_parquet(table: pa.Table, out: Path, dictionary: bool | list[str] = True) -> None:
-    """Atomic, deterministic zstd Parquet: fixed row groups, no wall-clock metadata.
-    ``dictionary`` names the columns worth dictionary encoding (default: all but the integer
-    columns, which are delta encoded: times and ids rise steadily, so they shrink to almost
-    nothing before compression and encode and decode faster)."""
-    with atomic_path(Path(out), durable=False) as tmp:
-        pq.write_table(table, tmp, **_writer_options(table.schema, dictionary))
-
-
-def write_parquet_groups(
-    out: Path, n: int, rows: Callable[[int, int], pa.Table], dictionary: bool | list[str] = True
-) -> None:
-    """``write_parquet`` of the table whose rows [a, b) ``rows(a, b)`` builds, one row group at
-    a time: the Arrow columns exist for one row group only, so their buffers can be reused
-    from group to group (``rows`` may return arrays over the same memory every call)."""
-    if n <= ROW_GROUP_SIZE:
-        write_parquet(rows(0, n), out, dictionary)
-        return
-    first = rows(0, ROW_GROUP_SIZE)
-    with atomic_path(Path(out), durable=False) as tmp:
-        options = _writer_options(first.schema, dictionary)
-        size = options.pop("row_group_size")
-        with pq.ParquetWriter(tmp, first.schema, **options) as writer:
-            writer.write_table(first, row_group_size=size)
-            del first
-            for a in range(size, n, size):
-                writer.write_table(rows(a, min(a + size, n)), row_group_size=size)
-
-
-def _writer_options(schema: pa.Schema, dictionary: bool | list[str]) -> dict:
-    encoding = _integer_encodings(schema, [] if dictionary is True else dictionary)
-    if dictionary is True:
-        dictionary = [name for name in schema.names if name not in encoding]
-    return {
-        "compression": "zstd",
-        "row_group_size": ROW_GROUP_SIZE,
-        "use_dictionary": dictionary,
-        "column_encoding": encoding,
-        "store_decimal_as_integer": True,  # decimal(<=18, s) as INT64, delta encoded too
-        "write_statistics": True,
-    }
-
-
-def _integer_encodings(schema: pa.Schema, dictionary: list[str]) -> dict[str, str]:
-    """DELTA_BINARY_PACKED for every column stored as a Parquet INT64 (integers, timestamps,
-    decimals of precision <= 18) that is not dictionary encoded."""
-
-    def int64_stored(t: pa.DataType) -> bool:
-        if pa.types.is_decimal(t):
-            return t.precision <= 18
-        return pa.types.is_int64(t) or pa.types.is_timestamp(t)
-
-    return {
-        f.name: "DELTA_BINARY_PACKED"
-        for f in schema
-        if f.name not in dictionary and int64_stored(f.type)
-    }
-
-
 def _split_files(raw_files: list[Path], day: str) -> tuple[list[str], list[str]]:
     """Own-folder files (whose bad lines this day quarantines) and neighbour files."""
     own, other = [], []
@@ -398,9 +337,11 @@ def build_ticks(
             quotes, stats.quote_duplicates = _dedup_sorted(
                 quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
             )
-            write_parquet_groups(quotes_out, quotes.shape[1],
-                                 lambda a, b: _quotes_table(bufs, symbol, quotes[:, a:b]),
-                                 _DICTIONARY)  # fmt: skip
+
+            def quote_rows(a: int, b: int) -> pa.Table:
+                return _quotes_table(bufs, symbol, quotes[:, a:b])
+
+            write_parquet_groups(quotes_out, quotes.shape[1], quote_rows)
             trades_written.result()
         if seconds_out is not None:
             summary = fastbars.seconds_from_rows(trades, quotes, start_us // fastbars.US)
@@ -626,8 +567,7 @@ def _write_trades(
         keys=lambda m: [m[2], m[8] >> 1, m[1], m[5], m[6], m[7], m[8] & 1, m[3], m[4]],
     )  # fmt: skip
     written = writer.submit(write_parquet_groups, out, trades.shape[1],
-                            lambda a, b: _trades_table(bufs, symbol, trades[:, a:b]),
-                            _DICTIONARY)  # fmt: skip
+                            lambda a, b: _trades_table(bufs, symbol, trades[:, a:b]))  # fmt: skip
     stats.trade_rows = n = trades.shape[1]
     if not n:
         return written, trades

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from crypto_lake.lib.klines import write_klines
+from crypto_lake.lib.parquet_out import write_parquet
 from crypto_lake.lib.rules import evaluate_rules, main, overall_verdict, render_rules_report
-from crypto_lake.lib.ticks import write_parquet
 from crypto_lake_tests.lib import rawgen
 
 
