@@ -169,16 +169,6 @@ def _bit(flags, bit, out):
         out[i] = (flags[i] & bit) != 0
 
 
-@numba.njit(cache=True, nogil=True)
-def _repeat_into(raw, offsets, data):
-    k = len(raw)
-    for i in range(len(offsets)):
-        offsets[i] = i * k
-    for i in range(len(offsets) - 1):
-        for j in range(k):
-            data[i * k + j] = raw[j]
-
-
 # --- Arrow arrays over the buffers --------------------------------------------------------------
 def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
     return None if valid is None else bitmap(valid)
@@ -245,10 +235,10 @@ def bitmap(values: np.ndarray) -> pa.Buffer:
 
 
 def repeat(bufs: Buffers, name: str, value: str, n: int) -> pa.Array:
-    """``value`` n times as an arrow string array, built from its buffers."""
-    raw = np.frombuffer(value.encode(), dtype=np.uint8)
-    offsets = bufs.vector(name + ".offsets", n + 1, np.int32)
-    data = bufs.vector(name + ".data", max(len(raw) * n, 1), np.uint8)
-    _repeat_into(raw, offsets, data)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                  pa.py_buffer(data)])  # fmt: skip
+    """``value`` n times as a one-entry dictionary array. The Parquet writer stores a
+    dictionary array's dictionary and indices as they are, without hashing every value; the
+    file reads back as plain strings (``parquet_out`` leaves the Arrow schema out for it)."""
+    indices = bufs.vector(name, n, np.int32)
+    indices[:] = 0
+    return pa.DictionaryArray.from_arrays(pa.Array.from_buffers(pa.int32(), n, [
+        None, pa.py_buffer(indices)]), pa.array([value]))  # fmt: skip

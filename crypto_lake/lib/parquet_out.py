@@ -54,8 +54,21 @@ def _writer_options(schema: pa.Schema, dictionary: Sequence[str]) -> dict:
         "use_dictionary": [name for name in schema.names if name in dictionary],
         "column_encoding": _integer_encodings(schema, dictionary),
         "store_decimal_as_integer": True,  # decimal(<=18, s) as INT64, delta encoded too
-        "write_statistics": True,
+        # Min/max per row group for what queries filter on (times, ids, prices, symbol);
+        # not for the wide decimals (quantities, quote amounts): byte-wise comparisons of
+        # each value, about a fifth of a tick table's write time.
+        "write_statistics": [f.name for f in schema if not _wide_decimal(f.type)],
+        # Arrow's own schema would make a prebuilt dictionary column read back as a
+        # dictionary; without it, the Parquet types read back as the same Arrow types here
+        # (strings, int64, decimals, UTC timestamps, booleans). Such a table's own metadata
+        # is not written either.
+        "store_schema": not any(pa.types.is_dictionary(f.type) for f in schema),
     }
+
+
+def _wide_decimal(t: pa.DataType) -> bool:
+    """A decimal Parquet stores as fixed-size bytes (precision > 18)."""
+    return pa.types.is_decimal(t) and t.precision > 18
 
 
 def _integer_encodings(schema: pa.Schema, dictionary: Sequence[str]) -> dict[str, str]:
