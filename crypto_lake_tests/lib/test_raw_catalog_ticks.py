@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collector_daemon.sealing import compress_stream
@@ -235,3 +236,54 @@ def test_sealed_files_give_the_same_ticks_as_plain_ones(tmp_path):
         assert stats.trade_rows == 199 and stats.bad_lines == 1, name
         outputs[name] = (out / "t.pq").read_bytes()
     assert len(set(outputs.values())) == 1
+
+
+def test_a_misleading_first_job_still_gives_every_row(tmp_path):
+    """The day's matrices (room for 65,536 rows at first) are sized from the first job's (8
+    files') rows per byte. "low": those files hold a trade each among another symbol's lines,
+    then come 70,000 trades (the estimate far too low: the matrices grow as they fill);
+    "high": 2,000 trades, then only the other symbol (far too high: room left untouched).
+    Both equal the general path's tables."""
+    n = {"low": 70_008, "high": 2_000}
+    lines = [rawgen.trade_line(t, t.t_ms + 1)
+             for t in _trades(range(1, n["low"] + 1), rawgen.DAY_START_MS + 500)]  # fmt: skip
+    eth = lines[0].replace(b"btcusdt@trade", b"ethusdt@trade").replace(b"BTCUSDT", b"ETHUSDT")
+    orders = {
+        "low": [[x, *[eth] * 200] for x in lines[:8]] + [lines[8:]],
+        "high": [lines[i : i + 250] for i in range(0, 2000, 250)] + [[eth] * 10_000] * 8,
+    }
+    for name, parts in orders.items():
+        layout = LakeLayout(tmp_path / name)
+        files = [_write(layout, rawgen.DAY, i, part) for i, part in enumerate(parts)]
+        tables = {}
+        for fast in (True, False):
+            out = tmp_path / name / f"out-{fast}"
+            stats = build_ticks(files, "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq",
+                                tmp_path / name / "quarantine", fast=fast)  # fmt: skip
+            assert stats.trade_rows == n[name], (name, fast)
+            tables[fast] = pq.read_table(out / "t.pq")
+        assert tables[True].equals(tables[False]), name
+        assert tables[True].column("trade_id").to_pylist() == list(range(1, n[name] + 1)), name
+
+
+def test_tick_files_read_back_plain_with_statistics_where_queries_filter(tmp_path):
+    """The symbol is written from a one-entry dictionary yet reads back as a string; min/max
+    are kept for times, ids and prices, not for the wide decimals."""
+    layout = LakeLayout(tmp_path)
+    path = _write(
+        layout,
+        rawgen.DAY,
+        0,
+        [rawgen.trade_line(t, t.t_ms + 1) for t in _trades(range(1, 50), rawgen.DAY_START_MS)],
+    )
+    out = tmp_path / "out"
+    build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq", tmp_path / "q")
+    table = pq.read_table(out / "t.pq")
+    assert table.schema.field("symbol").type == pa.string()
+    assert set(table.column("symbol").to_pylist()) == {"BTCUSDT"}
+    group = pq.ParquetFile(out / "t.pq").metadata.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).statistics
+             for i in range(group.num_columns)}  # fmt: skip
+    assert stats["ts_event"].has_min_max and stats["trade_id"].min == 1
+    assert stats["price"].has_min_max and stats["symbol"].max == "BTCUSDT"
+    assert stats["qty"] is None and stats["quote_qty"] is None
