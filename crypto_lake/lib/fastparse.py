@@ -495,11 +495,14 @@ def _template(buf, p, end, lower, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end, tr_at, bk_at):
-    """Parse every line of ``buf``: trades to ``tr`` (TRADE_COLUMNS x n) from column
-    ``tr_at`` on, quotes to ``bk`` (QUOTE_COLUMNS x n) from ``bk_at`` on, the offsets of lines
-    for the general path to fb_start/fb_end. Returns the columns filled so far of ``tr`` and
-    ``bk``, the other-stream lines and the fallback lines.
+def parse_buffer(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end, tr_at,
+                 bk_at):  # fmt: skip
+    """Parse the lines of ``buf`` from offset ``at`` (a line's start): trades to ``tr``
+    (TRADE_COLUMNS x n) from column ``tr_at`` on, quotes to ``bk`` (QUOTE_COLUMNS x n) from
+    ``bk_at`` on, the offsets of lines for the general path to fb_start/fb_end from 0 on.
+    Returns the columns filled so far of ``tr`` and ``bk``, the other-stream lines, the
+    fallback lines and the offset reached: ``len(buf)``, or the first line not read because
+    ``tr``, ``bk`` or the fallback arrays were full (call again from there with more room).
 
     Lines outside the day (by trade time, or receive time for quotes) are dropped here
     exactly as the general path drops them; other streams are counted only if keep_other.
@@ -516,10 +519,12 @@ def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_
     n_bk = bk_at
     n_other = 0
     n_fb = 0
-    p = 0
+    p = at
     nl = len(lower)
     while p < n:
         line_s = p
+        if n_tr == tr.shape[1] or n_bk == bk.shape[1] or n_fb == len(fb_start):
+            return n_tr, n_bk, n_other, n_fb, line_s  # a line adds one row at most
         if buf[p] == 10:
             p += 1
             continue  # empty line: the general reader skips it too
@@ -670,7 +675,7 @@ def parse_buffer(buf, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_
             tr[7, n_tr] = qt
             tr[8, n_tr] = ibm + 2 * rep
             n_tr += 1
-    return n_tr, n_bk, n_other, n_fb
+    return n_tr, n_bk, n_other, n_fb, n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -708,8 +713,8 @@ def parse(data: bytes, symbol: str, start_us: int, end_us: int, keep_other: bool
     fb_s = np.empty(n_lines, dtype=np.int64)
     fb_e = np.empty(n_lines, dtype=np.int64)
     lower = np.frombuffer(symbol.lower().encode(), dtype=np.uint8)
-    n_tr, n_bk, n_other, m = parse_buffer(
-        buf, lower, start_us, end_us, keep_other, tr, bk, fb_s, fb_e, 0, 0
+    n_tr, n_bk, n_other, m, _ = parse_buffer(
+        buf, 0, lower, start_us, end_us, keep_other, tr, bk, fb_s, fb_e, 0, 0
     )
     return Parsed(  # views: the untouched tails of the arrays cost no memory
         trades=tr[:, :n_tr],

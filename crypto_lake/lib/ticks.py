@@ -403,17 +403,17 @@ class _Scratch:
                     return self.data[:n]
                 n += got
 
-    def _room(self, lines: int) -> None:
-        """Capacity for ``lines`` more rows of each kind."""
-        if self.tr.shape[1] < self.n_tr + lines or self.bk.shape[1] < self.n_bk + lines:
-            cap = (max(self.n_tr, self.n_bk) + lines) * 5 // 4
+    def _room(self, rows: int) -> None:
+        """Capacity for ``rows`` more rows of each kind, and for ``rows`` fallback lines."""
+        if self.tr.shape[1] < self.n_tr + rows or self.bk.shape[1] < self.n_bk + rows:
+            cap = (max(self.n_tr, self.n_bk) + rows) * 5 // 4
             tr = np.empty((len(fastparse.TRADE_COLUMNS), cap), dtype=np.int64)
             bk = np.empty((len(fastparse.QUOTE_COLUMNS), cap), dtype=np.int64)
             tr[:, : self.n_tr] = self.tr[:, : self.n_tr]
             bk[:, : self.n_bk] = self.bk[:, : self.n_bk]
             self.tr, self.bk = tr, bk
-        if len(self.fb_s) < lines:
-            self.fb_s, self.fb_e = np.empty(lines, dtype=np.int64), np.empty(lines, dtype=np.int64)
+        if len(self.fb_s) < rows:
+            self.fb_s, self.fb_e = np.empty(rows, dtype=np.int64), np.empty(rows, dtype=np.int64)
 
     def parse(self, paths: list[Path], lower: np.ndarray, start_us: int, end_us: int,
               keep_other: bool) -> _Scratch:  # fmt: skip
@@ -422,18 +422,28 @@ class _Scratch:
         self.fallback, self.fallback_files = [], []
         for path in paths:
             buf = self._read(path)
-            self._room(fastparse.count_lines(buf))
-            self.n_tr, self.n_bk, n_other, m = fastparse.parse_buffer(
-                buf, lower, start_us, end_us, keep_other, self.tr, self.bk, self.fb_s,
-                self.fb_e, self.n_tr, self.n_bk,
-            )  # fmt: skip
-            self.n_other += n_other
-            if m:
-                self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes() for i in range(m)]
-                self.fallback_files.append(str(path))
+            at, rows = 0, len(buf) // _LINE_BYTES + 1
+            while True:  # once, unless the file has more lines than guessed
+                self._room(rows)
+                self.n_tr, self.n_bk, n_other, m, at = fastparse.parse_buffer(
+                    buf, at, lower, start_us, end_us, keep_other, self.tr, self.bk,
+                    self.fb_s, self.fb_e, self.n_tr, self.n_bk,
+                )  # fmt: skip
+                self.n_other += n_other
+                if m:
+                    self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes()
+                                      for i in range(m)]  # fmt: skip
+                    if self.fallback_files[-1:] != [str(path)]:
+                        self.fallback_files.append(str(path))
+                if at >= len(buf):
+                    break
+                rows *= 2
         return self
 
 
+# Room for a file's rows is guessed from its size (raw lines average about 200 bytes);
+# counting its lines first would cost a pass over every byte.
+_LINE_BYTES = 128
 _FILES_PER_JOB = 8  # files parsed per thread hand-off (a thread switch per file costs)
 
 

@@ -119,6 +119,29 @@ def test_template_lines_are_read_by_the_compiled_reader():
     assert parsed.trades[5, 40] == T0 + 100_000 + 40_000  # an ms line
 
 
+def test_a_full_buffer_resumes_at_the_line_it_stopped_at():
+    """With room for one row and one fallback line per call, the reader stops at each line it
+    has no room for and goes on from there: the same rows, counts and lines as in one call."""
+    data = b"".join(_common_lines()) + b"\n".join(_odd_lines()) + b"\n\n"
+    whole = fastparse.parse(data, "BTCUSDT", START_US, END_US, keep_other=True)
+    buf, lower = np.frombuffer(data, dtype=np.uint8), np.frombuffer(b"btcusdt", dtype=np.uint8)
+    trades, quotes, fallback, other, at, calls = [], [], [], 0, 0, 0
+    while at < len(buf):
+        tr, bk = np.empty((9, 1), dtype=np.int64), np.empty((6, 1), dtype=np.int64)
+        fb_s, fb_e = np.empty(1, dtype=np.int64), np.empty(1, dtype=np.int64)
+        n_tr, n_bk, n_other, m, at = fastparse.parse_buffer(
+            buf, at, lower, START_US, END_US, True, tr, bk, fb_s, fb_e, 0, 0
+        )
+        trades.append(tr[:, :n_tr].copy())
+        quotes.append(bk[:, :n_bk].copy())
+        fallback += [data[fb_s[i] : fb_e[i]] for i in range(m)]
+        other, calls = other + n_other, calls + 1
+    assert np.array_equal(np.hstack(trades), whole.trades)
+    assert np.array_equal(np.hstack(quotes), whole.quotes)
+    assert fallback == whole.fallback and other == whole.other_lines
+    assert calls > whole.trades.shape[1] + whole.quotes.shape[1] >= 80
+
+
 def test_odd_lines_are_left_to_the_general_path():
     odd = _odd_lines()
     parsed = fastparse.parse(b"\n".join(odd), "BTCUSDT", START_US, END_US, keep_other=True)
