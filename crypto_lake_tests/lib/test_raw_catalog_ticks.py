@@ -287,3 +287,19 @@ def test_tick_files_read_back_plain_with_statistics_where_queries_filter(tmp_pat
     assert stats["ts_event"].has_min_max and stats["trade_id"].min == 1
     assert stats["price"].has_min_max and stats["symbol"].max == "BTCUSDT"
     assert stats["qty"] is None and stats["quote_qty"] is None
+
+
+def test_a_file_of_short_lines_is_read_in_several_passes(tmp_path):
+    """Room for a file's rows is guessed from its size (a line per 128 bytes); 3,000 bad
+    lines of 2 bytes among trades overflow the guess many times over and are all found."""
+    trades = [rawgen.trade_line(t, t.t_ms + 1) for t in _trades(range(1, 301), rawgen.DAY_START_MS)]
+    lines = [x for tr in trades for x in (tr, *[b"x\n"] * 10)]
+    path = _write(LakeLayout(tmp_path), rawgen.DAY, 0, lines)
+    got = {}
+    for fast in (True, False):
+        out = tmp_path / f"out-{fast}"
+        stats = build_ticks([path], "BTCUSDT", rawgen.DAY, out / "t.pq", out / "q.pq",
+                            tmp_path / f"quarantine-{fast}", fast=fast)  # fmt: skip
+        assert stats.trade_rows == 300 and stats.bad_lines == 3000, fast
+        got[fast] = ((out / "t.pq").read_bytes(), Path(stats.quarantine_path).read_bytes())
+    assert got[True] == got[False]
