@@ -678,16 +678,6 @@ def parse_buffer(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
     return n_tr, n_bk, n_other, n_fb, n
 
 
-@numba.njit(cache=True, nogil=True)
-def count_lines(buf):
-    """Newlines in ``buf`` (+1: a last line may lack one)."""
-    n = 1
-    for c in buf:
-        if c == 10:
-            n += 1
-    return n
-
-
 TRADE_COLUMNS = ("kind", "recv_us", "id", "first_id", "last_id", "ts_us", "px", "qt", "flags")
 QUOTE_COLUMNS = ("recv_us", "id", "px", "qt", "ask_px", "ask_qt")
 FLAG_IBM, FLAG_REPAIRED = 1, 2  # bits of the trades' flags row
@@ -707,7 +697,7 @@ class Parsed:
 def parse(data: bytes, symbol: str, start_us: int, end_us: int, keep_other: bool) -> Parsed:
     """Parse one raw file's bytes for ``symbol`` (upper case) and the day [start_us, end_us)."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    n_lines = count_lines(buf)
+    n_lines = data.count(b"\n") + 1  # a last line may lack its newline
     tr = np.empty((len(TRADE_COLUMNS), n_lines), dtype=np.int64)
     bk = np.empty((len(QUOTE_COLUMNS), n_lines), dtype=np.int64)
     fb_s = np.empty(n_lines, dtype=np.int64)

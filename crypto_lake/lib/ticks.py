@@ -422,7 +422,7 @@ class _Scratch:
         self.fallback, self.fallback_files = [], []
         for path in paths:
             buf = self._read(path)
-            at, rows = 0, len(buf) // _LINE_BYTES + 1
+            at, rows, fallback = 0, len(buf) // _LINE_BYTES + 1, len(self.fallback)
             while True:  # once, unless the file has more lines than guessed
                 self._room(rows)
                 self.n_tr, self.n_bk, n_other, m, at = fastparse.parse_buffer(
@@ -430,14 +430,12 @@ class _Scratch:
                     self.fb_s, self.fb_e, self.n_tr, self.n_bk,
                 )  # fmt: skip
                 self.n_other += n_other
-                if m:
-                    self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes()
-                                      for i in range(m)]  # fmt: skip
-                    if self.fallback_files[-1:] != [str(path)]:
-                        self.fallback_files.append(str(path))
+                self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes() for i in range(m)]
                 if at >= len(buf):
                     break
                 rows *= 2
+            if len(self.fallback) > fallback:
+                self.fallback_files.append(str(path))
         return self
 
 
