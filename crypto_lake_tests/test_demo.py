@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags
+
 ROOT = Path(__file__).resolve().parents[1]
 # The checks a newcomer should see pass: the blocking ones and R7 (parity with Binance).
 DEMO_CHECKS = ["r1_ohlc_order", "r2_positive_prices", "r4_no_nan_ohlc", "r7_klines_parity"]
@@ -36,14 +38,40 @@ BARS_AND_CHECKS = (
 )
 
 
+LAUNCH_MACRO = """
+mutation LaunchMacro($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+RUNS = """
+query Runs($job: String!) {
+  runsOrError(filter: {pipelineName: $job}) { ... on Runs { results { status startTime } } }
+}
+"""
+
+
+def _runs(port: int, job: str) -> list[dict]:
+    return _graphql(port, RUNS, {"job": job})["runsOrError"]["results"]
+
+
+def _last_days(n: int) -> list[str]:
+    return [time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400 * i)) for i in range(n)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _graphql(port: int, query: str) -> dict:
-    body = json.dumps({"query": query}).encode()
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
@@ -80,6 +108,9 @@ def _group_alive(pgid: int) -> bool:
 def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTO_LAKE")}
+    # Yahoo is down for the demo's macro runs (nothing listens there) and they retry as
+    # configured by default: the market runs must still get through the run queue.
+    env["CRYPTO_LAKE__MACRO__YAHOO_BASE_URL"] = f"http://127.0.0.1:{_free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crypto_lake.demo", "--lake", str(tmp_path / "lake"),
          "--port", str(port), "--rotate-seconds", "3", "--symbols", "BTCUSDT,ETHUSDT"],
@@ -109,6 +140,16 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(1)
         assert ui_ok, "Dagster webserver did not answer"
+        # Two days of macro runs queued at once, as on a fresh lake's first quarter hour.
+        for day in _last_days(2):
+            launched = _graphql(port, LAUNCH_MACRO, {"params": {
+                "selector": {"repositoryLocationName": "crypto_lake",
+                             "repositoryName": "__repository__", "jobName": "macro_minute_job"},
+                "executionMetadata": {"tags": [
+                    {"key": k, "value": v} for k, v in day_range_tags(day, MACRO_TICKERS).items()
+                ]},
+            }})["launchRun"]  # fmt: skip
+            assert launched["__typename"] == "LaunchRunSuccess", launched
         raw = tmp_path / "lake" / "raw" / "binance" / "BTCUSDT"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not list(raw.glob("*/part-*.jsonl")):
@@ -123,6 +164,26 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             f"no bars with passing checks after 5 min: {_graphql(port, BARS_AND_CHECKS)}"
         )
         print(f"bars and passing checks visible {time.monotonic() - started:.0f} s after start")
+        # While one macro run retries against the dead Yahoo and the other waits in the queue,
+        # a market refresh run that starts after them still gets a slot and succeeds.
+        macro = _runs(port, "macro_minute_job")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "STARTED" not in [r["status"] for r in macro]:
+            time.sleep(2)
+            macro = _runs(port, "macro_minute_job")
+        assert sorted(r["status"] for r in macro) == ["QUEUED", "STARTED"], macro
+        since = max(r["startTime"] or 0 for r in macro)
+        later = None
+        deadline = time.monotonic() + 180
+        while later is None and time.monotonic() < deadline:
+            time.sleep(5)
+            later = next(
+                (r for r in _runs(port, "market_day_job")
+                 if r["status"] == "SUCCESS" and r["startTime"] > since), None,
+            )  # fmt: skip
+            macro = _runs(port, "macro_minute_job")
+            assert [r["status"] for r in macro].count("STARTED") <= 1, macro
+        assert later is not None, f"no market run got through: {_runs(port, 'market_day_job')}"
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl+C sends to the foreground process
         rest, _ = proc.communicate(timeout=60)

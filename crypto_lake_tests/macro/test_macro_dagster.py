@@ -6,11 +6,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
+from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from crypto_lake.defs.macro.assets import COVERAGE_CHECK, dxy_synthetic_minute, macro_minute
 from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags, macro_key
 from crypto_lake.defs.macro.schedules import (
     REASON_TAG,
+    YAHOO_LANE,
     PlannedRun,
     dxy_synthetic_minute_schedule,
     macro_minute_schedule,
@@ -54,6 +57,55 @@ def test_schedules_run_by_default_every_15_minutes() -> None:
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert macro_minute_schedule.cron_schedule == "*/15 * * * *"
     assert macro_minute.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dequeue(instance: dg.DagsterInstance, queued: list[dg.DagsterRun]) -> list[dg.DagsterRun]:
+    """One pass of Dagster's run queue over an empty instance: oldest first, skipping runs
+    that a tag limit blocks, until the run slots are full."""
+    config = instance.get_concurrency_config().run_queue_config
+    counter = TagConcurrencyLimitsCounter(config.tag_concurrency_limits, [])
+    launched: list[dg.DagsterRun] = []
+    for run in queued:
+        if len(launched) == config.max_concurrent_runs:
+            break
+        if not counter.is_blocked(run):
+            counter.update_counters_with_launched_item(run)
+            launched.append(run)
+    return launched
+
+
+def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
+    """A fresh lake's catch-up queues 8 macro runs; while Yahoo is down each one retries for
+    minutes. The market refresh queued behind them still gets a slot on the next pass."""
+    from crypto_lake.definitions import defs
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    loaded = defs()
+    macro_tags = loaded.resolve_job_def("macro_minute_job").tags
+    market_tags = loaded.resolve_job_def("market_day_job").tags
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        with dg.build_schedule_context(inst, scheduled_execution_time=now) as ctx:
+            requests = macro_minute_schedule(ctx)
+        assert isinstance(requests, list) and len(requests) == 8  # today + 7 catch-up days
+        queued = [
+            dg.DagsterRun(job_name="macro_minute_job", tags={**macro_tags, **r.tags})
+            for r in requests
+        ] + [dg.DagsterRun(job_name="market_day_job", tags={**market_tags})]
+        launched = _dequeue(inst, queued)
+    assert [r.job_name for r in launched] == ["macro_minute_job", "market_day_job"]
+    # The production instance files carry the same lane limit.
+    lane = {"key": "crypto_lake/lane", "value": YAHOO_LANE["crypto_lake/lane"], "limit": 1}
+    deploy = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    assert lane in deploy["run_coordinator"]["config"]["tag_concurrency_limits"]
+    helm = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
+    queue = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert lane in queue["tagConcurrencyLimits"]
 
 
 def test_plan_requests_today_and_only_incomplete_catchup_days() -> None:

@@ -8,7 +8,8 @@ from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.views import build_lake_views
 
 # DuckDB allows one writing process per database file: every writer of state/lake.duckdb
-# uses this pool, and the instance limits the pool to 1 (see README: `pools`).
+# uses this pool. No instance file limits it yet (`dagster instance concurrency set
+# lake_duckdb 1` does); the 00:30 schedule is its only automatic writer.
 DUCKDB_POOL = "lake_duckdb"
 
 
