@@ -7,7 +7,6 @@ GraphQL API the UI pages read.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags
+from crypto_lake_tests.e2e.dagster_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # The checks a newcomer should see pass: the blocking ones and R7 (parity with Binance).
@@ -76,12 +76,6 @@ def _last_days(n: int) -> list[str]:
     return [time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400 * i)) for i in range(n)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     req = urllib.request.Request(
@@ -118,11 +112,11 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.mark.e2e
 def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTO_LAKE")}
     # Yahoo is down for the demo's macro runs (nothing listens there) and they retry as
     # configured by default: the market runs must still get through the run queue.
-    env["CRYPTO_LAKE__MACRO__YAHOO_BASE_URL"] = f"http://127.0.0.1:{_free_port()}"
+    env["CRYPTO_LAKE__MACRO__YAHOO_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crypto_lake.demo", "--lake", str(tmp_path / "lake"),
          "--port", str(port), "--rotate-seconds", "3", "--symbols", "BTCUSDT,ETHUSDT"],

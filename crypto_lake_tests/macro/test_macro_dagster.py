@@ -100,7 +100,8 @@ def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
         launched = _dequeue(inst, queued)
     assert [r.job_name for r in launched] == ["macro_minute_job", "market_day_job"]
     # The production instance files carry the same lane limit.
-    lane = {"key": "crypto_lake/lane", "value": YAHOO_LANE["crypto_lake/lane"], "limit": 1}
+    [(key, value)] = YAHOO_LANE.items()
+    lane = {"key": key, "value": value, "limit": 1}
     deploy = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     assert lane in deploy["run_coordinator"]["config"]["tag_concurrency_limits"]
     helm = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
