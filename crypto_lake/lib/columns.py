@@ -241,4 +241,14 @@ def repeat(bufs: Buffers, name: str, value: str, n: int) -> pa.Array:
     indices = bufs.vector(name, n, np.int32)
     indices[:] = 0
     return pa.DictionaryArray.from_arrays(pa.Array.from_buffers(pa.int32(), n, [
-        None, pa.py_buffer(indices)]), pa.array([value]))  # fmt: skip
+        None, pa.py_buffer(indices)]), string(value))  # fmt: skip
+
+
+def string(value: str) -> pa.Array:
+    """A one-element string array, built from its buffers: ``pa.array([value])`` would first
+    import pandas (to ask whether the list is a pandas object), about a second of a tick
+    build's process when nothing else imported it."""
+    data = value.encode()
+    offsets = np.array([0, len(data)], dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(data)])  # fmt: skip

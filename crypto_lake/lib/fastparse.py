@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
 KIND_TRADE, KIND_AGG, KIND_BOOK, KIND_OTHER = 1, 2, 3, 4
 
@@ -77,6 +80,26 @@ _T_BB = np.frombuffer(b'","B":"', dtype=np.uint8)
 _T_aa = np.frombuffer(b'","a":"', dtype=np.uint8)
 _T_AA = np.frombuffer(b'","A":"', dtype=np.uint8)
 _T_QEND = np.frombuffer(b'"}}', dtype=np.uint8)
+
+
+@intrinsic
+def _unowned(typingctx, arr):
+    """The same array without its owner (numba's meminfo), so no reference counting is done
+    on it. Numba counts references to an array with an atomic add at every loop turn and
+    helper call that uses it: about 40 per line in the reader's loop, measured as half of a
+    parse on 2 cores. Only for an array that something else keeps alive while it is used
+    (here: arguments, which the caller holds for the whole call) and that is not returned."""
+    if not isinstance(arr, nbtypes.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(arr)(context, builder, value=args[0])
+        dst = context.make_array(arr)(context, builder)
+        populate_array(dst, data=src.data, shape=src.shape, strides=src.strides,
+                       itemsize=src.itemsize, meminfo=None)  # fmt: skip
+        return dst._getvalue()
+
+    return arr(arr), codegen
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -507,14 +530,24 @@ def parse_buffer(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
     Lines outside the day (by trade time, or receive time for quotes) are dropped here
     exactly as the general path drops them; other streams are counted only if keep_other.
     """
+    return _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end,
+                        tr_at, bk_at, np.zeros(_N_TOP + 1, np.int64),
+                        np.zeros(_N_TOP + 1, np.int64), np.zeros(_N_TOP + 1, np.int8),
+                        np.zeros(_N_DATA, np.int64), np.zeros(_N_DATA, np.int64),
+                        np.zeros(_N_DATA, np.int8), np.zeros(13, np.int64))  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end, tr_at,
+                 bk_at, starts, ends, types, dstarts, dends, dtypes, v):  # fmt: skip
+    """``parse_buffer`` with its scratch arrays. The caller holds every array argument for
+    the whole call, so the loop can use them unowned (``_unowned``): 1.5-2.5x the lines per
+    second of the same loop with reference counting."""
+    buf, lower, tr, bk = _unowned(buf), _unowned(lower), _unowned(tr), _unowned(bk)
+    fb_start, fb_end = _unowned(fb_start), _unowned(fb_end)
+    starts, ends, types = _unowned(starts), _unowned(ends), _unowned(types)
+    dstarts, dends, dtypes, v = _unowned(dstarts), _unowned(dends), _unowned(dtypes), _unowned(v)
     n = len(buf)
-    starts = np.zeros(_N_TOP + 1, np.int64)
-    ends = np.zeros(_N_TOP + 1, np.int64)
-    types = np.zeros(_N_TOP + 1, np.int8)
-    dstarts = np.zeros(_N_DATA, np.int64)
-    dends = np.zeros(_N_DATA, np.int64)
-    dtypes = np.zeros(_N_DATA, np.int8)
-    v = np.zeros(13, np.int64)
     n_tr = tr_at
     n_bk = bk_at
     n_other = 0
