@@ -292,6 +292,12 @@ class Collector:
         }
 
     def write_heartbeat(self) -> None:
+        """Write the heartbeat; the gap book is saved first, so it is never older than this."""
+        if self.book.dirty:
+            try:
+                self.book.save()
+            except OSError as exc:
+                log.error("cannot save %s: %s", self.book.path, exc)
         snap = self.snapshot()
         self._prev_rate = (time.monotonic(), self.router.stats.messages)
         try:
