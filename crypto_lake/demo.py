@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     home = lake / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    if not args.no_dagster:
+        from crypto_lake.defs.pools import prepare_home
+
+        prepare_home(home)  # one run per pool from the first queued run on
     env = {
         **os.environ,
         "LAKE_ROOT": str(lake),

@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from crypto_lake.defs.pools import prepare_home
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,6 +41,7 @@ class DagsterDev:
     def __init__(self, home: Path, env: dict[str, str | None], log_path: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # nux and telemetry off
+        prepare_home(home)  # pool limits in place before the first queued run, as in the demo
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path

@@ -7,18 +7,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from dagster._utils.tags import TagConcurrencyLimitsCounter
+from dagster._core.op_concurrency_limits_counter import GlobalOpConcurrencyLimitsCounter
 
 from crypto_lake.defs.macro.assets import COVERAGE_CHECK, dxy_synthetic_minute, macro_minute
 from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags, macro_key
 from crypto_lake.defs.macro.schedules import (
     REASON_TAG,
-    YAHOO_LANE,
     PlannedRun,
     dxy_synthetic_minute_schedule,
     macro_minute_schedule,
     plan_macro_runs,
 )
+from crypto_lake.defs.pools import POOLS, prepare_pools
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.config import DEFAULT_MACRO_TICKERS
 from crypto_lake.lib.macro import bar_path
@@ -63,13 +63,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dequeue(instance: dg.DagsterInstance, queued: list[dg.DagsterRun]) -> list[dg.DagsterRun]:
-    """One pass of Dagster's run queue over an empty instance: oldest first, skipping runs
-    that a tag limit blocks, until the run slots are full."""
-    config = instance.get_concurrency_config().run_queue_config
-    counter = TagConcurrencyLimitsCounter(config.tag_concurrency_limits, [])
+    """One pass of Dagster's run queue over an instance with nothing in progress: oldest first,
+    skipping runs that a pool limit blocks, until the run slots are full (the daemon's loop
+    around Dagster's own counter)."""
+    config = instance.get_concurrency_config()
+    counter = GlobalOpConcurrencyLimitsCounter(
+        instance,
+        queued,
+        [],
+        concurrency_keys=instance.event_log_storage.get_concurrency_keys(),
+        pool_limits=instance.event_log_storage.get_pool_limits(),
+        slot_count_offset=config.run_queue_config.op_concurrency_slot_buffer,
+        pool_granularity=config.pool_config.pool_granularity,
+    )
     launched: list[dg.DagsterRun] = []
     for run in queued:
-        if len(launched) == config.max_concurrent_runs:
+        if len(launched) == config.run_queue_config.max_concurrent_runs:
             break
         if not counter.is_blocked(run):
             counter.update_counters_with_launched_item(run)
@@ -78,35 +87,54 @@ def _dequeue(instance: dg.DagsterInstance, queued: list[dg.DagsterRun]) -> list[
 
 
 def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
-    """A fresh lake's catch-up queues 8 macro runs; while Yahoo is down each one retries for
-    minutes. The market refresh queued behind them still gets a slot on the next pass."""
+    """A fresh lake's catch-up queues 8 macro runs, and a user may launch a macro backfill from
+    the UI beside them; while Yahoo is down each one retries for minutes. The market refresh
+    queued behind them still gets a slot on the next pass, because the `yahoo` pool admits one
+    run at a time however the run was launched."""
     from crypto_lake.definitions import defs
 
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     loaded = defs()
-    macro_tags = loaded.resolve_job_def("macro_minute_job").tags
-    market_tags = loaded.resolve_job_def("market_day_job").tags
+    macro_job = loaded.resolve_job_def("macro_minute_job")
+    market_job = loaded.resolve_job_def("market_day_job")
+    # What a UI backfill of macro_minute launches: the implicit asset job, no job tags.
+    ui_job = loaded.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={macro_minute.key}
+    )
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     with dg.DagsterInstance.from_config(str(home)) as inst:
+        assert prepare_pools(inst) == {"yahoo": 1, "lake_duckdb": 1}  # as the demo and deploy do
         with dg.build_schedule_context(inst, scheduled_execution_time=now) as ctx:
             requests = macro_minute_schedule(ctx)
         assert isinstance(requests, list) and len(requests) == 8  # today + 7 catch-up days
-        queued = [
-            dg.DagsterRun(job_name="macro_minute_job", tags={**macro_tags, **r.tags})
-            for r in requests
-        ] + [dg.DagsterRun(job_name="market_day_job", tags={**market_tags})]
+        ui_tags = {
+            "dagster/backfill": "abcdefgh",
+            "dagster/asset_partition_range_start": f"2026-11-01|{MACRO_TICKERS[0]}",
+            "dagster/asset_partition_range_end": f"2026-11-07|{MACRO_TICKERS[-1]}",
+        }
+        queued = [inst.create_run_for_job(ui_job, tags=ui_tags, asset_selection={macro_minute.key})]
+        queued += [
+            inst.create_run_for_job(macro_job, tags={**macro_job.tags, **r.tags}) for r in requests
+        ]
+        queued.append(inst.create_run_for_job(market_job, tags=market_job.tags))
+        assert all(run.run_op_concurrency for run in queued[:-1])  # macro runs carry the pool
         launched = _dequeue(inst, queued)
-    assert [r.job_name for r in launched] == ["macro_minute_job", "market_day_job"]
-    # The production instance files carry the same lane limit.
-    [(key, value)] = YAHOO_LANE.items()
-    lane = {"key": key, "value": value, "limit": 1}
+    assert [r.job_name for r in launched] == [ui_job.name, "market_day_job"]
+    # The production instance file sets the same pool rule.
     deploy = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
-    assert lane in deploy["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert deploy["concurrency"]["pools"] == {"granularity": "run", "default_limit": 1}
     helm = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
-    queue = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert lane in queue["tagConcurrencyLimits"]
+    assert helm["concurrency"]["pools"] == {"granularity": "run", "defaultLimit": 1}
+
+
+def test_every_pool_of_the_definitions_is_prepared() -> None:
+    from crypto_lake.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    pools = {a.op.pool for a in graph.assets_defs if a.is_executable and a.op.pool}
+    assert pools == set(POOLS)
 
 
 def test_plan_requests_today_and_only_incomplete_catchup_days() -> None:

@@ -18,8 +18,8 @@ from crypto_lake.lib.yahoo import YahooFetchError, YahooSettings
 # BackfillPolicy is beta in Dagster 1.13 but is the documented way to get one run per day.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
-# Yahoo rate-limits per IP: steps that call it share this pool. Scheduled runs are also
-# tagged for the run queue's one-at-a-time Yahoo lane (schedules.YAHOO_LANE, dagster.yaml).
+# Yahoo rate-limits per IP: steps that call it share this pool, and the instance admits one
+# run of a pool at a time (concurrency.pools in dagster.yaml), however the run was launched.
 YAHOO_POOL = "yahoo"
 COVERAGE_CHECK = "in_session_minutes_complete"
 

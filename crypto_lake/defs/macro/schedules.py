@@ -26,13 +26,10 @@ from crypto_lake.lib.macro import DXY_WEIGHTS, bar_path, dxy_path
 from crypto_lake.lib.paths import LakeLayout
 
 REASON_TAG = "crypto_lake/macro_reason"
-# The run queue lets one Yahoo-bound run at a time through (tag_concurrency_limits in
+# The run queue lets one run of the `yahoo` pool at a time through (concurrency.pools in
 # dagster.yaml): while Yahoo is slow, down or rate-limiting, retrying macro runs never hold
 # every run slot, so the market runs behind them still start.
-YAHOO_LANE = {"crypto_lake/lane": "yahoo"}
-macro_minute_job = dg.define_asset_job(
-    "macro_minute_job", selection=[macro_minute], tags=YAHOO_LANE
-)
+macro_minute_job = dg.define_asset_job("macro_minute_job", selection=[macro_minute])
 dxy_synthetic_minute_job = dg.define_asset_job(
     "dxy_synthetic_minute_job", selection=[dxy_synthetic_minute]
 )
