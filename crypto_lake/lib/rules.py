@@ -40,6 +40,12 @@ DESCRIPTION = {
     "R7": "1-minute rollup equals official klines (O/H/L/C, volume, trade count exact)",
 }
 R6_MAX_RATE = 0.001
+NO_KLINES = (
+    "no official klines for this partition (not fetched yet, or the fetch failed): "
+    "R7 runs when binance_klines_1m is materialized"
+)
+NO_MINUTES = "no complete recorded minute to compare with the official klines"
+NOT_RECORDED = "nothing recorded: every second of this partition is an outage or unrecorded"
 WORST_ROWS = 10
 
 
@@ -55,7 +61,10 @@ class RuleResult:
     worst_rows: list[dict] = field(default_factory=list)
     description: str = ""
     checked: int = 0  # rows (or minutes, for R7) the rule looked at
-    skipped: bool = False  # R7 without klines
+    # Nothing to judge (a wholly unrecorded partition; R7 without klines or comparable
+    # minutes): never a pass, whatever ``passed`` says; ``reason`` says why.
+    skipped: bool = False
+    reason: str = ""
 
 
 # Per-row violation flags, computed once over the bars in one pass.
@@ -87,7 +96,7 @@ SELECT count(*), count(*) FILTER (WHERE r1), count(*) FILTER (WHERE r2),
        count(*) FILTER (WHERE r3), count(*) FILTER (WHERE r4),
        count(*) FILTER (WHERE r5_grid), count(*) FILTER (WHERE r5_ids),
        count(*) FILTER (WHERE r6), count(*) FILTER (WHERE bid IS NOT NULL AND ask IS NOT NULL),
-       count(DISTINCT window_start)
+       count(DISTINCT window_start), count(*) FILTER (WHERE NOT coalesce(is_outage, false))
 FROM rule_rows
 """
 
@@ -131,7 +140,8 @@ def evaluate_rules(
     """Evaluate R1-R7 on a bars_1s file (paths may be globs); results keyed "R1".."R7"."""
     con = con or connect()
     con.execute(_FLAGS_SQL, {"bars": str(bars_1s_path)})
-    n, c1, c2, c3, c4, c5g, c5i, c6, quoted, distinct = con.execute(_COUNTS_SQL).fetchall()[0]
+    counts = con.execute(_COUNTS_SQL).fetchall()[0]
+    n, c1, c2, c3, c4, c5g, c5i, c6, quoted, distinct, recorded = counts
     results: dict[str, RuleResult] = {}
     for rule, count in (("R1", c1), ("R2", c2), ("R3", c3), ("R4", c4)):
         rows = _worst(con, rule, worst) if count else []
@@ -140,7 +150,21 @@ def evaluate_rules(
     results["R6"] = _result("R6", c6, quoted, _worst(con, "R6", worst) if c6 else [])
     results["R7"] = _rule_r7(con, bars_1s_path, klines_1m_path, worst)
     con.execute("DROP TABLE IF EXISTS rule_rows")
+    if not recorded:  # every second is an outage: the recorder saw nothing to judge
+        for r in results.values():
+            r.skipped, r.reason = True, NOT_RECORDED
     return results
+
+
+def evaluate_r7(
+    bars_1s_path: Path | str,
+    klines_1m_path: Path | str | None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    worst: int = WORST_ROWS,
+) -> RuleResult:
+    """R7 alone (the klines parity), for a caller that runs it apart from R1-R6."""
+    return _rule_r7(con or connect(), bars_1s_path, klines_1m_path, worst)
 
 
 def _worst(con: duckdb.DuckDBPyConnection, rule: str, limit: int) -> list[dict]:
@@ -226,10 +250,12 @@ FROM j ORDER BY minute
 
 def _rule_r7(con, bars_path, klines_path, limit: int) -> RuleResult:
     if klines_path is None or not _has_files(klines_path):
-        return _result("R7", 0, 0, [], skipped=True)
+        return _result("R7", 0, 0, [], skipped=True, reason=NO_KLINES)
     rows = _query_dicts(con, _R7_SQL, {"bars": str(bars_path), "klines": str(klines_path)})
     bad = [r for r in rows if r.pop("bad")]
     bad.sort(key=lambda r: r["minute"])
+    if not rows:
+        return _result("R7", 0, 0, [], skipped=True, reason=NO_MINUTES)
     return _result("R7", len(bad), len(rows), bad[:limit])
 
 
@@ -242,11 +268,12 @@ def _has_files(path: Path | str) -> bool:
 
 
 def overall_verdict(results: dict[str, RuleResult]) -> str:
-    """FAIL on any failed critical rule, INVESTIGATE on any other failure, else PASS."""
-    failed = [r for r in results.values() if not r.passed]
+    """FAIL on any failed critical rule, INVESTIGATE on any other failure or any rule that
+    had nothing to judge (skipped is never a pass), else PASS."""
+    failed = [r for r in results.values() if not r.passed and not r.skipped]
     if any(r.severity == "critical" for r in failed):
         return "FAIL"
-    return "INVESTIGATE" if failed else "PASS"
+    return "INVESTIGATE" if failed or any(r.skipped for r in results.values()) else "PASS"
 
 
 def render_rules_report(results: dict[str, RuleResult], title: str) -> str:
@@ -255,7 +282,7 @@ def render_rules_report(results: dict[str, RuleResult], title: str) -> str:
     lines += ["| rule | severity | check | result | violations | rate | checked |",
               "| --- | --- | --- | --- | ---: | ---: | ---: |"]  # fmt: skip
     for r in results.values():
-        status = "skipped" if r.skipped else ("pass" if r.passed else "**FAIL**")
+        status = f"skipped: {r.reason}" if r.skipped else ("pass" if r.passed else "**FAIL**")
         lines.append(f"| {r.rule} | {r.severity} | {r.description} | {status} | "
                      f"{r.violations} | {r.rate:.4%} | {r.checked} |")  # fmt: skip
     for r in results.values():

@@ -20,12 +20,14 @@ from crypto_lake.defs.market.assets import (
     partition_file,
     ticks,
 )
-from crypto_lake.defs.market.checks import RULES, bars_1s_rules
+from crypto_lake.defs.market.checks import bars_1s_klines_parity, bars_1s_rules
 from crypto_lake.defs.market.partitions import market_key, range_tags
+from crypto_lake.defs.market.quality import BAR_RULES, PARITY_RULE
 from crypto_lake_tests.defs import rawgen
 from crypto_lake_tests.defs.conftest import DAYS, SYMBOLS, Lake, make_lake
 
-CHAIN = [ticks, binance_klines_1m, bars_1s, bars_1m, bars_1s_rules]
+CHAIN = [ticks, binance_klines_1m, bars_1s, bars_1m, bars_1s_rules, bars_1s_klines_parity]
+RULE_NAMES = {r.rule: r.name for r in [*BAR_RULES, PARITY_RULE]}
 DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m")
 
 
@@ -58,8 +60,13 @@ def digests(lake: Lake, day: str, symbol: str) -> dict[str, str]:
     }
 
 
-def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+def checks_of(
+    result: dg.ExecuteInProcessResult, partition: str | None = None
+) -> dict[str, dg.AssetCheckEvaluation]:
+    """The run's check results for one partition (each result belongs to one partition)."""
+    evaluations = result.get_asset_check_evaluations()
+    assert all(e.partition is not None for e in evaluations)
+    return {e.check_name: e for e in evaluations if partition is None or e.partition == partition}
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str | None], dict]:
@@ -95,15 +102,16 @@ def built(tmp_path_factory) -> Iterator[Built]:
 def test_ranged_run_builds_every_partition_and_all_checks_pass(built: Built) -> None:
     result, lake, day = built.ranged, built.lake, DAYS[0]
     assert result.success
-    checks = checks_of(result)
-    assert set(checks) == {name for name, _, _ in RULES.values()}
-    failed = {n: c.metadata for n, c in checks.items() if not c.passed}
-    assert not failed, failed
-    assert checks["r7_klines_parity"].metadata["rows_checked"].value > 0  # R7 really compared
-    assert checks["r1_ohlc_order"].metadata["partitions_checked"].value == len(SYMBOLS)
+    assert len(result.get_asset_check_evaluations()) == len(RULE_NAMES) * len(SYMBOLS)
     mats = materialized(result)
     for symbol in SYMBOLS:
         key = f"{day}|{symbol}"
+        checks = checks_of(result, key)  # one result per rule and partition
+        assert set(checks) == set(RULE_NAMES.values())
+        failed = {n: c.metadata for n, c in checks.items() if not c.passed}
+        assert not failed, failed
+        assert checks["r7_klines_parity"].metadata["rows_checked"].value > 0  # R7 compared
+        assert checks["r1_ohlc_order"].metadata["rows_checked"].value == 86_400
         assert {a for a, p in mats if p == key} == {*DATASETS[:4], "binance_klines_1m"} - {
             "klines_1m"
         }
@@ -216,13 +224,13 @@ def test_blocking_checks_stop_bars_1m(built: Built, monkeypatch) -> None:
     assert not result.success  # a failed blocking check fails the run
     checks = checks_of(result)
     for rule in bad:
-        check = checks[RULES[rule][0]]
+        check = checks[RULE_NAMES[rule]]
         assert not check.passed, rule
         assert check.severity == dg.AssetCheckSeverity.ERROR
         assert check.metadata["violations"].value >= 1
         worst = check.metadata["worst_rows"].value
-        # names the bad rows: partition (its "|" escaped for Markdown) and second
-        assert f"{day}\\|{symbol}" in worst and "window_start" in worst
+        assert "window_start" in worst  # names the bad seconds
+        assert check.partition == f"{day}|{symbol}"
     assert checks["r3_ask_ge_bid"].passed
     assert ("bars_1s", f"{day}|{symbol}") in materialized(result)
     assert ("bars_1m", f"{day}|{symbol}") not in materialized(result)

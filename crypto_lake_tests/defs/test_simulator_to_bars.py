@@ -29,7 +29,7 @@ import duckdb
 import pytest
 
 from crypto_lake.defs.market.assets import partition_file
-from crypto_lake.defs.market.checks import RULES
+from crypto_lake.defs.market.quality import BAR_RULES, PARITY_RULE
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.raw_catalog import RawCatalog, day_bounds_us
 from crypto_lake.simulator import SimConfig, SimulatorThread
@@ -138,19 +138,19 @@ def test_simulator_capture_gives_bars_equal_to_reference_and_rest_klines(
             _assert_bars_1s_equal_reference(layout, sim, symbol, day, day_start_us, pause_us)
 
         # Every check passed (the blocking ones first); R7 really compared minutes.
-        checks = checks_of(result)
-        assert set(checks) == {name for name, _, _ in RULES.values()}
-        blocking = [name for name, is_blocking, _ in RULES.values() if is_blocking]
-        assert all(checks[n].passed for n in blocking)
-        failed = {n: {k: v.value for k, v in c.metadata.items()} for n, c in checks.items()
-                  if not c.passed}  # fmt: skip
-        assert not failed, json.dumps(failed, indent=1, default=str)
-        # R7 leaves out the minute the collector started in (the day is an outage up to
-        # its start); every later complete minute is compared, for every symbol.
-        r7 = checks["r7_klines_parity"].metadata
-        assert r7["rows_checked"].value >= (len(minutes) - 1) * len(SYMBOLS), r7
-        assert r7["violations"].value == 0
-        assert r7["partitions_checked"].value == len(SYMBOLS)
+        rules = [*BAR_RULES, PARITY_RULE]
+        for symbol in SYMBOLS:
+            checks = checks_of(result, f"{day}|{symbol}")  # results of that partition
+            assert set(checks) == {r.name for r in rules}
+            assert all(checks[r.name].passed for r in rules if r.blocking)
+            failed = {n: {k: v.value for k, v in c.metadata.items()}
+                      for n, c in checks.items() if not c.passed}  # fmt: skip
+            assert not failed, json.dumps(failed, indent=1, default=str)
+            # R7 leaves out the minute the collector started in (the day is an outage up to
+            # its start); every later complete minute is compared.
+            r7 = checks["r7_klines_parity"].metadata
+            assert r7["rows_checked"].value >= len(minutes) - 1, r7
+            assert r7["violations"].value == 0
 
     finally:
         if collector is not None and collector.proc.poll() is None:

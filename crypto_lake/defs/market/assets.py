@@ -4,7 +4,9 @@ Every asset writes its own partition file atomically (the lib functions do: temp
 so a re-run replaces rather than duplicates. With ``BackfillPolicy.single_run()`` a UI
 backfill launches one run per date covering all selected symbols (measured: a backfill of
 N dates × 13 symbols creates N runs, see ``crypto_lake_tests/e2e``), so an asset may receive
-several partition keys and loops over ``context.partition_keys``.
+several partition keys and loops over ``run_partition_keys(context)``: the partitions the
+run claims, also for a backfill launched from a job page, whose runs Dagster's step context
+reports as one partition. ``materialize_partitions`` records exactly the partitions built.
 """
 
 import warnings
@@ -14,8 +16,14 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_lake.defs.market.metadata import base_metadata, combine_runs, parquet_preview
-from crypto_lake.defs.market.partitions import market_partitions, partition_pairs
+from crypto_lake.defs.market.emit import materialize_partitions
+from crypto_lake.defs.market.metadata import base_metadata, parquet_preview
+from crypto_lake.defs.market.partitions import (
+    market_partitions,
+    partition_pairs,
+    run_partition_keys,
+)
+from crypto_lake.defs.market.quality import gate_failures
 from crypto_lake.defs.market.stats import (
     bar_stats_metadata,
     load_outages,
@@ -40,25 +48,6 @@ GROUP = "market"
 
 def partition_file(layout: LakeLayout, dataset: str, symbol: str, day: str) -> Path:
     return layout.market_partition_dir(dataset, symbol, day) / PART_FILE
-
-
-def _result(
-    asset_key: str, per_partition: dict[str, dict[str, Any]], numeric: list[str], context: Any
-) -> dg.MaterializeResult:
-    """One partition: its own metadata. Several: sums + table, and an exact observation each."""
-    if len(per_partition) == 1:
-        (meta,) = per_partition.values()
-        return dg.MaterializeResult(asset_key=asset_key, metadata=meta)
-    for key, meta in per_partition.items():
-        # Observations carry each partition's exact numbers without adding materializations.
-        context.log_event(
-            dg.AssetObservation(
-                asset_key=asset_key,
-                partition=key,
-                metadata={k: v for k, v in meta.items() if k in numeric},
-            )
-        )
-    return dg.MaterializeResult(asset_key=asset_key, metadata=combine_runs(per_partition, numeric))
 
 
 @dg.multi_asset(
@@ -96,7 +85,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     quotes_meta: dict[str, dict[str, Any]] = {}
     # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
     jobs = [(day, symbol, catalog.files_for(symbol, day))
-            for day, symbol in partition_pairs(context.partition_keys)]  # fmt: skip
+            for day, symbol in partition_pairs(run_partition_keys(context))]  # fmt: skip
 
     def build(job: tuple[str, str, list[Path]]) -> TickStats:
         day, symbol, raw_files = job
@@ -122,8 +111,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     numeric_t = ["dagster/row_count", "duplicates_dropped", "bad_lines", "trade_id_gaps_open",
                  "missing_trade_ids", "repaired_trades", "raw_files"]  # fmt: skip
     numeric_q = ["dagster/row_count", "bad_lines", "raw_files"]
-    yield _result("trades", trades_meta, numeric_t, context)
-    yield _result("quotes", quotes_meta, numeric_q, context)
+    yield from materialize_partitions(context, "trades", trades_meta, numeric_t)
+    yield from materialize_partitions(context, "quotes", quotes_meta, numeric_q)
 
 
 @dg.asset(
@@ -133,7 +122,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     group_name=GROUP,
     kinds={"parquet", "duckdb"},
 )
-def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
     """1-second bars on a continuous UTC grid (86,400 rows for a closed day; today up to the
     last complete second): OHLC, volumes, trade count, VWAP, taker-buy volume, first/last trade
     id, last best bid/ask, mid, spread, and flags (live, repaired, empty, outage). Empty seconds
@@ -141,7 +130,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materia
     for the same input. Checked by R1–R7 (R1, R2, R4 block downstream assets)."""
     layout = lake.layout
     per: dict[str, dict[str, Any]] = {}
-    for day, symbol in partition_pairs(context.partition_keys):
+    for day, symbol in partition_pairs(run_partition_keys(context)):
         out = partition_file(layout, "bars_1s", symbol, day)
         stats = build_bars_1s(
             partition_file(layout, "trades", symbol, day),
@@ -159,7 +148,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materia
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
     numeric = ["dagster/row_count", "missing_seconds", "empty_rows", "outage_seconds",
                "repaired_rows", "trade_count"]  # fmt: skip
-    return _result("bars_1s", per, numeric, context)
+    yield from materialize_partitions(context, "bars_1s", per, numeric)
 
 
 @dg.asset(
@@ -168,19 +157,36 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materia
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     kinds={"parquet", "duckdb"},
+    output_required=False,  # a partition its gate refuses gets no materialization
 )
-def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource):
     """1-minute rollup of `bars_1s` (same columns where they make sense). Compared with
-    Binance's official 1 m klines by check R7. Not built while a blocking check fails."""
+    Binance's official 1 m klines by check R7. A partition whose latest result of a blocking
+    check (R1, R2, R4) failed is not built, whichever run asks; the others are."""
     layout = lake.layout
     per: dict[str, dict[str, Any]] = {}
-    for day, symbol in partition_pairs(context.partition_keys):
+    refused: dict[str, list[str]] = {}
+    for day, symbol in partition_pairs(run_partition_keys(context)):
+        key = f"{day}|{symbol}"
+        reasons = gate_failures(context.instance, key)
+        if reasons:
+            refused[key] = reasons
+            context.log.error(f"bars_1m {key} not built: " + "; ".join(reasons))
+            continue
         out = partition_file(layout, "bars_1m", symbol, day)
         stats = build_bars_1m(partition_file(layout, "bars_1s", symbol, day), out)
-        key = f"{day}|{symbol}"
         per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats, 60)}
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
-    return _result("bars_1m", per, ["dagster/row_count", "missing_rows", "trade_count"], context)
+    yield from materialize_partitions(
+        context, "bars_1m", per, ["dagster/row_count", "missing_rows", "trade_count"]
+    )
+    if refused:
+        lines = "\n".join(f"- {key}: {'; '.join(r)}" for key, r in sorted(refused.items()))
+        raise dg.Failure(
+            description=f"bars_1m not built for {len(refused)} partition(s) whose blocking "
+            f"checks failed ({len(per)} built):\n{lines}",
+            metadata={"refused_partitions": dg.MetadataValue.text(", ".join(sorted(refused)))},
+        )
 
 
 def _prev(day: str) -> str:
@@ -200,15 +206,13 @@ def _day_bounds_ms(day: str) -> tuple[int, int]:
     kinds={"parquet", "binance"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
 )
-def binance_klines_1m(
-    context: dg.AssetExecutionContext, lake: LakeResource
-) -> dg.MaterializeResult:
+def binance_klines_1m(context: dg.AssetExecutionContext, lake: LakeResource):
     """Binance's official 1-minute klines for the day from the REST API (paged by 1000,
     honouring Retry-After). Input of check R7 (our 1 m rollup must equal them) and history."""
     layout = lake.layout
     base_url = lake.config.binance.rest_base_url
     per: dict[str, dict[str, Any]] = {}
-    for day, symbol in partition_pairs(context.partition_keys):
+    for day, symbol in partition_pairs(run_partition_keys(context)):
         start_ms, end_ms = _day_bounds_ms(day)
         rows = fetch_klines(base_url, symbol, "1m", start_ms, end_ms)
         out = partition_file(layout, "klines_1m", symbol, day)
@@ -217,4 +221,4 @@ def binance_klines_1m(
         per[key] = base_metadata(out, len(rows))
         per[key]["source"] = dg.MetadataValue.url(f"{base_url}/api/v3/klines")
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
-    return _result("binance_klines_1m", per, ["dagster/row_count"], context)
+    yield from materialize_partitions(context, "binance_klines_1m", per, ["dagster/row_count"])

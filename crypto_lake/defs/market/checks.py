@@ -1,13 +1,23 @@
-"""R1–R7 (SPEC §6) as one multi-asset check on bars_1s: one scan, seven results.
+"""R1–R7 (SPEC §6) as asset checks on bars_1s, with one result per (date, symbol) partition.
 
-R1, R2 and R4 are critical: their checks are blocking with severity ERROR, so a failing
-partition stops `bars_1m` in the same run (the market chain always runs ticks -> bars_1s ->
-checks -> bars_1m together). The results are merged over the partitions of the run, so in a
-ranged run one failing partition holds back `bars_1m` for the whole range; its worst rows name
-the partition. The QA assets run on failing partitions on purpose: recording the violations is
-their job.
+Two check steps: R1–R6 read only bars_1s (and trades for R5's trade ids), so they run and
+gate even when Binance's REST API cannot be reached; R7 waits for binance_klines_1m and runs
+whenever klines are materialized with bars_1s (a failed klines fetch fails the run visibly
+and is retried by the klines asset's retry policy).
+
+Why results are recorded by hand: Dagster 1.13 fills an ``AssetCheckResult``'s partition from
+the step's single partition key only, so a ranged run (one run per date for every symbol,
+``BackfillPolicy.single_run``) would get one merged result with no partition. The steps
+therefore log one ``AssetCheckEvaluation`` per partition (the checks are declared with the
+market partitions, so the UI lists them per partition), plus the empty outputs that let
+downstream steps run. A failed critical rule does not stop the whole run: the gate
+(``crypto_lake.defs.market.quality``) keeps only that partition's downstream assets from
+building, in this run and in any later one. A rule with nothing to judge (a wholly
+unrecorded partition, no klines, no comparable minute) is reported as skipped: a failed
+check with severity WARN and the reason, never a pass.
 """
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,109 +25,132 @@ import dagster as dg
 
 from crypto_lake.defs.market.assets import partition_file
 from crypto_lake.defs.market.metadata import markdown_table
-from crypto_lake.defs.market.partitions import partition_pairs
+from crypto_lake.defs.market.partitions import (
+    market_partitions,
+    partition_pairs,
+    run_partition_keys,
+)
+from crypto_lake.defs.market.quality import BAR_RULES, PARITY_RULE, CheckRule
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.rules import evaluate_rules
+from crypto_lake.lib.rules import RuleResult, evaluate_r7, evaluate_rules
+
+# Partitioned asset checks are a preview in Dagster 1.13; we rely on them on purpose.
+warnings.filterwarnings("ignore", message=".*partitions_def.*AssetCheckSpec.*")
+warnings.filterwarnings("ignore", category=dg.PreviewWarning, module=__name__)
 
 MAX_WORST_ROWS = 10
+BARS = dg.AssetKey("bars_1s")
 
-# rule id -> (check name, blocking, description shown in the UI)
-RULES: dict[str, tuple[str, bool, str]] = {
-    "R1": ("r1_ohlc_order", True, "R1 (critical): low ≤ open, close ≤ high"),
-    "R2": ("r2_positive_prices", True, "R2 (critical): open, high, low, close > 0"),
-    "R3": ("r3_ask_ge_bid", False, "R3 (major): ask ≥ bid where both present"),
-    "R4": ("r4_no_nan_ohlc", True, "R4 (critical): no NaN/NULL in O/H/L/C"),
-    "R5": (
-        "r5_continuity",
-        False,
-        "R5 (major): 1 s grid continuous, unique, aligned; no missing trade ids",
-    ),
-    "R6": ("r6_spread_sane", False, "R6 (minor): 0 ≤ spread_bps < 500 for > 99.9 % of rows"),
-    "R7": ("r7_klines_parity", False, "R7 (major): 1 m rollup equals official klines exactly"),
-}
 
-CHECK_SPECS = [
-    dg.AssetCheckSpec(
-        name=name,
-        asset="bars_1s",
-        blocking=blocking,
-        description=description,
-        # R7 reads klines and R5 reads trades: run after them when they are in the same run.
-        additional_deps=["binance_klines_1m", "trades"] if rule in ("R5", "R7") else [],
+def _spec(rule: CheckRule, deps: list[str]) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name=rule.name,
+        asset=rule.asset,
+        blocking=rule.blocking,
+        description=rule.description,
+        additional_deps=deps,
+        partitions_def=market_partitions,
     )
-    for rule, (name, blocking, description) in RULES.items()
-]
 
 
-def _run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str]:
-    """The partitions of the run (one key, a range, or none for an unpartitioned run)."""
-    try:
-        return list(context.partition_keys)
-    except Exception:  # unpartitioned run: nothing to check
-        return []
+BAR_SPECS = [_spec(r, ["trades"] if r.rule == "R5" else []) for r in BAR_RULES]
+PARITY_SPECS = [_spec(PARITY_RULE, ["binance_klines_1m"])]
 
 
-def _merge(per_partition: dict[str, Any], rule: str) -> dict[str, Any]:
-    """Combine one rule's results over the partitions of the run."""
-    violations = checked = 0
-    passed, skipped, worst = True, True, []
-    for key, results in sorted(per_partition.items()):
-        res = results[rule]
-        violations += int(res.violations)
-        checked += int(res.checked)
-        passed = passed and bool(res.passed)
-        skipped = skipped and bool(res.skipped)
-        worst += [{"partition": key, **row} for row in (res.worst_rows or [])]
-    return {
-        "passed": passed,
-        "violations": violations,
-        "checked": checked,
-        "rate": violations / checked if checked else 0.0,
-        "skipped": skipped,
-        "worst": worst[:MAX_WORST_ROWS],
-    }
+def _target(instance: dg.DagsterInstance, key: str) -> Any:
+    """The bars_1s materialization a partition's result is about (for the UI's link)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData as Target,
+    )
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BARS, asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    mat = records[0]
+    return Target(storage_id=mat.storage_id, run_id=mat.run_id, timestamp=mat.timestamp)
+
+
+def evaluation(rule: CheckRule, key: str, res: RuleResult, target: Any) -> dg.AssetCheckEvaluation:
+    """One rule's result for one partition, as the UI shows it."""
+    if res.skipped:
+        passed, severity = False, dg.AssetCheckSeverity.WARN
+        description = f"Skipped: {res.reason}"
+    else:
+        passed = bool(res.passed)
+        blocking = rule.blocking
+        severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+        description = rule.description
+    return dg.AssetCheckEvaluation(
+        asset_key=BARS,
+        check_name=rule.name,
+        passed=passed,
+        severity=severity,
+        description=description,
+        partition=key,
+        target_materialization_data=target,
+        # The gate acts per partition (quality.gate_failures); flagged blocking, Dagster
+        # would stop the downstream step for every partition of a ranged run.
+        blocking=False,
+        metadata={
+            "violations": int(res.violations),
+            "rate": float(res.rate),
+            "rows_checked": int(res.checked),
+            "skipped": dg.MetadataValue.bool(bool(res.skipped)),
+            "reason": dg.MetadataValue.text(res.reason or ("passed" if passed else "failed")),
+            "worst_rows": dg.MetadataValue.md(markdown_table(res.worst_rows[:MAX_WORST_ROWS])),
+        },
+    )
+
+
+def _outputs(specs: list[dg.AssetCheckSpec]) -> Iterator[dg.Output]:
+    """The step's outputs: empty values downstream steps wait for (results are logged)."""
+    for spec in specs:
+        yield dg.Output(None, output_name=spec.get_python_identifier())
 
 
 @dg.multi_asset_check(
-    specs=CHECK_SPECS,
+    specs=BAR_SPECS,
     can_subset=False,
-    description="Data-quality rules R1–R7 over bars_1s in one scan per partition.",
+    description="R1–R6 over bars_1s in one scan per partition; one result per partition.",
 )
 def bars_1s_rules(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
-) -> Iterator[dg.AssetCheckResult]:
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     layout = lake.layout
-    per_partition: dict[str, Any] = {}
-    for day, symbol in partition_pairs(_run_partition_keys(context)):
-        klines = partition_file(layout, "klines_1m", symbol, day)
+    for day, symbol in partition_pairs(run_partition_keys(context)):
+        key = f"{day}|{symbol}"
         trades = partition_file(layout, "trades", symbol, day)
-        per_partition[f"{day}|{symbol}"] = evaluate_rules(
+        results = evaluate_rules(
             partition_file(layout, "bars_1s", symbol, day),
-            klines if klines.exists() else None,
+            None,
             trades if trades.exists() else None,
         )
-    for rule, (name, blocking, _description) in RULES.items():
-        if not per_partition:
-            yield dg.AssetCheckResult(
-                check_name=name,
-                passed=True,
-                metadata={"note": "unpartitioned run: no bars_1s partition to check"},
-            )
-            continue
-        merged = _merge(per_partition, rule)
-        severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
-        yield dg.AssetCheckResult(
-            asset_key="bars_1s",
-            check_name=name,
-            passed=merged["passed"],
-            severity=severity,
-            metadata={
-                "violations": merged["violations"],
-                "rate": float(merged["rate"]),
-                "rows_checked": merged["checked"],
-                "partitions_checked": len(per_partition),
-                "partitions": dg.MetadataValue.text(", ".join(sorted(per_partition))),
-                "skipped_no_input": dg.MetadataValue.bool(merged["skipped"]),
-                "worst_rows": dg.MetadataValue.md(markdown_table(merged["worst"])),
-            },
+        target = _target(context.instance, key)
+        for rule in BAR_RULES:
+            yield evaluation(rule, key, results[rule.rule], target)
+        failed = [r.rule for r in BAR_RULES if not results[r.rule].passed]
+        skipped = any(results[r.rule].skipped for r in BAR_RULES)
+        context.log.info(f"{key}: R1–R6 " + ("skipped" if skipped else f"failed {failed}"
+                                               if failed else "passed"))  # fmt: skip
+    yield from _outputs(BAR_SPECS)
+
+
+@dg.multi_asset_check(
+    specs=PARITY_SPECS,
+    can_subset=False,
+    description="R7: bars_1s rolled up to minutes equal Binance's official 1 m klines.",
+)
+def bars_1s_klines_parity(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    layout = lake.layout
+    for day, symbol in partition_pairs(run_partition_keys(context)):
+        key = f"{day}|{symbol}"
+        klines = partition_file(layout, "klines_1m", symbol, day)
+        res = evaluate_r7(
+            partition_file(layout, "bars_1s", symbol, day), klines if klines.exists() else None
         )
+        yield evaluation(PARITY_RULE, key, res, _target(context.instance, key))
+    yield from _outputs(PARITY_SPECS)

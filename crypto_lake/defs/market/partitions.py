@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -51,6 +52,53 @@ def split_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
 
 def market_key(day: str, symbol: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({DATE_DIM: day, SYMBOL_DIM: symbol})
+
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+class PartitionScopeError(dg.Failure):
+    """A run whose tags do not name a set of market partitions we can build exactly."""
+
+
+def run_partition_keys(context: Any) -> list[str]:
+    """The market partitions a run claims, whatever launched it.
+
+    A backfill launched from a job's page gives each run the range tags *and* the dimension
+    tags of the range's first partition (``dagster/partition/date``, ``.../symbol``); Dagster's
+    step context then prefers the dimension tags and reports one partition, while the backfill
+    counts the whole range as built. The range is what the run claims, so it wins here; the
+    caller records the partitions Dagster does not (see ``crypto_lake.defs.market.emit``).
+    Fails before anything is written when the range is not one of ours.
+    """
+    op_context = getattr(context, "op_execution_context", context)
+    tags = op_context.run.tags
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if start and end:
+        try:
+            keys = market_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+        except Exception as exc:
+            raise PartitionScopeError(
+                f"run tags name the partition range {start} .. {end}, which is not a range of "
+                f"market partitions ({exc}); launch it again from the asset or job page"
+            ) from exc
+        if not keys:
+            raise PartitionScopeError(f"partition range {start} .. {end} is empty")
+        return [str(k) for k in keys]
+    try:
+        return [str(k) for k in context.partition_keys]
+    except Exception:  # an unpartitioned run
+        return []
+
+
+def dagster_partition_keys(context: Any) -> list[str]:
+    """The partitions Dagster itself records for the step's outputs (may be fewer than the run
+    claims, see ``run_partition_keys``)."""
+    try:
+        return [str(k) for k in context.partition_keys]
+    except Exception:
+        return []
 
 
 def partition_pairs(keys: Sequence[str]) -> list[tuple[str, str]]:

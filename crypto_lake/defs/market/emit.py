@@ -1,0 +1,68 @@
+"""Record exactly the partitions a market step built, one materialization each.
+
+Dagster records a step's output for the partitions its step context reports
+(``dagster_partition_keys``). That is usually the run's whole range, but a backfill launched
+from a job page reports only the range's first partition (see ``run_partition_keys``), and a
+gated step (``bars_1m``) may build fewer partitions than the run asked for. The UI must show
+what was really built, so the partitions Dagster would not record get an
+``AssetMaterialization`` of their own, and a step that built fewer partitions than Dagster
+would record yields no output at all (its asset is declared ``output_required=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from crypto_lake.defs.market.metadata import combine_runs
+from crypto_lake.defs.market.partitions import dagster_partition_keys
+
+
+def materialize_partitions(
+    context: Any, asset_key: str, per_partition: dict[str, dict[str, Any]], numeric: list[str]
+) -> Iterator[dg.MaterializeResult]:
+    """Yield the step's result for ``asset_key`` given the metadata of each partition built.
+
+    - Dagster records the same partitions as were built: one partition gets its own
+      metadata; several get run totals plus one observation per partition with its numbers
+      (Dagster attaches one result to every partition of a ranged output).
+    - Dagster records a subset (job-page backfill): that subset's result as above, and one
+      materialization with full metadata for each other built partition.
+    - Dagster would record partitions that were not built: no output; each built partition
+      gets its own materialization.
+    """
+    recorded = set(dagster_partition_keys(context))
+    built = set(per_partition)
+    if recorded <= built:
+        for key in sorted(built - recorded):
+            context.log_event(
+                dg.AssetMaterialization(asset_key=asset_key, partition=key,
+                                        metadata=per_partition[key])
+            )  # fmt: skip
+        own = {k: per_partition[k] for k in sorted(recorded)}
+        yield _result(context, asset_key, own, numeric)
+        return
+    for key in sorted(built):
+        context.log_event(
+            dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=per_partition[key])
+        )
+
+
+def _result(
+    context: Any, asset_key: str, per_partition: dict[str, dict[str, Any]], numeric: list[str]
+) -> dg.MaterializeResult:
+    if len(per_partition) <= 1:
+        meta = next(iter(per_partition.values()), {})
+        return dg.MaterializeResult(asset_key=asset_key, metadata=meta)
+    for key, meta in per_partition.items():
+        # Observations carry each partition's exact numbers without adding materializations.
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=asset_key,
+                partition=key,
+                metadata={k: v for k, v in meta.items() if k in numeric},
+            )
+        )
+    return dg.MaterializeResult(asset_key=asset_key, metadata=combine_runs(per_partition, numeric))

@@ -1,0 +1,83 @@
+"""The quality gate of a market partition: which checks block, and whether one failed.
+
+Check results belong to one (date, symbol) partition (``crypto_lake.defs.market.checks``
+records one evaluation per partition, also in ranged runs). A downstream asset asks
+``gate_failures`` before it builds a partition: whichever run or launch path asks (the
+same run as the checks, a later refresh, a UI materialization of ``bars_1m`` alone), a
+partition whose latest result of a blocking check failed is not built, and the message says
+which rule failed and how to clear it. Dagster's own blocking mechanism cannot do this: it
+acts only inside the run that evaluated the check, and stops the downstream step for every
+partition of the run at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus as Status,
+)
+
+from crypto_lake.lib.rules import DESCRIPTION, SEVERITY
+
+
+@dataclass(frozen=True)
+class CheckRule:
+    rule: str  # "R1".."R7", or a name for checks outside SPEC §6
+    name: str  # the check's name in Dagster
+    asset: str
+    blocking: bool
+    description: str
+
+
+def _rule(rule: str, name: str) -> CheckRule:
+    severity = SEVERITY[rule]
+    text = f"{rule} ({severity}): {DESCRIPTION[rule]}"
+    return CheckRule(rule, name, "bars_1s", severity == "critical", text)
+
+
+# R1, R2 and R4 are critical (SPEC §6): they block.
+BAR_RULES = [
+    _rule("R1", "r1_ohlc_order"),
+    _rule("R2", "r2_positive_prices"),
+    _rule("R3", "r3_ask_ge_bid"),
+    _rule("R4", "r4_no_nan_ohlc"),
+    _rule("R5", "r5_continuity"),
+    _rule("R6", "r6_spread_sane"),
+]
+PARITY_RULE = _rule("R7", "r7_klines_parity")
+GATES = [r for r in BAR_RULES if r.blocking]
+
+
+def clear_hint(rule: CheckRule) -> str:
+    return (
+        f"fix its input (raw files of the partition) and materialize {rule.asset} again with "
+        f"its checks (the market_day_job, or {rule.asset} from its asset page); the partition "
+        "builds once its latest result passes"
+    )
+
+
+def gate_failures(instance: dg.DagsterInstance, partition_key: str) -> list[str]:
+    """Why ``partition_key`` must not feed downstream assets: one line per blocking check
+    whose latest completed evaluation for that partition failed; empty when none did."""
+    done = {Status.SUCCEEDED, Status.FAILED}
+    reasons = []
+    for rule in GATES:
+        key = dg.AssetCheckKey(dg.AssetKey(rule.asset), rule.name)
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, status=done, partition_filter=PartitionKeyFilter(key=partition_key)
+        )
+        if not records or records[0].status != Status.FAILED:
+            continue
+        evaluation = records[0].event.dagster_event.event_specific_data
+        if evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue  # skipped (nothing recorded): a warning, not a failed rule
+        violations = evaluation.metadata.get("violations")
+        count = f"{violations.value} violations, " if violations is not None else ""
+        reasons.append(
+            f"{rule.name} ({rule.rule}) failed ({count}run {records[0].run_id[:8]}): "
+            f"{clear_hint(rule)}"
+        )
+    return reasons

@@ -1,0 +1,220 @@
+"""Green means true, per partition: a run builds and records exactly the partitions it claims,
+check results belong to one partition, and a failed blocking check holds back only its own
+partition's bars_1m, in that run and in any later one.
+
+Real runs of the real job (``market_day_job`` from the Definitions) on one Dagster instance
+per test, a generated lake and a loopback klines server.
+"""
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from crypto_lake.defs.market.assets import partition_file
+from crypto_lake.defs.market.partitions import CONFIG, market_key, range_tags
+from crypto_lake_tests.defs import rawgen
+from crypto_lake_tests.defs.conftest import DAYS, SYMBOLS, Lake, make_lake
+
+DAY = DAYS[0]
+TABLES = ("trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m")
+RULES = {"r1_ohlc_order", "r2_positive_prices", "r3_ask_ge_bid", "r4_no_nan_ohlc",
+         "r5_continuity", "r6_spread_sane", "r7_klines_parity"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Iterator[Lake]:
+    generated = {s: rawgen.generate(s, DAYS, per_day=120) for s in SYMBOLS}
+    klines = {s: rawgen.reference_klines_1m(sd) for s, sd in generated.items()}
+    with rawgen.KlinesServer(klines) as server:
+        lake = make_lake(tmp_path_factory.mktemp("lake"), server.url, generated)
+        lake.catalog()
+        yield lake
+
+
+@pytest.fixture
+def env(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    monkeypatch.setenv("CRYPTO_LAKE__BINANCE__REST_BASE_URL", lake.klines_url)
+    monkeypatch.setenv("LAKE_ROOT", str(lake.layout.root))
+    assert CONFIG.symbols[: len(SYMBOLS)] == SYMBOLS
+    return lake
+
+
+def run_job(instance: dg.DagsterInstance, tags: dict[str, str], selection=None):
+    from crypto_lake.definitions import defs
+
+    job = defs().resolve_job_def("market_day_job")
+    return job.execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False, asset_selection=selection
+    )
+
+
+def materializations(instance: dg.DagsterInstance, asset: str) -> dict[str, int]:
+    """Partition -> number of materializations recorded for it."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+    out: dict[str, int] = {}
+    for record in records:
+        out[record.partition_key] = out.get(record.partition_key, 0) + 1
+    return out
+
+
+def evaluations(
+    result: dg.ExecuteInProcessResult,
+) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+
+
+def corrupt_bars_of(monkeypatch: pytest.MonkeyPatch, symbol: str) -> None:
+    """bars_1s of ``symbol`` comes out with high < low in its first traded second (what a
+    bar-building bug would do): R1, a blocking rule, fails for that partition only."""
+    import crypto_lake.defs.market.assets as assets_mod
+
+    real = assets_mod.build_bars_1s
+
+    def build(trades, quotes, sym, day, out, **kw):
+        stats = real(trades, quotes, sym, day, out, **kw)
+        if sym == symbol:
+            con = duckdb.connect()
+            con.execute(f"CREATE TABLE b AS SELECT * FROM '{out}'")
+            con.execute("UPDATE b SET high = low - 1 WHERE window_start = (SELECT min("
+                        "window_start) FROM b WHERE trade_count > 0)")  # fmt: skip
+            tmp = out.with_name(".corrupt.tmp")
+            con.execute(f"COPY (SELECT * FROM b ORDER BY window_start) TO '{tmp}' (FORMAT parquet)")
+            tmp.replace(out)
+        return stats
+
+    monkeypatch.setattr(assets_mod, "build_bars_1s", build)
+
+
+def test_job_page_backfill_runs_build_and_record_every_partition(env: Lake) -> None:
+    """A backfill from the job page gives each run the range tags and the dimension tags of
+    the range's first partition; Dagster's step context then reports one partition. Every
+    partition of the range must still be built and recorded once."""
+    first = market_key(DAY, SYMBOLS[0])
+    tags = {**range_tags([DAY], SYMBOLS), "dagster/partition/date": DAY,
+            "dagster/partition/symbol": SYMBOLS[0]}  # fmt: skip
+    assert first.keys_by_dimension == {"date": DAY, "symbol": SYMBOLS[0]}
+    with dg.instance_for_test() as instance:
+        result = run_job(instance, tags)
+        assert result.success
+        for table in TABLES:
+            assert materializations(instance, table) == {f"{DAY}|{s}": 1 for s in SYMBOLS}, table
+        checks = evaluations(result)
+        assert {(n, f"{DAY}|{s}") for n in RULES for s in SYMBOLS} == set(checks)
+        assert all(c.passed for c in checks.values())
+    for symbol in SYMBOLS:
+        trades = partition_file(env.layout, "trades", symbol, DAY)
+        assert duckdb.sql(f"SELECT count(*) FROM '{trades}'").fetchall()[0][0] > 0
+        assert partition_file(env.layout, "bars_1m", symbol, DAY).exists()
+
+
+def test_a_failing_partition_blocks_only_its_own_bars_1m_in_any_run(
+    env: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad, good = SYMBOLS
+    bad_key, good_key = f"{DAYS[1]}|{bad}", f"{DAYS[1]}|{good}"
+    corrupt_bars_of(monkeypatch, bad)
+    with dg.instance_for_test() as instance:
+        result = run_job(instance, range_tags([DAYS[1]], SYMBOLS))
+        # The run fails (truthfully: one partition was not built) ...
+        assert not result.success
+        checks = evaluations(result)
+        assert not checks[("r1_ohlc_order", bad_key)].passed
+        assert checks[("r1_ohlc_order", bad_key)].severity == dg.AssetCheckSeverity.ERROR
+        assert checks[("r1_ohlc_order", good_key)].passed
+        # ... but the other partition of the run got its bars_1m, and only it.
+        assert materializations(instance, "bars_1m") == {good_key: 1}
+        assert partition_file(env.layout, "bars_1m", good, DAYS[1]).exists()
+        assert not partition_file(env.layout, "bars_1m", bad, DAYS[1]).exists()
+        failure = result.failure_data_for_node("bars_1m").error.message
+        assert bad_key in failure and "r1_ohlc_order" in failure and "materialize" in failure
+        # A later, separate run of bars_1m alone (as from the UI) refuses that partition too.
+        later = dg.materialize(
+            [_asset("bars_1m")], partition_key=bad_key, instance=instance,
+            resources={"lake": env.resource}, raise_on_error=False,
+        )  # fmt: skip
+        assert not later.success
+        assert "r1_ohlc_order" in later.failure_data_for_node("bars_1m").error.message
+        assert not partition_file(env.layout, "bars_1m", bad, DAYS[1]).exists()
+        assert materializations(instance, "bars_1m") == {good_key: 1}
+        # Fixed input, bars_1s and its checks again: the gate opens.
+        monkeypatch.undo()
+        monkeypatch.setenv("CRYPTO_LAKE__BINANCE__REST_BASE_URL", env.klines_url)
+        fixed = run_job(instance, {**range_tags([DAYS[1]], [bad])})
+        assert fixed.success
+        assert materializations(instance, "bars_1m") == {good_key: 1, bad_key: 1}
+
+
+def _asset(name: str) -> dg.AssetsDefinition:
+    import crypto_lake.defs.market.assets as assets_mod
+
+    return getattr(assets_mod, name)
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404, "no klines here")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_rules_gate_when_klines_cannot_be_fetched(
+    env: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binance REST down: the klines step fails (visibly, after its retries), R1–R6 still run
+    per partition and gate bars_1m; R7 reports nothing rather than a pass."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(
+        "CRYPTO_LAKE__BINANCE__REST_BASE_URL", f"http://127.0.0.1:{server.server_port}"
+    )
+    try:
+        with dg.instance_for_test() as instance:
+            result = run_job(instance, range_tags([DAY], SYMBOLS))
+    finally:
+        server.shutdown()
+    assert not result.success
+    assert result.failure_data_for_node("binance_klines_1m") is not None
+    checks = evaluations(result)
+    for symbol in SYMBOLS:
+        key = f"{DAY}|{symbol}"
+        for name in RULES - {"r7_klines_parity"}:
+            assert checks[(name, key)].passed, (name, key)
+        assert ("r7_klines_parity", key) not in checks
+        assert partition_file(env.layout, "bars_1m", symbol, DAY).exists()
+
+
+def test_r7_without_comparable_minutes_is_skipped_not_passed(tmp_path: Path) -> None:
+    from crypto_lake.defs.market.checks import evaluation
+    from crypto_lake.defs.market.quality import PARITY_RULE
+    from crypto_lake.lib.rules import evaluate_r7
+
+    sd = rawgen.generate(SYMBOLS[0], [DAY], per_day=20)
+    lake = make_lake(tmp_path / "lake", "http://127.0.0.1:9", {SYMBOLS[0]: sd})
+    from crypto_lake.lib.bars import build_bars_1s
+    from crypto_lake.lib.raw_catalog import RawCatalog
+    from crypto_lake.lib.ticks import build_ticks
+
+    files = RawCatalog(lake.layout).files_for(SYMBOLS[0], DAY)
+    trades, quotes, bars = (partition_file(lake.layout, t, SYMBOLS[0], DAY)
+                            for t in ("trades", "quotes", "bars_1s"))  # fmt: skip
+    build_ticks(files, SYMBOLS[0], DAY, trades, quotes, tmp_path / "q")
+    build_bars_1s(trades, quotes, SYMBOLS[0], DAY, bars)
+    klines = partition_file(lake.layout, "klines_1m", SYMBOLS[0], DAY)
+    klines.parent.mkdir(parents=True)
+    duckdb.sql(  # a kline of another day only: no minute to compare
+        "COPY (SELECT TIMESTAMPTZ '2024-03-02 00:00:00+00' AS open_time, 1.0 AS open, "
+        "1.0 AS high, 1.0 AS low, 1.0 AS close, 0.0 AS volume, 0 AS trade_count, "
+        f"0.0 AS quote_volume, 0.0 AS taker_buy_base) TO '{klines}'"
+    )
+    res = evaluate_r7(bars, klines)
+    assert res.skipped and res.checked == 0 and "no complete recorded minute" in res.reason
+    event = evaluation(PARITY_RULE, f"{DAY}|{SYMBOLS[0]}", res, None)
+    assert not event.passed and event.severity == dg.AssetCheckSeverity.WARN
+    assert event.description.startswith("Skipped:")
+    assert evaluate_r7(bars, None).skipped
