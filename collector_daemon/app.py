@@ -1,7 +1,8 @@
 """The collector process: wires writer, router, connections, gap repair and health together.
 
 Start-up order matters: take the lake lock, recover leftover ``.open`` files, learn where
-each symbol's trade ids stopped (files + ``state/gaps.json``), then connect. Shutdown
+each symbol's trade ids stopped (files + ``state/gaps.json``), write the ``collector_stop``
+a killed previous run never wrote (``unclean``), then connect. Shutdown
 (SIGTERM/SIGINT) is the reverse: close the sockets, write ``collector_stop``, seal every
 file, save the gap book, write the final heartbeat, release the lock.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import zstandard
 
 from collector_daemon.connection import GroupSettings, StreamGroup
 from collector_daemon.gaps import GapBook
@@ -32,7 +34,13 @@ from collector_daemon.health import (
 from collector_daemon.lock import LakeLock
 from collector_daemon.recovery import recover_lake
 from collector_daemon.repair import RestRepairer
-from collector_daemon.resume import load_checkpoint, recent_ids, restore_tracker, save_checkpoint
+from collector_daemon.resume import (
+    load_checkpoint,
+    recent_ids,
+    restore_tracker,
+    save_checkpoint,
+    unclean_end_ns,
+)
 from collector_daemon.router import Router
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
@@ -40,6 +48,7 @@ from crypto_lake.lib.config import Config
 from crypto_lake.lib.fsutil import atomic_write_bytes
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.raw import session_line
 
 log = get_logger("collector")
 
@@ -123,6 +132,24 @@ class Collector:
                 )
         self.book.reconcile(self.trackers)
         save_checkpoint(self.layout, self.stream_kind, self.trackers)
+
+    def _unclean_ends(self) -> dict[str, int]:
+        """Symbols whose previous run died without ``collector_stop`` (SIGKILL, crash, write
+        failure), with the receive time of its last line. Start-up writes the missing stop,
+        dated at that line (``unclean``), so it lands in that day's folder: a reader of that
+        day alone then knows recording ended there, even if this start is days later."""
+        ends = {}
+        for symbol in self.cfg.symbols:
+            try:
+                last_ns = unclean_end_ns(self.layout, symbol)
+            except (OSError, EOFError, zstandard.ZstdError) as exc:
+                log.error("%s: cannot read the newest part: %s", symbol, exc)
+                continue
+            if last_ns is not None:
+                ends[symbol] = last_ns
+        if ends:
+            log.warning("previous run did not stop cleanly (%s)", ", ".join(sorted(ends)))
+        return ends
 
     def _build_groups(self) -> None:
         b = self.cfg.binance
@@ -239,6 +266,7 @@ class Collector:
             last = st.last_msg_ns.get(s)
             symbols[s] = {
                 "last_message_at": iso(last),
+                "last_message_ns": last,
                 "age_seconds": round((now_ns - last) / 1e9, 3) if last else None,
                 "next_trade_id": tracker.next_id,
                 "pending_holes": len(tracker.holes),
@@ -252,6 +280,8 @@ class Collector:
                         "conn": g.current.state.conn_id,
                         "symbols": g.symbols,
                         "age_seconds": round(mono - g.current.opened, 3),
+                        # connected without a break since (replacements included)
+                        "up_since_ns": g.up_since_ns,
                     }
                 )
         rest = self.repairer.stats if self.repairer else None
@@ -264,6 +294,7 @@ class Collector:
             "started_at": iso(self.started_ns),
             "updated_at": iso(now_ns),
             "updated_ns": now_ns,
+            "heartbeat_seconds": self.cfg.collector.heartbeat_seconds,
             "symbols": symbols,
             "messages_total": st.messages,
             "messages_per_second": round(rate, 1),
@@ -331,14 +362,21 @@ class Collector:
         await asyncio.to_thread(self._restore_ids)
         self._build_groups()
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
-        self.router.session(
-            "collector",
-            self.cfg.symbols,
-            "collector_start",
-            pid=os.getpid(),
-            recovered_parts=len(report.sealed),
-            torn_lines=report.torn_lines,
-        )
+        ends = await asyncio.to_thread(self._unclean_ends)
+        for symbol, last_ns in ends.items():  # the stop the previous run never wrote
+            line = session_line(last_ns, "collector", "collector_stop", unclean=True,
+                                reason="no stop recorded", noted_ns=time.time_ns())  # fmt: skip
+            self.writer.write(symbol, last_ns, line)
+        start = {"pid": os.getpid(), "recovered_parts": len(report.sealed),
+                 "torn_lines": report.torn_lines}  # fmt: skip
+        clean = [s for s in self.cfg.symbols if s not in ends]
+        if clean:
+            self.router.session("collector", clean, "collector_start", **start)
+        for symbol, last_ns in ends.items():
+            self.router.session(
+                "collector", [symbol], "collector_start", **start, unclean=True,
+                last_recv_ns=last_ns,
+            )  # fmt: skip
         tasks = [loop.create_task(g.run(), name=f"group-{g.index}") for g in self.groups]
         helpers = [
             loop.create_task(c())

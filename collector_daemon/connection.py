@@ -111,6 +111,7 @@ class StreamGroup:
         self.reconnect_seconds: list[float] = []
         self.backoff_delays: list[float] = []
         self.current: _Conn | None = None
+        self.up_since_ns: int | None = None  # when the current unbroken connected stretch began
         self._seq = 0
 
     # connecting ------------------------------------------------------------------------------
@@ -219,6 +220,7 @@ class StreamGroup:
                     await asyncio.sleep(delay)
                     continue
                 self.current = conn
+                self.up_since_ns = time.time_ns()
                 await self._supervise(conn, down_since)
                 self.reconnects += 1
                 down_since = time.monotonic()

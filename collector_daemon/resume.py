@@ -7,6 +7,10 @@ happen between two checkpoints; on start the ids found in the newest raw files (
 repaired, read back until they reach the checkpoint) are replayed through the tracker:
 ids below the checkpoint fill its holes, ids above it extend it, and every id the
 crashed run never wrote shows up as a hole — a gap to repair — instead of being lost.
+
+The newest part also tells whether the previous run stopped cleanly: a clean stop writes
+``collector_stop`` as each symbol's last line; any other last line means the run died
+(SIGKILL, crash, power loss, write failure) right after it (``unclean_end_ns``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +120,26 @@ def sealed_parts_newest_first(layout: LakeLayout, symbol: str) -> Iterator[Path]
                 parts.append((parsed.number, sym_dir / day / name))
         for _, path in sorted(parts, reverse=True):
             yield path
+
+
+def unclean_end_ns(layout: LakeLayout, symbol: str, tail: int = 16) -> int | None:
+    """When the run that wrote ``symbol``'s newest part did not stop cleanly, the receive time
+    of its last line there (the latest of the last ``tail`` whole lines); else None (a clean
+    stop, or no part at all)."""
+    path = next(sealed_parts_newest_first(layout, symbol), None)
+    if path is None:
+        return None
+    records = []
+    for line in deque(read_part_lines(path), maxlen=tail):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("recv_ns"), int):
+            records.append(obj)
+    if not records or records[-1].get("session") == "collector_stop":
+        return None
+    return max(r["recv_ns"] for r in records)
 
 
 def recent_ids(

@@ -90,6 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dagster", action="store_true", help="only simulator + collector")
     p.add_argument("--fresh", action="store_true", help="delete the demo lake first")
     p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl+C)")
+    p.add_argument("--outage-at", type=float, default=60.0,
+                   help="the exchange drops every connection this many seconds after the start, "
+                        "so the UI shows a real outage (0: none)")  # fmt: skip
+    p.add_argument("--outage-seconds", type=float, default=20.0, help="how long it lasts")
     return p.parse_args(argv)
 
 
@@ -130,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         port_file = lake / "state" / "simulator.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
+        outage = ["--outage", f"{args.outage_at}:{args.outage_seconds}"] if args.outage_at else []
         fleet.start(
             "simulator",
             [py, "-m", "crypto_lake.simulator", "--symbols", args.symbols, "--port", "0",
-             "--port-file", str(port_file)],
+             "--port-file", str(port_file), *outage],
             env, lake / "logs" / "simulator.log",
         )  # fmt: skip
         sim_port = int(_wait_for_file(port_file, fleet, 30))
@@ -152,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                  "-h", "127.0.0.1", "-p", str(args.port)],
                 env, lake / "logs" / "dagster.log", cwd=home,
             )  # fmt: skip
+        fault = (
+            f"  injected fault     : the exchange drops every connection {args.outage_at:.0f} s "
+            f"after the start, for {args.outage_seconds:.0f} s: see it in the coverage asset "
+            "and in bars_1s.is_outage\n"
+            if args.outage_at
+            else ""
+        )
         print(
             f"\ncrypto_lake demo is running (lake: {lake})\n"
             f"  exchange simulator : {urls['ws']}  {urls['rest']}\n"
@@ -159,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  collector heartbeat: {lake / 'state' / 'heartbeat.json'}\n"
             + ("" if args.no_dagster else f"  Dagster UI         : http://127.0.0.1:{args.port}\n")
             + f"  logs               : {lake / 'logs'}\n"
-            "Press Ctrl+C to stop everything.\n",
+            + fault
+            + "Press Ctrl+C to stop everything.\n",
             flush=True,
         )
         started = time.monotonic()

@@ -102,6 +102,52 @@ def _bars_and_passing_checks(port: int) -> dict | None:
     return data
 
 
+COVERAGE = """
+query Coverage {
+  assetOrError(assetKey: {path: ["coverage"]}) {
+    ... on Asset { assetMaterializations(limit: 20) {
+      partition metadataEntries { label ... on IntMetadataEntry { intValue }
+                                         ... on FloatMetadataEntry { floatValue } } } }
+  }
+  bars: assetOrError(assetKey: {path: ["bars_1s"]}) {
+    ... on Asset { assetMaterializations(limit: 20) {
+      partition metadataEntries { label ... on IntMetadataEntry { intValue } } } }
+  }
+  r1: assetCheckExecutions(assetKey: {path: ["bars_1s"]}, checkName: "r1_ohlc_order", limit: 20) {
+    status evaluation { partition }
+  }
+}
+"""
+
+
+def _outage_in_coverage_and_bars(port: int) -> dict | None:
+    """Today's coverage shows the demo's injected outage, the bars flag the same seconds, and
+    check results name their partition."""
+    data = _graphql(port, COVERAGE)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+
+    def latest(asset: dict | None) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for m in (asset or {}).get("assetMaterializations") or []:
+            if m["partition"].startswith(today) and m["partition"] not in out:
+                out[m["partition"]] = {
+                    e["label"]: e.get("intValue", e.get("floatValue")) for e in m["metadataEntries"]
+                }
+        return out
+
+    coverage, bars = latest(data["assetOrError"]), latest(data["bars"])
+    lost = {k: m for k, m in coverage.items() if (m.get("seconds_outage") or 0) >= 5}
+    flagged = {k for k, m in bars.items() if (m.get("outage_rows") or 0) >= 5}
+    partitions = {(e["evaluation"] or {}).get("partition") for e in data["r1"]}
+    if (
+        not lost
+        or not set(lost) & flagged
+        or not any(p and p.startswith(today) for p in partitions)
+    ):
+        return None
+    return {"coverage": lost, "bars_flagged": sorted(flagged), "check_partitions": partitions}
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -170,6 +216,15 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             f"no bars with passing checks after 5 min: {_graphql(port, BARS_AND_CHECKS)}"
         )
         print(f"bars and passing checks visible {time.monotonic() - started:.0f} s after start")
+        # The exchange dropped every connection 60 s after the start, for 20 s (the demo's
+        # injected fault): coverage and the bars' flags show it, checks are per partition.
+        outage = None
+        while outage is None and time.monotonic() - started < 300:
+            outage = _outage_in_coverage_and_bars(port)
+            if outage is None:
+                time.sleep(5)
+        assert outage is not None, f"no outage in coverage after 5 min: {_graphql(port, COVERAGE)}"
+        print(f"outage visible in coverage {time.monotonic() - started:.0f} s after start")
         # While a macro run retries against the dead Yahoo (minutes) and the other waits in the
         # queue, a market refresh run still gets a slot and succeeds.
         deadline = time.monotonic() + 60

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from crypto_lake.lib import fastbars
+from crypto_lake.lib.heartbeat import Recording
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.parquet_out import write_parquet
 from crypto_lake.lib.raw_catalog import day_bounds_us
@@ -49,10 +50,18 @@ class BarStats:
     grid_complete: bool = False  # the grid covers the whole day
 
 
-def _grid_end_us(con: duckdb.DuckDBPyConnection, trades: str, quotes: str, day: str) -> int:
-    """Exclusive grid end: the day's end once it is over, else the last complete second seen."""
+def _grid_end_us(
+    con: duckdb.DuckDBPyConnection, trades: str, quotes: str, day: str,
+    recording: Recording | None = None,
+) -> int:  # fmt: skip
+    """Exclusive grid end: the day's end once it is over, else the last complete second
+    seen; or later, up to the last complete second the collector vouches it was recording
+    (``recording``), when that covers the last tick (its connection was live since then)
+    and the ticks already hold the last message it had received: the seconds in between
+    were recorded and quiet, not missing."""
     start_us, end_us = day_bounds_us(day)
-    if end_us <= time.time_ns() // 1000:
+    now_us = time.time_ns() // 1000
+    if end_us <= now_us:
         return end_us
     seen = con.execute(
         """SELECT greatest(
@@ -60,9 +69,15 @@ def _grid_end_us(con: duckdb.DuckDBPyConnection, trades: str, quotes: str, day: 
                (SELECT epoch_us(max(ts_recv)) FROM read_parquet($q)))""",
         {"t": trades, "q": quotes},
     ).fetchall()[0][0]
-    if seen is None:
-        return start_us
-    return min(end_us, max(start_us, seen // US * US))
+    grid = start_us if seen is None else seen // US * US
+    held = start_us if seen is None else seen  # the ticks hold everything received to here
+    if (
+        recording is not None
+        and recording.since_us <= held
+        and (recording.last_message_us is None or recording.last_message_us <= held)
+    ):
+        grid = max(grid, min(now_us, recording.until_us) // US * US)
+    return min(end_us, max(start_us, grid))
 
 
 # The bars in two steps: the core (every value an integer or a decimal) and the projection
@@ -141,26 +156,31 @@ def build_bars_1s(
     *,
     previous_close: Decimal | str | None = None,
     end_us: int | None = None,
+    recording: Recording | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     fast: bool = True,
     seconds: Path | None = None,
 ) -> BarStats:
     """Write the 1 s bars of (symbol, day) to ``out`` and return a summary.
 
-    ``outages`` are [start_us, end_us) intervals without a live connection (TickStats.outages);
-    ``previous_close`` (e.g. the previous day's last trade price) fills the seconds before the
-    day's first trade, which are otherwise NULL; ``end_us`` overrides the grid end (default:
-    the day's end once it is over, else the last complete second received). ``fast`` computes
-    the integer core in one compiled pass (``fastbars``); False runs it in SQL, with the same
-    result. ``seconds`` is the per-second summary build_ticks wrote with these very tick
-    files (``build_ticks(seconds_out=...)``): used when it matches them, so the tick tables
-    need not be read again.
+    ``outages`` are [start_us, end_us) intervals not recorded, of either kind
+    (TickStats.outages): their seconds get ``is_outage``. ``previous_close`` (e.g. the
+    previous day's last trade price) fills the seconds before the day's first trade, which
+    are otherwise NULL; ``end_us`` overrides the grid end (default: the day's end once it is
+    over, else the last complete second received, or later when ``recording``, what the
+    collector's heartbeat vouches for the symbol (``heartbeat.recording_until``), says a
+    quiet symbol was still being recorded). ``fast`` computes the integer core in one
+    compiled pass (``fastbars``); False runs it in SQL, with the same result. ``seconds``
+    is the per-second summary build_ticks wrote with these very tick files
+    (``build_ticks(seconds_out=...)``): used when it matches them, so the tick tables need
+    not be read again.
     """
     symbol, day = validate_symbol(symbol), validate_day(day)
     con = con or connect()
     trades, quotes = str(trades_path), str(quotes_path)
     start_us, day_end_us = day_bounds_us(day)
-    grid_end = end_us if end_us is not None else _grid_end_us(con, trades, quotes, day)
+    grid_end = end_us if end_us is not None else _grid_end_us(con, trades, quotes, day,
+                                                               recording)  # fmt: skip
     grid_end = max(start_us, min(grid_end, day_end_us))
     if fast:
         summary = None if seconds is None else fastbars.load_seconds(seconds, trades_path,

@@ -18,6 +18,19 @@ Every line of a raw part file is one JSON object. Three kinds exist:
 
     {"recv_ns": ..., "conn": "ws-3", "session": "disconnect", "reason": "..."}
 
+  ``collector_start`` and ``collector_stop`` have ``"conn": "collector"``. A run killed
+  without warning (SIGKILL, crash, power loss) writes no stop; the next start notices
+  (the symbol's newest part does not end with a stop) and writes, per such symbol:
+
+  - the missing ``collector_stop`` with ``"unclean": true``, dated at the dead run's last
+    line (``recv_ns``; ``noted_ns`` is when it was written), so it is filed in that
+    line's day folder and a reader of that day alone sees where recording ended;
+  - its own ``collector_start`` with ``"unclean": true`` and ``"last_recv_ns"`` (the same
+    time).
+
+  Older lakes lack both; a reader treats a ``collector_start`` not preceded by a stop as
+  the same thing (see ``crypto_lake.lib.ticks.session_outages``).
+
 Parsing belongs to Dagster: the collector never rewrites a payload, so a parser bug can
 always be fixed by reprocessing.
 """
@@ -40,8 +53,8 @@ SESSION_EVENTS = (
     "disconnect",  # socket closed; "reason" says why
     "server_shutdown",  # Binance announced a shutdown of this connection
     "replaced",  # make-before-break replacement took over from this connection
-    "collector_start",
-    "collector_stop",
+    "collector_start",  # "unclean": true when the previous run died without a stop
+    "collector_stop",  # "unclean": true when written by the next start (see above)
 )
 REST_SOURCES = ("historicalTrades", "aggTrades")
 

@@ -6,6 +6,10 @@ fired. R5 also checks trade-id continuity (from the trades file when given, else
 first/last trade ids of consecutive non-empty seconds); R7 rolls the seconds up to minutes
 and compares them with official klines.
 
+This is the one implementation of R1-R7: the asset checks and the CLI use ``evaluate_rules``
+(counts, pass/fail, worst rows); QA's ``qa_violations`` uses ``violation_rows``, every
+offending row behind the same flags with its severity.
+
 CLI: ``python -m crypto_lake.lib.rules --lake LAKE_ROOT --symbol BTCUSDT --date 2024-03-01``
 prints the report; exit status 1 when a critical rule fails, else 0.
 """
@@ -20,6 +24,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crypto_lake.lib.bars import BARS_1M_SELECT
 from crypto_lake.lib.fsutil import atomic_write_bytes
@@ -47,6 +53,7 @@ NO_KLINES = (
 NO_MINUTES = "no complete recorded minute to compare with the official klines"
 NOT_RECORDED = "nothing recorded: every second of this partition is an outage or unrecorded"
 WORST_ROWS = 10
+US = 1_000_000
 
 
 @dataclass
@@ -71,11 +78,14 @@ class RuleResult:
 _FLAGS_SQL = """
 CREATE OR REPLACE TEMP TABLE rule_rows AS
 SELECT *,
-    (low > open OR low > close OR high < open OR high < close OR low > high) AS r1,
-    (open <= 0 OR high <= 0 OR low <= 0 OR close <= 0) AS r2,
+    -- NaN sorts above every number in DuckDB, so R1/R2 judge only non-NaN prices: a NaN
+    -- price is R4's (SPEC: no NaN in O/H/L/C)
+    (NOT nan_ohlc AND (low > open OR low > close OR high < open OR high < close
+                       OR low > high)) AS r1,
+    (NOT nan_ohlc AND (open <= 0 OR high <= 0 OR low <= 0 OR close <= 0)) AS r2,
     (bid IS NOT NULL AND ask IS NOT NULL AND ask < bid) AS r3,
-    ((open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL)
-     AND (coalesce(seen_price, false) OR trade_count > 0)) AS r4,
+    ((open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR nan_ohlc)
+     AND (coalesce(seen_price, false) OR trade_count > 0 OR nan_ohlc)) AS r4,
     (epoch_us(window_start) % 1000000 <> 0
      OR (prev_ws IS NOT NULL AND window_start - prev_ws <> INTERVAL 1 second)) AS r5_grid,
     (first_trade_id IS NOT NULL AND prev_last_id IS NOT NULL
@@ -86,7 +96,11 @@ FROM (
         lag(window_start) OVER (ORDER BY window_start) AS prev_ws,
         lag(last_trade_id IGNORE NULLS) OVER (ORDER BY window_start) AS prev_last_id,
         bool_or(close IS NOT NULL) OVER (ORDER BY window_start
-            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen_price
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen_price,
+        -- NaN (or infinite). Not isnan(): DuckDB folds it to false when the Parquet min/max
+        -- statistics, which skip NaN, are finite.
+        coalesce(NOT isfinite(open::DOUBLE) OR NOT isfinite(high::DOUBLE)
+                 OR NOT isfinite(low::DOUBLE) OR NOT isfinite(close::DOUBLE), false) AS nan_ohlc
     FROM read_parquet($bars)
 )
 """
@@ -176,6 +190,16 @@ def _worst(con: duckdb.DuckDBPyConnection, rule: str, limit: int) -> list[dict]:
     )
 
 
+# Missing trade ids between consecutive trades of a trades file; each gap once.
+_TRADE_GAPS_SQL = """
+SELECT ts_event, prev_last + 1 AS first_missing, first_trade_id - 1 AS last_missing
+FROM (SELECT ts_event, first_trade_id,
+             lag(last_trade_id) OVER (ORDER BY first_trade_id) AS prev_last
+      FROM read_parquet($t))
+WHERE first_trade_id > prev_last + 1
+"""
+
+
 def _rule_r5(con, n: int, grid_bad: int, ids_bad: int, trades_path, limit: int) -> RuleResult:
     """Grid errors plus missing trade ids (each gap counts once)."""
     rows = []
@@ -188,12 +212,8 @@ def _rule_r5(con, n: int, grid_bad: int, ids_bad: int, trades_path, limit: int) 
     if trades_path is not None:
         gaps = _query_dicts(
             con,
-            """SELECT ts_event AS window_start, prev_last + 1 AS first_missing,
-                      first_trade_id - 1 AS last_missing, 'trade ids' AS problem
-               FROM (SELECT ts_event, first_trade_id,
-                            lag(last_trade_id) OVER (ORDER BY first_trade_id) AS prev_last
-                     FROM read_parquet($t))
-               WHERE first_trade_id > prev_last + 1 ORDER BY first_trade_id""",
+            "SELECT ts_event AS window_start, first_missing, last_missing, "
+            f"'trade ids' AS problem FROM ({_TRADE_GAPS_SQL}) ORDER BY last_missing",
             {"t": str(trades_path)},
         )
         ids_bad = len(gaps)
@@ -265,6 +285,118 @@ def _has_files(path: Path | str) -> bool:
         parent = Path(p).parent
         return parent.is_dir() and any(parent.glob(Path(p).name))
     return Path(p).exists()
+
+
+# Row-level results: the seconds (gaps, minutes) behind each rule's count, from the same
+# flags as evaluate_rules. ts is epoch seconds; seconds is how many seconds the row stands for.
+_ROWS_SQL = f"""
+WITH r AS (
+    SELECT *, epoch_us(window_start) AS us, epoch_us(prev_ws) AS prev_us,
+        format('open={{}} high={{}} low={{}} close={{}}', open, high, low, close) AS ohlc
+    FROM rule_rows
+), grid AS (
+    SELECT *, (us % {US} = 0 AND prev_us % {US} = 0 AND us - prev_us > {US}) AS gap
+    FROM r WHERE r5_grid
+)
+SELECT 'R1' AS rule, us // {US} AS ts, 1 AS seconds, ohlc AS detail FROM r WHERE r1
+UNION ALL SELECT 'R2', us // {US}, 1, ohlc FROM r WHERE r2
+UNION ALL SELECT 'R3', us // {US}, 1, format('bid={{}} ask={{}}', bid, ask) FROM r WHERE r3
+UNION ALL SELECT 'R4', us // {US}, 1, ohlc FROM r WHERE r4
+UNION ALL SELECT 'R5',
+    CASE WHEN gap THEN prev_us // {US} + 1 ELSE us // {US} END,
+    CASE WHEN gap THEN (us - prev_us) // {US} - 1 ELSE 1 END,
+    CASE WHEN us % {US} <> 0 THEN format('timestamp not on a whole second (+{{}} us)', us % {US})
+         WHEN us = prev_us THEN 'duplicate row for this second'
+         WHEN gap THEN format('{{}} missing seconds', (us - prev_us) // {US} - 1)
+         ELSE format('{{}} us after the previous row', us - prev_us) END
+FROM grid
+UNION ALL SELECT 'R5', us // {US}, 1,
+    CASE WHEN first_trade_id > prev_last_id + 1
+         THEN format('{{}} trade ids missing before id {{}}',
+                     first_trade_id - prev_last_id - 1, first_trade_id)
+         ELSE format('trade id {{}} does not follow id {{}}', first_trade_id, prev_last_id) END
+FROM r WHERE r5_ids AND $bar_trade_ids
+UNION ALL SELECT 'R6', us // {US}, 1, format('spread={{}} spread_bps={{}}', spread, spread_bps)
+FROM r WHERE r6
+"""
+_TRADE_GAP_ROWS_SQL = f"""
+SELECT 'R5' AS rule, epoch_us(ts_event) // {US} AS ts, 1 AS seconds,
+    format('{{}} trade ids missing before id {{}}', last_missing - first_missing + 1,
+           last_missing + 1) AS detail
+FROM ({_TRADE_GAPS_SQL})
+"""
+_R7_ROWS_SQL = f"""
+SELECT 'R7' AS rule, epoch_us(minute) // {US} AS ts, 60 AS seconds,
+    format('bars o/h/l/c={{}}/{{}}/{{}}/{{}} v={{}} n={{}} quote={{}} taker_buy={{}}; '
+           || 'klines o/h/l/c={{}}/{{}}/{{}}/{{}} v={{}} n={{}} quote={{}} taker_buy={{}}',
+           bar_open, bar_high, bar_low, bar_close, bar_volume, bar_count, bar_quote_volume,
+           bar_taker_buy, kl_open, kl_high, kl_low, kl_close, kl_volume, kl_count,
+           kl_quote_volume, kl_taker_buy) AS detail
+FROM ({_R7_SQL}) WHERE bad
+"""
+VIOLATION_ROWS_SCHEMA = pa.schema(
+    [
+        ("rule", pa.string()),
+        ("severity", pa.string()),
+        ("ts", pa.timestamp("s", tz="UTC")),  # the offending second (gap start, R7 minute)
+        ("seconds", pa.int32()),  # seconds the row stands for: 1, a gap's length, 60 for R7
+        ("detail", pa.string()),
+    ]
+)
+
+
+def violation_rows(
+    bars_1s_path: Path | str,
+    klines_1m_path: Path | str | None = None,
+    trades_path: Path | str | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pa.Table:
+    """Every offending row behind ``evaluate_rules`` (same inputs, same flags), one per bad
+    second, per run of missing seconds, per trade-id gap and per R7 minute, with its severity;
+    sorted by (ts, rule, detail). This is what QA stores as ``qa_violations``.
+
+    R6 rows are listed whenever a quoted second breaks the spread limit, although the rule
+    only fails above a rate of R6_MAX_RATE. R7 rows need klines (none without them)."""
+    own = con is None
+    con = con or connect()
+    try:
+        con.execute(_FLAGS_SQL, {"bars": str(bars_1s_path)})
+        params = {"bar_trade_ids": trades_path is None}
+        parts = [con.sql(_ROWS_SQL, params=params).to_arrow_table()]
+        if trades_path is not None:
+            parts.append(con.sql(_TRADE_GAP_ROWS_SQL, params={"t": str(trades_path)})
+                         .to_arrow_table())  # fmt: skip
+        if klines_1m_path is not None and _has_files(klines_1m_path):
+            klines = {"bars": str(bars_1s_path), "klines": str(klines_1m_path)}
+            parts.append(con.sql(_R7_ROWS_SQL, params=klines).to_arrow_table())
+        con.execute("DROP TABLE IF EXISTS rule_rows")
+    finally:
+        if own:
+            con.close()
+    return _with_severity(pa.concat_tables([_as_row_parts(p) for p in parts]))
+
+
+def _as_row_parts(table: pa.Table) -> pa.Table:
+    names = ["rule", "ts", "seconds", "detail"]
+    types = [pa.string(), pa.int64(), pa.int32(), pa.string()]
+    return table.rename_columns(names).cast(pa.schema(list(zip(names, types, strict=True))))
+
+
+def _with_severity(rows: pa.Table) -> pa.Table:
+    rows = rows.sort_by([("ts", "ascending"), ("rule", "ascending"), ("detail", "ascending")])
+    rules = pa.array(list(SEVERITY))
+    severity = pa.array(list(SEVERITY.values()))
+    return pa.table(
+        {
+            "rule": rows["rule"],
+            "severity": pc.take(severity, pc.index_in(rows["rule"], rules)),
+            "ts": rows["ts"].cast(pa.timestamp("s", tz="UTC")),
+            "seconds": rows["seconds"],
+            "detail": rows["detail"],
+        },
+        schema=VIOLATION_ROWS_SCHEMA,
+    )
 
 
 def overall_verdict(results: dict[str, RuleResult]) -> str:

@@ -12,7 +12,10 @@ session records and bad lines are then cut from it. Decisions worth knowing:
   (bookTicker has no exchange time) to the day of its local receive time.
 * **Duplicates.** Trades are unique by trade id (aggTrade input: by aggregate id, with the
   underlying first/last trade ids and count kept), quotes by update id. A live copy wins over
-  a REST-repaired one; among equals the earliest received wins.
+  a REST-repaired one; among equals the earliest received wins. Copies of one trade id that
+  disagree on what the exchange said (trade time, price, qty, maker side) are a *conflict*:
+  the same copy is kept, but every copy is quarantined, counted and saved for the
+  partition's blocking check (``load_trade_conflicts``).
 * **Bad lines** (not JSON, wrong shape, unparseable fields) of the day's own folder are
   counted and copied to the quarantine folder; they never stop the build.
 """
@@ -37,11 +40,19 @@ import pyarrow as pa
 import zstandard
 
 from crypto_lake.lib import columns, fastbars, fastparse
-from crypto_lake.lib.fsutil import advise, atomic_path
+from crypto_lake.lib.fsutil import advise, atomic_path, atomic_write_bytes
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.parquet_out import write_parquet_groups
+from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.raw import open_raw
-from crypto_lake.lib.raw_catalog import RAW_COLUMNS, day_bounds_us, ndjson_source
+from crypto_lake.lib.raw_catalog import (
+    MAX_LINE_BYTES,
+    RAW_COLUMNS,
+    cut_long_lines,
+    day_bounds_us,
+    long_line_record,
+    ndjson_source,
+)
 from crypto_lake.lib.symbols import validate_day, validate_symbol
 
 log = get_logger("ticks")
@@ -53,6 +64,7 @@ QTY_T = "DECIMAL(20,8)"
 _DATA_KEYS = ["t", "p", "q", "T", "m", "a", "f", "l", "u", "b", "B", "A"]
 _DATA_KEYS += ["id", "price", "qty", "time", "isBuyerMaker"]
 _J = {k: i + 1 for i, k in enumerate(_DATA_KEYS)}
+MAX_LISTED_CONFLICTS = 100  # conflicting trade ids listed in TickStats and the saved state
 
 
 @dataclass
@@ -68,6 +80,8 @@ class TickStats:
     duplicates_dropped: int = 0
     trade_duplicates: int = 0
     quote_duplicates: int = 0
+    trade_id_conflicts: int = 0  # ids received with different content (not in trade_duplicates)
+    conflicting_trade_ids: list[int] = field(default_factory=list)  # the first MAX_LISTED
     bad_lines: int = 0
     ignored_lines: int = 0  # other streams/symbols, invalidated aggTrades, the minority kind
     invalidated_agg_trades: int = 0
@@ -81,6 +95,8 @@ class TickStats:
     max_ts_event_us: int | None = None
     max_ts_recv_us: int | None = None
     outages: list[tuple[int, int]] = field(default_factory=list)  # [start_us, end_us)
+    # one per outages entry: "outage" (collector ran, no live connection) or "unrecorded"
+    outage_kinds: list[str] = field(default_factory=list)
     quarantine_path: str | None = None
 
 
@@ -223,21 +239,27 @@ def _quotes_table(bufs: columns.Buffers, symbol: str, m: np.ndarray) -> pa.Table
     })  # fmt: skip
 
 
-def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray, int]:
-    """Rows unique by id, sorted by (row ``first``, id); and how many rows were dropped.
+def _dedup_sorted(
+    m: np.ndarray, ids: int, first: int, keys, differ=None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Rows unique by id, sorted by (row ``first``, id); how many rows were dropped; and the
+    rows of ids whose copies conflict, grouped by id with the kept copy first.
 
     Of rows sharing an id the first by ``keys(m)`` (sort keys, most significant first) is
     kept, exactly like the SQL ``DISTINCT ON (id) ... ORDER BY keys``. Live data arrives in
     output order with increasing ids: that is checked in O(n) and costs no sort; otherwise
     stable sorts (fast on nearly sorted input) do the work, and the full key comparison runs
-    only over the duplicated ids.
+    only over the duplicated ids. ``differ(a, b)``, given two matrices of rows, says per
+    column whether those two copies of one record disagree; every copy of an id with any
+    such pair conflicts (none when ``differ`` is None).
     """
     n = m.shape[1]
+    conflicts = m[:, :0]
     if n < 2:
-        return m, 0
+        return m, 0, conflicts
     i, f = m[ids], m[first]
     if np.all(i[1:] > i[:-1]) and np.all(f[1:] >= f[:-1]):
-        return m, 0  # unique ids, already in (first, id) order
+        return m, 0, conflicts  # unique ids, already in (first, id) order
     by_id = np.argsort(i, kind="stable")
     sid = i[by_id]
     dup = sid[1:] == sid[:-1]
@@ -251,6 +273,12 @@ def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray
         c_ids = m[ids, cand]
         loser = np.zeros(len(cand), dtype=bool)
         loser[1:] = c_ids[1:] == c_ids[:-1]
+        if differ is not None:  # each copy against its group's kept one
+            c = m[:, cand]
+            kept = np.maximum.accumulate(np.where(loser, 0, np.arange(len(cand))))
+            disagree = loser & differ(c, c[:, kept])
+            if disagree.any():
+                conflicts = c[:, np.isin(c_ids, c_ids[disagree])]
         keep = np.ones(n, dtype=bool)
         keep[cand[loser]] = False
         dropped = int(np.count_nonzero(loser))
@@ -258,7 +286,76 @@ def _dedup_sorted(m: np.ndarray, ids: int, first: int, keys) -> tuple[np.ndarray
         i, f = m[ids], m[first]
     order = np.argsort(i, kind="stable")
     order = order[np.argsort(f[order], kind="stable")]
-    return m[:, order], dropped
+    return m[:, order], dropped, conflicts
+
+
+def _trades_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per column: whether two copies of a trade (rows as TRADE_COLUMNS) disagree on what
+    the exchange said: trade time, price, qty or maker side. Receive time, connection, the
+    repaired flag and aggregate ids may differ between a live line and its REST repair. The
+    time is compared to the millisecond when either copy may come from a ms-unit line (its
+    µs time is a whole ms): a µs stream repaired with ms REST times is the same trade."""
+    ta, tb = a[5], b[5]
+    coarse = (ta % 1000 == 0) | (tb % 1000 == 0)
+    times = np.where(coarse, ta // 1000 != tb // 1000, ta != tb)
+    side = ((a[8] ^ b[8]) & fastparse.FLAG_IBM) != 0
+    return times | (a[6] != b[6]) | (a[7] != b[7]) | side
+
+
+def _conflict_copies(rows: np.ndarray) -> list[dict]:
+    """Each copy of a conflicting trade id (rows grouped by id, the kept copy first) as a
+    quarantine record: its parsed values and how it was received."""
+    out, previous = [], None
+    for r in rows.T.tolist():  # conflicts are rare: plain Python is fine
+        out.append({
+            "reason": "trade id conflict", "trade_id": r[2],
+            "kept": r[2] != previous, "ts_event_us": r[5],
+            "price": _units_text(r[6]), "qty": _units_text(r[7]),
+            "is_buyer_maker": bool(r[8] & fastparse.FLAG_IBM), "recv_us": r[1],
+            "repaired": bool(r[8] & fastparse.FLAG_REPAIRED),
+            "first_trade_id": r[3], "last_trade_id": r[4],
+        })  # fmt: skip
+        previous = r[2]
+    return out
+
+
+def _units_text(units: int) -> str:
+    """An integer of 1e-8 as its exact decimal text."""
+    sign, units = ("-" if units < 0 else ""), abs(units)
+    return f"{sign}{units // 100_000_000}.{units % 100_000_000:08d}"
+
+
+def trade_conflicts_path(layout: LakeLayout, symbol: str, day: str) -> Path:
+    """Where a build saves the trade id conflicts of (symbol, day) for the blocking check."""
+    name = f"{validate_day(day)}.json"
+    return layout.state_dir / "conflicts" / f"symbol={validate_symbol(symbol)}" / name
+
+
+def _save_conflicts(path: Path, stats: TickStats, copies: list[dict]) -> None:
+    """The day's conflicts, rewritten by every build ([] when none, so a rebuild that
+    resolves them clears the check): the count and, per listed id, its copies."""
+    listed: dict[int, list[dict]] = {i: [] for i in stats.conflicting_trade_ids}
+    for c in copies:
+        if c["trade_id"] in listed:
+            listed[c["trade_id"]].append({k: v for k, v in c.items() if k != "reason"})
+    data = {"symbol": stats.symbol, "day": stats.day,
+            "trade_id_conflicts": stats.trade_id_conflicts,
+            "conflicts": [{"trade_id": i, "copies": c} for i, c in listed.items()]}  # fmt: skip
+    atomic_write_bytes(path, orjson.dumps(data), durable=False)
+
+
+def load_trade_conflicts(layout: LakeLayout, symbol: str, day: str) -> list[dict]:
+    """The trade id conflicts the last build of (symbol, day) saved, one dict per id
+    (``{"trade_id", "copies": [...]}``, at most MAX_LISTED_CONFLICTS); [] when it found none
+    or saved nothing. An unreadable file is one entry with ``trade_id`` None and an
+    ``error``, so a check fails on it rather than passing."""
+    path = trade_conflicts_path(layout, symbol, day)
+    try:
+        return list(orjson.loads(path.read_bytes())["conflicts"])
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [{"trade_id": None, "copies": [], "error": f"unreadable {path}: {exc!r}"}]
 
 
 def _split_files(raw_files: list[Path], day: str) -> tuple[list[str], list[str]]:
@@ -290,6 +387,7 @@ def build_ticks(
     con: duckdb.DuckDBPyConnection | None = None,
     fast: bool = True,
     seconds_out: Path | None = None,
+    conflicts_out: Path | None = None,
 ) -> TickStats:
     """Parse ``raw_files`` into the trades and quotes Parquet files of (symbol, day).
 
@@ -298,6 +396,8 @@ def build_ticks(
     through the general DuckDB path, with the same result. ``seconds_out`` also saves the
     day's per-second summary for ``build_bars_1s(seconds=...)``, stamped with the two tick
     files it was computed with, so the bars need not read the tick tables again.
+    ``conflicts_out`` (``trade_conflicts_path``) receives the day's trade id conflicts, an
+    empty list when there are none (read back by ``load_trade_conflicts``).
     """
     symbol, day = validate_symbol(symbol), validate_day(day)
     start_us, end_us = day_bounds_us(day)
@@ -314,7 +414,8 @@ def build_ticks(
             suspects = parsed.fallback_files  # a bad line is always a fallback line
         else:
             parsed = _Parsed(bufs)
-            fb_own, fb_other = own, other
+            fb_own, parsed.long_lines = _cut_long_lines(own, Path(tmp) / "own")
+            fb_other, _ = _cut_long_lines(other, Path(tmp) / "other")
             suspects = own
         con.execute("DROP TABLE IF EXISTS stage")
         params = {k: v for k, v in (("own", fb_own), ("other", fb_other)) if v}
@@ -331,10 +432,10 @@ def build_ticks(
         if not chosen.all():  # a day that mixes kinds (rare): keep the chosen one
             trades = trades[:, chosen]
         with ThreadPoolExecutor(1) as writer:  # Parquet encoding releases the GIL: overlap
-            trades_written, trades = _write_trades(writer, bufs, trades, symbol, stats,
-                                                   trades_out)  # fmt: skip
+            trades_written, trades, conflicts = _write_trades(writer, bufs, trades, symbol,
+                                                              stats, trades_out)  # fmt: skip
             # SQL order of the general path: id, recv_us, px, qt, ask_px, ask_qt
-            quotes, stats.quote_duplicates = _dedup_sorted(
+            quotes, stats.quote_duplicates, _ = _dedup_sorted(
                 quotes, 1, 0, keys=lambda m: [m[1], m[0], m[2], m[3], m[4], m[5]]
             )
 
@@ -346,12 +447,18 @@ def build_ticks(
         if seconds_out is not None:
             summary = fastbars.seconds_from_rows(trades, quotes, start_us // fastbars.US)
             fastbars.save_seconds(summary, seconds_out, trades_out, quotes_out)
+        outages = session_outages(con, start_us, end_us, first_live, (trades[1], quotes[0]))
+        stats.outages = [(a, b) for a, b, _ in outages]
+        stats.outage_kinds = [k for _, _, k in outages]
         del trades
         stats.quote_rows = quotes.shape[1]
         if stats.quote_rows:
             stats.max_ts_recv_us = max(stats.max_ts_recv_us or 0, int(quotes[0].max()))
-        stats.outages = session_outages(con, start_us, end_us, first_live)
-        stats.quarantine_path = _quarantine(con, stats, suspects, quarantine_dir)
+        versions = _conflict_copies(conflicts)
+        stats.quarantine_path = _quarantine(con, stats, suspects, quarantine_dir, [
+            *parsed.long_lines, *(orjson.dumps(v) for v in versions)])  # fmt: skip
+        if conflicts_out is not None:
+            _save_conflicts(conflicts_out, stats, versions)
     finally:
         con.execute("DROP TABLE IF EXISTS stage")
     stats.duplicates_dropped = stats.trade_duplicates + stats.quote_duplicates
@@ -374,6 +481,7 @@ class _Parsed:
         self.fallback_own: list[bytes] = []
         self.fallback_other: list[bytes] = []
         self.fallback_files: list[str] = []  # own files with fallback lines
+        self.long_lines: list[bytes] = []  # quarantine records of own lines too long for DuckDB
 
 
 class _Scratch:
@@ -388,6 +496,7 @@ class _Scratch:
         self.n_tr = self.n_bk = self.n_other = 0
         self.fallback: list[bytes] = []
         self.fallback_files: list[str] = []
+        self.long_lines: list[bytes] = []
         self.zstd = zstandard.ZstdDecompressor()
 
     def _read(self, path: Path) -> np.ndarray:
@@ -419,7 +528,7 @@ class _Scratch:
               keep_other: bool) -> _Scratch:  # fmt: skip
         """Parse ``paths`` (all own files or all neighbour files), rows in file order."""
         self.n_tr = self.n_bk = self.n_other = 0
-        self.fallback, self.fallback_files = [], []
+        self.fallback, self.fallback_files, self.long_lines = [], [], []
         for path in paths:
             buf = self._read(path)
             at, rows, fallback = 0, len(buf) // _LINE_BYTES + 1, len(self.fallback)
@@ -430,13 +539,28 @@ class _Scratch:
                     self.fb_s, self.fb_e, self.n_tr, self.n_bk,
                 )  # fmt: skip
                 self.n_other += n_other
-                self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes() for i in range(m)]
+                if m and int((self.fb_e[:m] - self.fb_s[:m]).max()) > MAX_LINE_BYTES:
+                    self._set_aside_long_lines(buf, path, m)
+                else:
+                    self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes()
+                                      for i in range(m)]  # fmt: skip
                 if at >= len(buf):
                     break
                 rows *= 2
             if len(self.fallback) > fallback:
                 self.fallback_files.append(str(path))
         return self
+
+    def _set_aside_long_lines(self, buf: np.ndarray, path: Path, m: int) -> None:
+        """The ``m`` fallback lines of ``buf``, those longer than MAX_LINE_BYTES (DuckDB's JSON
+        reader would fail the whole day on them) as quarantine records instead."""
+        for i in range(m):
+            s, e = int(self.fb_s[i]), int(self.fb_e[i])
+            if e - s > MAX_LINE_BYTES:
+                line_no = int(np.count_nonzero(buf[:s] == 10)) + 1
+                self.long_lines.append(long_line_record(path, line_no, buf[s:e].tobytes()))
+            else:
+                self.fallback.append(buf[s:e].tobytes())
 
 
 # Room for a file's rows is guessed from its size (raw lines average about 200 bytes);
@@ -483,6 +607,7 @@ def _fast_parse(
         (out.fallback_own if is_own else out.fallback_other).extend(s.fallback)
         if is_own:
             out.fallback_files += s.fallback_files
+            out.long_lines += s.long_lines
         free.append(s)
 
     with _no_cyclic_gc(), ThreadPoolExecutor(threads + 1) as pool:
@@ -538,6 +663,24 @@ class _GcPause:
 _no_cyclic_gc = _GcPause()
 
 
+def _cut_long_lines(paths: list[str], folder: Path) -> tuple[list[str], list[bytes]]:
+    """``paths``, each file with lines over MAX_LINE_BYTES replaced by a copy in ``folder``
+    without them, and those lines' quarantine records (the general path's counterpart of
+    ``_Scratch._set_aside_long_lines``)."""
+    out, records = [], []
+    for k, path in enumerate(paths):
+        with open_raw(Path(path)) as fh:
+            rest, cut = cut_long_lines(fh.read())
+        if cut:
+            folder.mkdir(exist_ok=True)
+            copy = folder / f"{k}.jsonl"
+            copy.write_bytes(rest)
+            records += [long_line_record(path, n, line) for n, line in cut]
+            path = str(copy)
+        out.append(path)
+    return out, records
+
+
 def _spill(path: Path, lines: list[bytes]) -> list[str]:
     """Lines for the general path, as one file for DuckDB to read ([] when none)."""
     if not lines:
@@ -574,7 +717,7 @@ def _merge_stage(
     trades = append(parsed.trades, _STAGE_TRADES)
     quotes = append(parsed.quotes, _STAGE_QUOTES)
     counts = dict(con.execute("SELECT kind, count(*) FROM stage GROUP BY kind").fetchall())
-    stats.bad_lines = counts.get("bad", 0)
+    stats.bad_lines = counts.get("bad", 0) + len(parsed.long_lines)
     stats.invalidated_agg_trades = counts.get("invalid", 0)
     n_trade = int(np.count_nonzero(trades[0] == fastparse.KIND_TRADE))
     n_agg = trades.shape[1] - n_trade
@@ -585,33 +728,39 @@ def _merge_stage(
     minority = n_trade if stats.trade_kind == "aggTrade" else n_agg
     n_other = counts.get("other", 0) + parsed.other
     stats.ignored_lines = n_other + stats.invalidated_agg_trades + minority
-    stats.raw_lines = fast_rows + sum(counts.values())
+    stats.raw_lines = fast_rows + sum(counts.values()) + len(parsed.long_lines)
     return trades, quotes
 
 
 def _write_trades(
     writer: ThreadPoolExecutor, bufs: columns.Buffers, trades: np.ndarray, symbol: str,
     stats: TickStats, out: Path,
-) -> tuple[Future, np.ndarray]:  # fmt: skip
+) -> tuple[Future, np.ndarray, np.ndarray]:  # fmt: skip
     """Deduplicate and sort the chosen kind's rows, fill the trade stats; the Parquet file
-    is written by ``writer`` (the returned future, with the rows written)."""
+    is written by ``writer`` (the returned future, with the rows written, and the rows of
+    conflicting ids)."""
     # SQL order of the general path: id, repaired, recv_us, ts_us, px, qt, ibm, first, last
-    trades, stats.trade_duplicates = _dedup_sorted(
+    trades, dropped, conflicts = _dedup_sorted(
         trades, 2, 5,
         keys=lambda m: [m[2], m[8] >> 1, m[1], m[5], m[6], m[7], m[8] & 1, m[3], m[4]],
+        differ=_trades_differ,
     )  # fmt: skip
+    ids = np.unique(conflicts[2])
+    stats.trade_id_conflicts = len(ids)
+    stats.conflicting_trade_ids = ids[:MAX_LISTED_CONFLICTS].tolist()
+    stats.trade_duplicates = dropped - (conflicts.shape[1] - len(ids))  # identical copies
     written = writer.submit(write_parquet_groups, out, trades.shape[1],
                             lambda a, b: _trades_table(bufs, symbol, trades[:, a:b]))  # fmt: skip
     stats.trade_rows = n = trades.shape[1]
     if not n:
-        return written, trades
+        return written, trades, conflicts
     stats.first_trade_id, stats.last_trade_id = int(trades[3].min()), int(trades[4].max())
     stats.repaired_trades = int(np.count_nonzero(trades[8] & fastparse.FLAG_REPAIRED))
     stats.min_ts_event_us, stats.max_ts_event_us = int(trades[5, 0]), int(trades[5, -1])
     stats.max_ts_recv_us = int(trades[1].max())
     stats.trade_id_gaps = trade_id_gaps(trades[3], trades[4])
     stats.missing_trade_ids = sum(b - a + 1 for a, b in stats.trade_id_gaps)
-    return written, trades
+    return written, trades, conflicts
 
 
 def trade_id_gaps(
@@ -635,16 +784,24 @@ def _first_live(trades: np.ndarray, quotes: np.ndarray, start_us: int) -> int | 
     return min(cands) if cands else None
 
 
+OUTAGE, UNRECORDED = "outage", "unrecorded"  # kinds of TickStats.outage_kinds
+
+
 def session_outages(
-    con: duckdb.DuckDBPyConnection, start_us: int, end_us: int, first_live_us: int | None
-) -> list[tuple[int, int]]:
-    """Intervals with no live connection, from session records, clipped to the day.
+    con: duckdb.DuckDBPyConnection, start_us: int, end_us: int, first_live_us: int | None,
+    market_recv: tuple[np.ndarray, ...] = (),
+) -> list[tuple[int, int, str]]:  # fmt: skip
+    """Intervals without recording, from session records, clipped to the day, with their
+    kind: ``"outage"`` (the collector ran without a live connection) or ``"unrecorded"`` (no
+    collector ran, or nothing was recorded).
 
     A disconnect opens an outage only when no other connection is live (the make-before-break
-    replacement keeps streaming); the next connect/subscribed closes it. An outage still open
-    at the end of the records runs to the end of the day. When the day's first record is a
-    connect and no live line came before it, the recorder was not running until then: the
-    day starts in an outage.
+    replacement keeps streaming); a collector stop opens an unrecorded stretch; the next
+    connect/subscribed closes either. A collector start with no stop before it means the
+    previous process died without one (SIGKILL, crash, power loss): unrecorded from the last
+    line received before the start (``market_recv``: receive times, µs, of the day's market
+    lines; the session records count too) to the next connect. Anything still open at the end
+    of the records runs to the end of the day. See ``_leading_outage`` for the day's start.
     """
     rows = con.execute(
         "SELECT recv_us, session, conn FROM stage WHERE kind = 'session' "
@@ -652,14 +809,22 @@ def session_outages(
     ).fetchall()
     live: set[str] = set()
     seen: set[str] = set()
-    outages, opened = _leading_outage(rows, start_us, end_us, first_live_us), None
+    outages = _leading_outage(rows, start_us, end_us, first_live_us)
+    opened: tuple[int, str] | None = None
+    last_line = _LastLineBefore(market_recv)
+    prev_us: int | None = None  # the previous session record
     for recv_us, event, conn in rows:
         if event in ("connect", "subscribed"):
             live.add(conn)
             seen.add(conn)
             if opened is not None:
-                outages.append((opened, recv_us))
+                outages.append((opened[0], recv_us, opened[1]))
                 opened = None
+        elif event == "collector_start":
+            if opened is None:  # no stop seen: whatever ran before died at its last line
+                died = last_line.before(recv_us, prev_us)
+                opened = (recv_us, OUTAGE) if died is None else (died, UNRECORDED)
+            live.clear()
         elif event in ("disconnect", "replaced", "collector_stop"):
             if conn not in seen:
                 seen.add(conn)  # it was live before the first record we have
@@ -667,23 +832,64 @@ def session_outages(
             if event == "collector_stop":
                 live.clear()
             if not live and opened is None and event != "replaced":
-                opened = recv_us
+                opened = (recv_us, UNRECORDED if event == "collector_stop" else OUTAGE)
+        prev_us = recv_us
     if opened is not None:
-        outages.append((opened, end_us))
-    clipped = [(max(a, start_us), min(b, end_us)) for a, b in outages]
-    return [(a, b) for a, b in clipped if b > a]
+        outages.append((opened[0], end_us, opened[1]))
+    return _disjoint([(max(a, start_us), min(b, end_us), k) for a, b, k in outages])
+
+
+class _LastLineBefore:
+    """The latest receive time before a given time, over the day's market lines. One
+    vectorized pass per question (a collector start without a stop before it is rare, a
+    handful a day at worst); sorting a busy day once would cost more."""
+
+    def __init__(self, recv: tuple[np.ndarray, ...]) -> None:
+        self._recv = [np.asarray(r, dtype=np.int64) for r in recv]
+
+    def before(self, t_us: int, floor: int | None) -> int | None:
+        """max(the last market line before ``t_us``, ``floor``), None when neither exists."""
+        best = -1 if floor is None else floor
+        for r in self._recv:
+            if len(r):
+                best = max(best, int(np.max(r, where=r < t_us, initial=-1)))
+        return None if best < 0 else best
+
+
+def _disjoint(intervals: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Non-empty, non-overlapping intervals in time order; where two overlap the earlier one
+    keeps the overlap, and touching intervals of one kind become one."""
+    out: list[tuple[int, int, str]] = []
+    for a, b, kind in sorted(intervals):
+        if out:
+            a = max(a, out[-1][1])
+        if b <= a:
+            continue
+        if out and out[-1][1] == a and out[-1][2] == kind:
+            out[-1] = (out[-1][0], b, kind)
+        else:
+            out.append((a, b, kind))
+    return out
 
 
 def _leading_outage(
     rows: list[tuple], start_us: int, end_us: int, first_live_us: int | None
-) -> list[tuple[int, int]]:
-    """[day start, first record) when the day's first session record is a collector start or
-    a connect that no live line (``first_live_us``, the first one of the day) precedes: the
-    recorder was not running before it."""
+) -> list[tuple[int, int, str]]:
+    """How the day starts when nothing was recording at midnight.
+
+    [day start, first record) when the day's first session record is a collector start
+    ("unrecorded") or a connect ("outage": the collector started the day before) that no live
+    line (``first_live_us``, the first one of the day) precedes. A day with neither a session
+    record nor a live line was not recorded at all: the whole day is "unrecorded".
+    """
     first = next((r for r in rows if start_us <= r[0] < end_us), None)
-    if first is None or first[1] not in ("collector_start", "connect", "subscribed"):
+    if first is None:
+        return [(start_us, end_us, UNRECORDED)] if first_live_us is None else []
+    if first[1] not in ("collector_start", "connect", "subscribed"):
         return []
-    return [(start_us, first[0])] if first_live_us is None or first_live_us > first[0] else []
+    if first_live_us is not None and first_live_us <= first[0]:
+        return []
+    return [(start_us, first[0], UNRECORDED if first[1] == "collector_start" else OUTAGE)]
 
 
 def _unreadable(con: duckdb.DuckDBPyConnection, path: Path) -> list[bytes]:
@@ -692,6 +898,7 @@ def _unreadable(con: duckdb.DuckDBPyConnection, path: Path) -> list[bytes]:
     as bad is listed once and no line it did read is."""
     with open_raw(path) as fh:
         lines = [(n, line.rstrip(b"\n")) for n, line in enumerate(fh, 1) if line.strip()]
+    lines = [(n, line) for n, line in lines if len(line) <= MAX_LINE_BYTES]  # listed apart
     texts: list[str | None] = []
     for _, line in lines:
         try:
@@ -720,12 +927,14 @@ def _unreadable(con: duckdb.DuckDBPyConnection, path: Path) -> list[bytes]:
 
 
 def _quarantine(
-    con: duckdb.DuckDBPyConnection, stats: TickStats, suspects: list[str], quarantine_dir: Path
-) -> str | None:
+    con: duckdb.DuckDBPyConnection, stats: TickStats, suspects: list[str], quarantine_dir: Path,
+    more: list[bytes],
+) -> str | None:  # fmt: skip
     """Write the day's bad lines to ``{quarantine_dir}/{symbol}_{day}.jsonl`` (or remove it).
-    ``suspects`` are the day's own files that may hold unreadable lines."""
+    ``suspects`` are the day's own files that may hold unreadable lines; ``more`` are
+    records made elsewhere (lines too long for DuckDB, copies of conflicting trade ids)."""
     out = Path(quarantine_dir) / f"{stats.symbol}_{stats.day}.jsonl"
-    if not stats.bad_lines:
+    if not stats.bad_lines and not more:
         out.unlink(missing_ok=True)
         return None
     rows = con.execute(
@@ -735,15 +944,20 @@ def _quarantine(
     records = [orjson.dumps({"reason": "invalid field", "recv_us": recv, "data": data})
                for data, recv in rows if recv is not None]  # fmt: skip
     if any(recv is None for _, recv in rows):  # rare: find the files holding unreadable lines
-        unreadable = con.execute(
-            f"SELECT DISTINCT filename FROM {ndjson_source('own')} WHERE recv_ns IS NULL "
-            f"ORDER BY filename",
-            {"own": suspects},
-        ).fetchall()
+        try:
+            unreadable = con.execute(
+                f"SELECT DISTINCT filename FROM {ndjson_source('own')} WHERE recv_ns IS NULL "
+                f"ORDER BY filename",
+                {"own": suspects},
+            ).fetchall()
+        except duckdb.Error:  # a suspect holds a line too long for the reader: ask each file
+            unreadable = [(fn,) for fn in sorted(suspects)]
         for (fn,) in unreadable:
             records += _unreadable(con, Path(fn))
+    records += more
     with atomic_path(out, durable=False) as tmp:
         tmp.write_bytes(b"\n".join(records) + b"\n")
-    log.warning("quarantined %d bad lines of %s %s to %s", stats.bad_lines, stats.symbol,
-                stats.day, out)  # fmt: skip
+    log.warning("quarantined %d bad lines and %d trade id conflicts of %s %s to %s",
+                stats.bad_lines, stats.trade_id_conflicts, stats.symbol, stats.day,
+                out)  # fmt: skip
     return str(out)

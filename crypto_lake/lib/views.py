@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from crypto_lake.lib import coverage
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.paths import EXCHANGE, LakeLayout
 
@@ -53,6 +54,8 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
         ("close_time", "TIMESTAMPTZ"), ("quote_volume", _VOL), ("trade_count", "BIGINT"),
         ("taker_buy_base", _VOL), ("taker_buy_quote", _VOL),
     ],
+    # the hive column date is added to every empty view, so not listed twice
+    "coverage": [c for c in coverage.COLUMNS if c[0] != "date"],
 }  # fmt: skip
 VIEW_DATASETS = tuple(SCHEMAS)
 
@@ -68,6 +71,12 @@ SELECT coalesce(b.symbol, k.symbol) AS symbol, coalesce(b.window_start, k.open_t
      AND b.volume_base = k.volume AND b.trade_count = k.trade_count) AS matches
 FROM bars_1m b FULL JOIN klines_1m k ON b.symbol = k.symbol AND b.window_start = k.open_time
 """
+
+
+# "What can I trust for this day across symbols": coverage summed per symbol and date.
+_COVERAGE_DAILY_SQL = "CREATE OR REPLACE VIEW coverage_daily AS " + coverage.DAILY_SQL.format(
+    source="coverage"
+)
 
 
 def sql_literal(path: Path | str) -> str:
@@ -92,9 +101,10 @@ def dataset_source(layout: LakeLayout, dataset: str) -> str:
 
 
 def view_statements(layout: LakeLayout) -> list[str]:
-    """CREATE VIEW statements for the market datasets and the bars-vs-klines comparison."""
+    """CREATE VIEW statements for the market datasets, the bars-vs-klines comparison and the
+    daily coverage summary."""
     out = [f"CREATE OR REPLACE VIEW {d} AS {dataset_source(layout, d)}" for d in VIEW_DATASETS]
-    return [*out, _COMPARE_SQL]
+    return [*out, _COMPARE_SQL, _COVERAGE_DAILY_SQL]
 
 
 def _default_extra(layout: LakeLayout) -> list[str]:

@@ -2,7 +2,8 @@
 
 Prints the WebSocket and REST base URLs, optionally writes the bound port to ``--port-file``
 (atomically, so a launcher polling for it never reads half a number), and runs until SIGINT
-or SIGTERM.
+or SIGTERM. ``--outage AT:SECONDS`` injects an exchange outage (the demo uses it, so a
+newcomer sees one in coverage and in the bars' flags).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from crypto_lake.lib.symbols import InvalidNameError
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.server import ExchangeSimulator
 
+log = setup_logging().getChild("simulator")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crypto-lake-sim", description="Loopback Binance simulator")
@@ -33,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-shutdown-notice", action="store_true")
     p.add_argument("--port-file", type=Path, default=None, help="write the bound port here")
     p.add_argument(
+        "--outage",
+        type=_outage_spec,
+        action="append",
+        default=[],
+        metavar="AT:SECONDS",
+        help="AT seconds after start, drop every connection and refuse new ones for SECONDS "
+        "(an exchange outage; repeatable)",
+    )
+    p.add_argument(
         "--history-hours",
         type=float,
         default=26.0,
@@ -41,9 +53,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def serve(cfg: SimConfig, host: str, port: int, port_file: Path | None) -> None:
+def _outage_spec(text: str) -> tuple[float, float]:
+    try:
+        at, seconds = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected AT:SECONDS, got {text!r}") from None
+    if at < 0 or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"AT must be >= 0 and SECONDS > 0, got {text!r}")
+    return at, seconds
+
+
+async def _outage(sim: ExchangeSimulator, at: float, seconds: float) -> None:
+    """Drop every connection at ``at`` s and refuse new ones for ``seconds`` (the trades of
+    that time stay in REST, as on the real exchange)."""
+    await asyncio.sleep(at)
+    log.warning("outage: dropping all connections, refusing new ones for %.0f s", seconds)
+    sim.faults.refuse_connections = True
+    sim.faults.drop_connections()
+    await asyncio.sleep(seconds)
+    sim.faults.refuse_connections = False
+    log.warning("outage over: accepting connections again")
+
+
+async def serve(
+    cfg: SimConfig,
+    host: str,
+    port: int,
+    port_file: Path | None,
+    outages: list[tuple[float, float]] = (),
+) -> None:
     sim = ExchangeSimulator(cfg)
     await sim.start(host, port)
+    faults = [asyncio.create_task(_outage(sim, at, seconds)) for at, seconds in outages]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +97,8 @@ async def serve(cfg: SimConfig, host: str, port: int, port_file: Path | None) ->
     try:
         await stop.wait()
     finally:
+        for task in faults:
+            task.cancel()
         await sim.stop()
 
 
@@ -77,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidNameError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    asyncio.run(serve(cfg, args.host, args.port, args.port_file))
+    asyncio.run(serve(cfg, args.host, args.port, args.port_file, args.outage))
     return 0
 
 

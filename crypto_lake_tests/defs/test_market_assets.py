@@ -20,14 +20,22 @@ from crypto_lake.defs.market.assets import (
     partition_file,
     ticks,
 )
-from crypto_lake.defs.market.checks import bars_1s_klines_parity, bars_1s_rules
+from crypto_lake.defs.market.checks import bars_1s_klines_parity, bars_1s_rules, trades_conflicts
 from crypto_lake.defs.market.partitions import market_key, range_tags
-from crypto_lake.defs.market.quality import BAR_RULES, PARITY_RULE
+from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE
 from crypto_lake_tests.defs import rawgen
 from crypto_lake_tests.defs.conftest import DAYS, SYMBOLS, Lake, make_lake
 
-CHAIN = [ticks, binance_klines_1m, bars_1s, bars_1m, bars_1s_rules, bars_1s_klines_parity]
-RULE_NAMES = {r.rule: r.name for r in [*BAR_RULES, PARITY_RULE]}
+CHAIN = [
+    ticks,
+    binance_klines_1m,
+    bars_1s,
+    bars_1m,
+    bars_1s_rules,
+    bars_1s_klines_parity,
+    trades_conflicts,
+]
+RULE_NAMES = {r.rule: r.name for r in [*BAR_RULES, PARITY_RULE, CONFLICT_RULE]}
 DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m")
 
 
@@ -112,9 +120,8 @@ def test_ranged_run_builds_every_partition_and_all_checks_pass(built: Built) -> 
         assert not failed, failed
         assert checks["r7_klines_parity"].metadata["rows_checked"].value > 0  # R7 compared
         assert checks["r1_ohlc_order"].metadata["rows_checked"].value == 86_400
-        assert {a for a, p in mats if p == key} == {*DATASETS[:4], "binance_klines_1m"} - {
-            "klines_1m"
-        }
+        assets_built = {a for a, p in mats if p == key}
+        assert assets_built == {*DATASETS[:4], "binance_klines_1m", "coverage"} - {"klines_1m"}
         # Trades: the generated ones of that UTC day, exactly once each, in id order.
         start = rawgen.day_start_us(day)
         expected = [t.trade_id for t in built.generated[symbol].trades

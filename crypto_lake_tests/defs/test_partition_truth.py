@@ -9,6 +9,7 @@ per test, a generated lake and a loopback klines server.
 import http.server
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +24,8 @@ from crypto_lake_tests.defs.conftest import DAYS, SYMBOLS, Lake, make_lake
 DAY = DAYS[0]
 TABLES = ("trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m")
 RULES = {"r1_ohlc_order", "r2_positive_prices", "r3_ask_ge_bid", "r4_no_nan_ohlc",
-         "r5_continuity", "r6_spread_sane", "r7_klines_parity"}  # fmt: skip
+         "r5_continuity", "r6_spread_sane", "r7_klines_parity",
+         "no_conflicting_trade_ids"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +94,21 @@ def corrupt_bars_of(monkeypatch: pytest.MonkeyPatch, symbol: str) -> None:
 
 def test_job_page_backfill_runs_build_and_record_every_partition(env: Lake) -> None:
     """A backfill from the job page gives each run the range tags and the dimension tags of
-    the range's first partition; Dagster's step context then reports one partition. Every
-    partition of the range must still be built and recorded once."""
-    first = market_key(DAY, SYMBOLS[0])
-    tags = {**range_tags([DAY], SYMBOLS), "dagster/partition/date": DAY,
-            "dagster/partition/symbol": SYMBOLS[0]}  # fmt: skip
-    assert first.keys_by_dimension == {"date": DAY, "symbol": SYMBOLS[0]}
+    one partition (measured: the same ones on every run of the backfill, so possibly outside
+    the run's range); Dagster's step context then reports that one partition. Every partition
+    of the range must still be built and recorded once, and the tagged one, which Dagster
+    records as materialized by this run, must really be built by it."""
+    tagged = market_key(DAYS[1], SYMBOLS[0])
+    dims = {f"dagster/partition/{d}": k for d, k in tagged.keys_by_dimension.items()}
+    tags = {**range_tags([DAY], SYMBOLS), **dims}
+    expected = {f"{DAY}|{s}" for s in SYMBOLS} | {str(tagged)}
     with dg.instance_for_test() as instance:
         result = run_job(instance, tags)
         assert result.success
         for table in TABLES:
-            assert materializations(instance, table) == {f"{DAY}|{s}": 1 for s in SYMBOLS}, table
+            assert materializations(instance, table) == dict.fromkeys(expected, 1), table
         checks = evaluations(result)
-        assert {(n, f"{DAY}|{s}") for n in RULES for s in SYMBOLS} == set(checks)
+        assert {(n, k) for n in RULES for k in expected} == set(checks)
         assert all(c.passed for c in checks.values())
     for symbol in SYMBOLS:
         trades = partition_file(env.layout, "trades", symbol, DAY)
@@ -118,6 +122,8 @@ def test_a_failing_partition_blocks_only_its_own_bars_1m_in_any_run(
     bad, good = SYMBOLS
     bad_key, good_key = f"{DAYS[1]}|{bad}", f"{DAYS[1]}|{good}"
     corrupt_bars_of(monkeypatch, bad)
+    for symbol in SYMBOLS:  # (another test of this module may have built them)
+        partition_file(env.layout, "bars_1m", symbol, DAYS[1]).unlink(missing_ok=True)
     with dg.instance_for_test() as instance:
         result = run_job(instance, range_tags([DAYS[1]], SYMBOLS))
         # The run fails (truthfully: one partition was not built) ...
@@ -208,7 +214,7 @@ def test_r7_without_comparable_minutes_is_skipped_not_passed(tmp_path: Path) -> 
     klines = partition_file(lake.layout, "klines_1m", SYMBOLS[0], DAY)
     klines.parent.mkdir(parents=True)
     duckdb.sql(  # a kline of another day only: no minute to compare
-        "COPY (SELECT TIMESTAMPTZ '2024-03-02 00:00:00+00' AS open_time, 1.0 AS open, "
+        "COPY (SELECT TIMESTAMPTZ '2024-02-29 23:59:00+00' AS open_time, 1.0 AS open, "
         "1.0 AS high, 1.0 AS low, 1.0 AS close, 0.0 AS volume, 0 AS trade_count, "
         f"0.0 AS quote_volume, 0.0 AS taker_buy_base) TO '{klines}'"
     )
@@ -218,3 +224,37 @@ def test_r7_without_comparable_minutes_is_skipped_not_passed(tmp_path: Path) -> 
     assert not event.passed and event.severity == dg.AssetCheckSeverity.WARN
     assert event.description.startswith("Skipped:")
     assert evaluate_r7(bars, None).skipped
+
+
+def test_conflicting_trade_copies_fail_a_blocking_check_of_their_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trade id received twice with different prices: both copies quarantined, the
+    partition's blocking check fails and its bars_1m is held back; the other symbol's not."""
+    import dataclasses
+
+    generated = {s: rawgen.generate(s, [DAY], per_day=60) for s in SYMBOLS}
+    klines = {s: rawgen.reference_klines_1m(sd) for s, sd in generated.items()}
+    with rawgen.KlinesServer(klines) as server:
+        lake = make_lake(tmp_path / "lake", server.url, generated)
+        bad = generated[SYMBOLS[0]]
+        t = bad.trades[5]
+        other = dataclasses.replace(t, price=t.price + Decimal("0.01"))
+        recv_ns = (t.ts_us + 50_000) * 1000
+        line = rawgen.ws_line(recv_ns, "ws-2", "us", rawgen.trade_message(bad.symbol, other))
+        rawgen.append_part(lake.layout, bad.symbol, DAY, [line])
+        monkeypatch.setenv("CRYPTO_LAKE__BINANCE__REST_BASE_URL", server.url)
+        monkeypatch.setenv("LAKE_ROOT", str(lake.layout.root))
+        with dg.instance_for_test() as instance:
+            result = run_job(instance, range_tags([DAY], SYMBOLS))
+            checks = evaluations(result)
+            bad_key, good_key = f"{DAY}|{SYMBOLS[0]}", f"{DAY}|{SYMBOLS[1]}"
+            conflict = checks[("no_conflicting_trade_ids", bad_key)]
+            assert not conflict.passed and conflict.severity == dg.AssetCheckSeverity.ERROR
+            assert conflict.asset_key == dg.AssetKey("trades")
+            assert str(t.trade_id) in conflict.metadata["worst_rows"].value
+            assert checks[("no_conflicting_trade_ids", good_key)].passed
+            assert not result.success
+            assert materializations(instance, "bars_1m") == {good_key: 1}
+    quarantined = b"".join(p.read_bytes() for p in lake.layout.quarantine_root.rglob("*.*"))
+    assert quarantined.count(b"trade id conflict") >= 2

@@ -29,7 +29,7 @@ import duckdb
 import pytest
 
 from crypto_lake.defs.market.assets import partition_file
-from crypto_lake.defs.market.quality import BAR_RULES, PARITY_RULE
+from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.raw_catalog import RawCatalog, day_bounds_us
 from crypto_lake.simulator import SimConfig, SimulatorThread
@@ -138,7 +138,7 @@ def test_simulator_capture_gives_bars_equal_to_reference_and_rest_klines(
             _assert_bars_1s_equal_reference(layout, sim, symbol, day, day_start_us, pause_us)
 
         # Every check passed (the blocking ones first); R7 really compared minutes.
-        rules = [*BAR_RULES, PARITY_RULE]
+        rules = [*BAR_RULES, PARITY_RULE, CONFLICT_RULE]
         for symbol in SYMBOLS:
             checks = checks_of(result, f"{day}|{symbol}")  # results of that partition
             assert set(checks) == {r.name for r in rules}

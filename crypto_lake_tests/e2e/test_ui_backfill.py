@@ -26,6 +26,16 @@ ASSETS = ["trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHECK_NAMES = ["r1_ohlc_order", "r2_positive_prices", "r3_ask_ge_bid", "r4_no_nan_ohlc",
+               "r5_continuity", "r6_spread_sane", "r7_klines_parity"]  # fmt: skip
+CHECK_EXECUTIONS = """
+query Checks($name: String!) {
+  assetCheckExecutions(assetKey: {path: ["bars_1s"]}, checkName: $name, limit: 200) {
+    status runId evaluation { partition description metadataEntries { label
+      ... on MarkdownMetadataEntry { mdStr } ... on IntMetadataEntry { intValue } } }
+  }
+}
+"""
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -91,6 +101,16 @@ def test_ui_backfill_and_pages_render(dagster_dev, tmp_path: Path) -> None:
     for s in symbols:
         for d in DAYS:
             assert (layout.market_partition_dir("bars_1m", s, d) / "part-0.parquet").exists()
+    # Every rule has one result per partition (the UI lists them by partition); R1–R6 pass.
+    # (R7 is not asserted here: the runs of the two dates may run in either order, and a day
+    # built before the previous day's trades exist starts without the previous close, which
+    # R7 then reports against Binance's klines of those first minutes.)
+    for rule in CHECK_NAMES:
+        executions = dev.graphql(CHECK_EXECUTIONS, {"name": rule})["assetCheckExecutions"]
+        by_partition = {e["evaluation"]["partition"]: e for e in executions if e["evaluation"]}
+        assert set(by_partition) == set(partitions), rule
+        failed = [e for e in by_partition.values() if e["status"] != "SUCCEEDED"]
+        assert rule == "r7_klines_parity" or not failed, (rule, failed[:3])
 
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -113,7 +133,7 @@ def test_ui_backfill_and_pages_render(dagster_dev, tmp_path: Path) -> None:
         page.get_by_text("r1_ohlc_order").first.click()
         page.get_by_text("This is a blocking asset check").first.wait_for(timeout=60_000)
         page.get_by_text("Passed").first.wait_for(state="visible", timeout=60_000)
-        page.get_by_text("partitions_checked").first.wait_for(state="visible", timeout=60_000)
+        page.get_by_text("rows_checked").first.wait_for(state="visible", timeout=60_000)
         page.screenshot(path=str(shots / "check_r1.png"), full_page=True)
         browser.close()
     assert not errors, errors

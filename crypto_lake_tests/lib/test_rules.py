@@ -10,7 +10,14 @@ import pytest
 
 from crypto_lake.lib.klines import write_klines
 from crypto_lake.lib.parquet_out import write_parquet
-from crypto_lake.lib.rules import evaluate_rules, main, overall_verdict, render_rules_report
+from crypto_lake.lib.rules import (
+    SEVERITY,
+    evaluate_rules,
+    main,
+    overall_verdict,
+    render_rules_report,
+    violation_rows,
+)
 from crypto_lake_tests.lib import rawgen
 
 
@@ -55,10 +62,9 @@ CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("rule", sorted(CASES))
-def test_rule_fires_on_crafted_violation(clean, tmp_path, rule):
-    part, _, _ = clean
-    select, minimum = CASES[rule]
+def _crafted(bars: Path, tmp_path: Path, rule: str) -> Path:
+    """A copy of ``bars`` with the CASES violation of ``rule`` injected."""
+    select, _ = CASES[rule]
     if rule == "R5":
         sql = (
             f"WITH t AS (SELECT *, row_number() OVER (ORDER BY window_start) n FROM BARS) {select}"
@@ -67,7 +73,14 @@ def test_rule_fires_on_crafted_violation(clean, tmp_path, rule):
         sql = (f"WITH t AS (SELECT *, row_number() OVER (ORDER BY window_start) n FROM BARS) "
                f"{select.replace('SELECT * REPLACE', 'SELECT * EXCLUDE (n) REPLACE')} FROM t "
                "ORDER BY window_start")  # fmt: skip
-    bad = _mutate(part.bars, tmp_path / "bad.parquet", sql)
+    return _mutate(bars, tmp_path / "bad.parquet", sql)
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_fires_on_crafted_violation(clean, tmp_path, rule):
+    part, _, _ = clean
+    _, minimum = CASES[rule]
+    bad = _crafted(part.bars, tmp_path, rule)
     results = evaluate_rules(bad, None, None)
     r = results[rule]
     assert not r.passed and r.violations >= minimum, r
@@ -79,6 +92,43 @@ def test_rule_fires_on_crafted_violation(clean, tmp_path, rule):
     assert f"## {rule}: top offending rows" in report
     expected = "FAIL" if r.severity == "critical" else "INVESTIGATE"
     assert f"**Overall: {expected}**" in report
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_violation_rows_are_the_rows_behind_each_failing_rule(clean, tmp_path, rule):
+    """QA's rows and the checks' results come from the same flags: the rules with rows are
+    exactly the rules that fail, with the rules' severities."""
+    part, _, _ = clean
+    bad = _crafted(part.bars, tmp_path, rule)
+    results = evaluate_rules(bad)
+    rows = violation_rows(bad)
+    assert set(rows["rule"].to_pylist()) == {r.rule for r in results.values() if not r.passed}
+    assert {(r["rule"], r["severity"]) for r in rows.to_pylist()} <= set(SEVERITY.items())
+    mine = [r for r in rows.to_pylist() if r["rule"] == rule]
+    if rule == "R5":  # one row per run of missing seconds: the gap's length is on it
+        gap = [r for r in mine if r["detail"] == "1 missing seconds"]
+        assert [(r["ts"].isoformat(), r["seconds"]) for r in gap] == [
+            ("2024-03-01T00:04:59+00:00", 1)
+        ]
+    else:
+        assert len(mine) == results[rule].violations
+
+
+def test_nan_price_is_r4_not_r1(clean, tmp_path):
+    """SPEC R4: no NaN in O/H/L/C. DuckDB sorts NaN above every number, and its isnan() is
+    folded to false when Parquet statistics (which skip NaN) are finite: neither may hide it."""
+    part, _, _ = clean
+    sql = ("WITH t AS (SELECT *, row_number() OVER (ORDER BY window_start) n FROM BARS) "
+           "SELECT * EXCLUDE (n) REPLACE (CASE WHEN n = 501 THEN 'nan'::DOUBLE "
+           "ELSE close::DOUBLE END AS close) FROM t ORDER BY window_start")  # fmt: skip
+    bad = _mutate(part.bars, tmp_path / "nan.parquet", sql)
+    results = evaluate_rules(bad)
+    assert not results["R4"].passed and results["R4"].violations == 1
+    assert results["R1"].passed and results["R2"].passed
+    rows = violation_rows(bad)
+    assert [(r["rule"], r["ts"].isoformat()) for r in rows.to_pylist()] == [
+        ("R4", "2024-03-01T00:08:20+00:00")
+    ]
 
 
 def test_r4_names_the_bad_row(clean, tmp_path):

@@ -105,7 +105,7 @@ def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
     )
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     with dg.DagsterInstance.from_config(str(home)) as inst:
-        assert prepare_pools(inst) == {"yahoo": 1, "lake_duckdb": 1}  # as the demo and deploy do
+        assert prepare_pools(inst) == {"yahoo": 1, "lake_duckdb": 1, "lake_market": 1}
         with dg.build_schedule_context(inst, scheduled_execution_time=now) as ctx:
             requests = macro_minute_schedule(ctx)
         assert isinstance(requests, list) and len(requests) == 8  # today + 7 catch-up days

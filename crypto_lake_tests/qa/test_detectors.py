@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
 
 from crypto_lake.lib.qa import detectors as det
 from crypto_lake.lib.qa.config import JumpConfig, QAConfig
-from crypto_lake_tests.qa.conftest import make_day, overlaps
+from crypto_lake.lib.qa.pipeline import day_window, run_qa_files
+from crypto_lake_tests.lib import rawgen
+from crypto_lake_tests.qa.conftest import make_day, overlaps, sparse_day_lines
 
 CFG = QAConfig()
 
@@ -150,3 +154,33 @@ def test_epoch_seconds_accepts_any_timestamp_unit():
     for unit, scale in (("s", 1), ("ms", 1_000), ("us", 1_000_000), ("ns", 1_000_000_000)):
         col = pa.array([1_700_000_000 * scale], pa.int64()).cast(pa.timestamp(unit, tz="UTC"))
         assert det.epoch_seconds(col).tolist() == [1_700_000_000]
+
+
+@pytest.fixture(scope="module")
+def sparse_day(tmp_path_factory) -> rawgen.Partition:
+    """A real BTCUSDT day recorded 10:00-10:30 only: every other second is an outage."""
+    start = rawgen.DAY_START_MS + 10 * 3_600_000
+    return rawgen.build_partition(tmp_path_factory.mktemp("lake"), sparse_day_lines(start, 30))
+
+
+def test_detectors_judge_only_the_watched_seconds_of_a_sparse_day(sparse_day):
+    """Outage seconds repeat the last close and quote: fitted on them, the IsolationForest
+    took the whole recorded half hour for the outlier. They must be neither fitted nor
+    scored, and the recorded window is flagged no more than the contamination share."""
+    bars = pq.read_table(sparse_day.bars)
+    outage = bars["is_outage"].to_numpy(zero_copy_only=False)
+    ts = det.epoch_seconds(bars["window_start"])
+    watched_ts = ts[~outage]
+    assert outage.sum() > 80_000 and 1_700 < len(watched_ts) < 1_900
+
+    result = run_qa_files(sparse_day.layout, "BTCUSDT", rawgen.DAY, day_window(rawgen.DAY), CFG)
+    events = result.anomalies
+    starts = events["start"].cast(pa.int64()).to_numpy()
+    ends = events["end"].cast(pa.int64()).to_numpy()
+    assert ((starts >= watched_ts.min()) & (ends <= watched_ts.max())).all(), "outage flagged"
+    iforest = events.filter(pc.equal(events["detector"], "iforest"))
+    flagged = int(pc.sum(iforest["seconds"]).as_py() or 0)
+    assert flagged <= 2 * CFG.iforest.contamination * len(watched_ts)
+    day = result.verdicts.filter(pc.equal(result.verdicts["scope"], "day")).to_pylist()[0]
+    assert day["ai_confidence"] >= 1 - 2 * CFG.iforest.contamination * len(watched_ts) / 86_400
+    assert det.bar_features(bars).ts.tolist() == watched_ts.tolist()

@@ -12,8 +12,10 @@ import pytest
 
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.qa import pipeline
 from crypto_lake.lib.qa.config import QAConfig
-from crypto_lake.lib.qa.pipeline import qa_file, read_qa, run_qa_files, run_symbol_qa
+from crypto_lake.lib.qa.pipeline import qa_file, read_qa, run_qa_files
+from crypto_lake.lib.qa.report import build_day_report
 from crypto_lake.simulator.anomalies import AnomalyPlan
 from crypto_lake_tests.qa.conftest import DAY, make_day, window_of
 
@@ -32,10 +34,14 @@ def critical_day() -> tuple[pa.Table, pa.Table]:
     return make_day("XRPUSDT", plan, seconds=2 * 3600)
 
 
-def test_same_input_gives_identical_results(critical_day):
+def test_same_input_gives_identical_results(tmp_path: Path, critical_day):
     bars, _ = critical_day
-    a = run_symbol_qa("XRPUSDT", bars, window_of(bars), CFG)
-    b = run_symbol_qa("XRPUSDT", bars, window_of(bars), CFG)
+    results = []
+    for name in ("a", "b"):
+        layout = LakeLayout(tmp_path / name)
+        _write_bars(layout, "XRPUSDT", bars)
+        results.append(run_qa_files(layout, "XRPUSDT", DAY, window_of(bars), CFG))
+    a, b = results
     for kind in ("violations", "anomalies", "verdicts"):
         assert a.table(kind).equals(b.table(kind)), kind
     assert a.verdicts.num_rows == 3  # 2 hours + the day
@@ -88,10 +94,61 @@ def test_hourly_windows_merge_into_the_same_day_as_a_full_run(tmp_path: Path, cr
     np.testing.assert_allclose(h["score"].to_numpy(), d["score"].to_numpy(), rtol=1e-9)
 
 
-def test_empty_partition_is_a_gap_not_a_crash(tmp_path: Path):
+def test_a_run_before_the_bars_exist_leaves_no_stale_findings(tmp_path: Path):
+    """The hourly run at 00:10 finds no bars yet; the bars arrive; later runs cover other
+    windows. No "missing seconds" finding of that first run may survive into the verdicts or
+    the report: QA judges only bars that exist."""
     layout = LakeLayout(tmp_path)
-    bars, _ = make_day("DOTUSDT", None, seconds=600)
+    bars, _ = make_day("DOTUSDT", None, seconds=2 * 3600)
+    lo, hi = window_of(bars)
+    early = run_qa_files(layout, "DOTUSDT", DAY, (lo - 4800, lo + 600), CFG)
+    _write_bars(layout, "DOTUSDT", bars)
+    run_qa_files(layout, "DOTUSDT", DAY, (hi - 5400, hi), CFG)
+    assert read_qa(layout, "violations", DAY).num_rows == 0
+    verdicts = read_qa(layout, "verdicts", DAY)
+    assert set(verdicts["verdict"].to_pylist()) == {"PASS"}
+    assert verdicts.filter(pc.equal(verdicts["scope"], "day"))["rows"].to_pylist() == [hi - lo]
+    markdown, _ = build_day_report(layout, DAY, charts=False, cfg=CFG)
+    assert "| DOTUSDT | **PASS** |" in markdown and "REVIEW 0, FAIL 0" in markdown
+    # The first run evaluated nothing and wrote nothing, and says why.
+    assert not early.evaluated and early.note == pipeline.NO_BARS
+    assert early.violations.num_rows == early.anomalies.num_rows == early.verdicts.num_rows == 0
+
+
+def test_unbuilt_windows_and_symbols_are_not_evaluated(tmp_path: Path):
+    layout = LakeLayout(tmp_path)
+    bars, _ = make_day("DOTUSDT", None, seconds=3600)
+    lo, hi = window_of(bars)
+    _write_bars(layout, "DOTUSDT", bars)
+    first = run_qa_files(layout, "DOTUSDT", DAY, (lo, lo + 86_400), CFG)
+    assert first.window == (lo, hi)  # the day so far: up to the newest bar
+    # No verdict for the hours the market assets have not built yet.
+    assert first.verdicts["window_end"].cast(pa.int64()).to_pylist() == [hi, hi]
+    stored = {k: read_qa(layout, k, DAY) for k in ("violations", "anomalies", "verdicts")}
+    later = run_qa_files(layout, "DOTUSDT", DAY, (hi + 1800, hi + 7200), CFG)
+    assert later.note == pipeline.NO_BARS_IN_WINDOW
+    for kind, table in stored.items():
+        assert read_qa(layout, kind, DAY).equals(table), f"an unbuilt window changed {kind}"
+    none = run_qa_files(layout, "SOLUSDT", DAY, (lo, hi), CFG)
+    assert none.note == pipeline.NO_BARS
+    assert not qa_file(layout, "verdicts", DAY, "SOLUSDT").exists()
+    markdown, _ = build_day_report(layout, DAY, charts=False, cfg=CFG,
+                                   symbols=["DOTUSDT", "SOLUSDT"])  # fmt: skip
+    assert "| DOTUSDT | **PASS** |" in markdown
+    assert "| SOLUSDT | not evaluated (no bars yet) |" in markdown
+    assert "PASS 1, REVIEW 0, FAIL 0, not evaluated 1" in markdown
+
+
+def test_a_wholly_unrecorded_day_gets_no_verdict(tmp_path: Path):
+    """Every second an outage: the bars only carry the last close forward. The checks skip
+    such a partition; QA must not call it PASS either."""
+    layout = LakeLayout(tmp_path)
+    bars, _ = make_day("DOTUSDT", None, seconds=3600)
+    _write_bars(layout, "DOTUSDT", bars.append_column("is_outage", pa.array([True] * 3600)))
     result = run_qa_files(layout, "DOTUSDT", DAY, window_of(bars), CFG)
-    assert result.anomalies.num_rows == 0
-    assert result.violations["rule"].to_pylist() == ["R5"]
-    assert set(result.verdicts["verdict"].to_pylist()) == {"FAIL"}  # no data at all: score 0.3
+    assert (
+        result.verdicts.num_rows == 0 and not qa_file(layout, "verdicts", DAY, "DOTUSDT").exists()
+    )
+    assert result.note == pipeline.NOT_RECORDED
+    markdown, _ = build_day_report(layout, DAY, charts=False, cfg=CFG, symbols=["DOTUSDT"])
+    assert f"| DOTUSDT | {pipeline.NOT_RECORDED} |" in markdown

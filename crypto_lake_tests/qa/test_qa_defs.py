@@ -1,15 +1,21 @@
 """The QA assets, blocking check and schedules, run from the real Definitions."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.defs.market.partitions import CONFIG, range_tags
+from crypto_lake.defs.market.partitions import CONFIG, market_key, range_tags
 from crypto_lake.defs.qa.assets import WINDOW_END_TAG, WINDOW_MINUTES_TAG
-from crypto_lake.defs.qa.automation import daily_request, hourly_request
+from crypto_lake.defs.qa.automation import (
+    REFRESH_TRIGGER,
+    TRIGGER_TAG,
+    daily_request,
+    hourly_request,
+    qa_after_bars_refresh,
+)
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.fsutil import atomic_path
 from crypto_lake.lib.paths import LakeLayout
@@ -105,6 +111,8 @@ def test_schedules_start_running_and_request_the_right_windows():
     d = defs()
     for name in ("qa_hourly", "qa_daily"):
         assert d.resolve_schedule_def(name).default_status == dg.DefaultScheduleStatus.RUNNING
+    sensor = d.resolve_sensor_def("qa_after_bars_refresh")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     tick = datetime(2024, 3, 2, 0, 10, tzinfo=UTC)
     hourly = hourly_request(tick, 90)
     assert hourly.tags[WINDOW_END_TAG] == tick.isoformat()
@@ -117,3 +125,100 @@ def test_schedules_start_running_and_request_the_right_windows():
     assert daily.tags["dagster/asset_partition_range_start"] == f"2024-03-01|{CONFIG.symbols[0]}"
     assert daily.tags["dagster/asset_partition_range_end"] == f"2024-03-01|{CONFIG.symbols[-1]}"
     assert isinstance(daily_request(datetime(2023, 6, 1, tzinfo=UTC)), dg.SkipReason)
+
+
+def _report_bars(instance: dg.DagsterInstance, day: str, symbol: str) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("bars_1s", partition=market_key(day, symbol))
+    )
+
+
+def test_bars_refresh_sensor_reruns_past_days_and_keeps_a_cursor():
+    symbols = CONFIG.symbols
+    today = datetime.now(UTC).date()
+    yesterday = (today - timedelta(days=1)).isoformat()
+    with dg.instance_for_test() as instance:
+        first = qa_after_bars_refresh(dg.build_sensor_context(instance=instance))
+        assert not first.run_requests
+        _report_bars(instance, DAY, symbols[1])
+        _report_bars(instance, yesterday, symbols[2])
+        _report_bars(instance, yesterday, symbols[0])
+        _report_bars(instance, today.isoformat(), symbols[3])  # today: the hourly run's job
+        result = qa_after_bars_refresh(
+            dg.build_sensor_context(instance=instance, cursor=first.cursor)
+        )
+        ranges = sorted(
+            (
+                r.tags["dagster/asset_partition_range_start"],
+                r.tags["dagster/asset_partition_range_end"],
+            )
+            for r in result.run_requests
+        )
+        assert ranges == [
+            (f"{DAY}|{symbols[1]}", f"{DAY}|{symbols[1]}"),
+            (f"{yesterday}|{symbols[0]}", f"{yesterday}|{symbols[2]}"),
+        ]
+        assert all(WINDOW_END_TAG not in r.tags for r in result.run_requests)  # whole days
+        again = qa_after_bars_refresh(
+            dg.build_sensor_context(instance=instance, cursor=result.cursor)
+        )
+        assert not again.run_requests
+
+
+def test_bars_refresh_sensor_waits_while_a_rerun_is_in_flight():
+    from dagster._core.test_utils import create_run_for_test
+
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(
+            instance,
+            job_name="qa_daily_job",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={TRIGGER_TAG: REFRESH_TRIGGER},
+        )
+        _report_bars(instance, DAY, SYMBOLS[0])
+        busy = qa_after_bars_refresh(dg.build_sensor_context(instance=instance))
+        assert isinstance(busy, dg.SkipReason) and "in progress" in busy.skip_message
+        instance.report_run_failed(run)
+        later = qa_after_bars_refresh(dg.build_sensor_context(instance=instance))
+        assert len(later.run_requests) == 1
+
+
+def test_qa_before_the_bars_then_after_their_refresh(tmp_path):
+    """The hourly run comes before a symbol's bars exist: that symbol is not evaluated (no
+    REVIEW, no file). Its bars are built; the sensor re-runs the day and the report shows
+    its verdict, with no trace of the earlier run."""
+    from crypto_lake.definitions import defs
+
+    layout = LakeLayout(tmp_path)
+    resources = {"lake": LakeResource(lake_root=str(tmp_path))}
+    d = defs()
+    _write(layout, SYMBOLS[0], None)
+    tick = datetime.fromtimestamp(day_start_us(DAY) // 10**6 + HOURS * 3600, tz=UTC)
+    with dg.instance_for_test() as instance:
+        hourly = d.resolve_job_def("qa_hourly_job").execute_in_process(
+            instance=instance, tags=hourly_request(tick, 90).tags, resources=resources
+        )
+        mats = {
+            e.event_specific_data.materialization.asset_key.to_user_string(): e
+            for e in hourly.get_asset_materialization_events()
+        }
+        skipped = mats["qa_verdicts"].event_specific_data.materialization.metadata
+        assert f"{DAY}|{SYMBOLS[1]}: not evaluated (no bars yet)" in (
+            skipped["not_evaluated_partitions"].value
+        )
+        assert not qa_file(layout, "violations", DAY, SYMBOLS[1]).exists()
+        assert qa_file(layout, "verdicts", DAY, SYMBOLS[0]).exists()
+
+        _write(layout, SYMBOLS[1], None)
+        _report_bars(instance, DAY, SYMBOLS[1])
+        (request,) = qa_after_bars_refresh(dg.build_sensor_context(instance=instance)).run_requests
+        rerun = d.resolve_job_def("qa_daily_job").execute_in_process(
+            instance=instance, tags=request.tags, resources=resources
+        )
+    assert rerun.success
+    report = Path(layout.qa_report_path(DAY)).read_text(encoding="utf-8")
+    assert f"| {SYMBOLS[0]} | **PASS** |" in report
+    assert f"| {SYMBOLS[1]} | **PASS** |" in report
+    assert f"| {SYMBOLS[1]} | not evaluated" not in report
+    assert f"| {CONFIG.symbols[5]} | not evaluated (no bars yet) |" in report
+    assert "REVIEW 0, FAIL 0" in report

@@ -108,3 +108,47 @@ def test_simulator_thread_serves_sync_callers() -> None:
         sim.pause_market()
         truth = sim.trades("BTCUSDT")
         assert {t["id"] for t in truth} >= set(ids)
+
+
+def test_cli_outage_drops_connections_then_refuses_then_recovers(tmp_path: Path) -> None:
+    """``--outage AT:SECONDS`` (the demo's injected fault): at AT the open connection is
+    dropped, new ones are refused for SECONDS, then accepted again."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    port_file = tmp_path / "sim.port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crypto_lake.simulator", "--symbols", "BTCUSDT", "--port", "0",
+         "--port-file", str(port_file), "--outage", "3:4"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert wait_until(port_file.exists, timeout=30), "no port file"
+        url = f"ws://127.0.0.1:{int(port_file.read_text())}/stream?streams=btcusdt@bookTicker"
+        start = time.monotonic()
+        with connect(url) as ws, pytest.raises(ConnectionClosed):
+            while time.monotonic() - start < 10:
+                ws.recv(timeout=10)  # quotes flow until the outage drops the connection
+        dropped = time.monotonic() - start
+        assert 1 < dropped < 6, dropped
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, open_timeout=5)
+        assert refused.value.response.status_code == 503
+        assert wait_until(lambda: _accepts(url), timeout=10), "not accepting after the outage"
+        assert time.monotonic() - start >= 3 + 4 - 0.5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+
+
+def _accepts(url: str) -> bool:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url, open_timeout=5) as ws:
+            ws.recv(timeout=5)
+        return True
+    except InvalidStatus:
+        time.sleep(0.2)
+        return False

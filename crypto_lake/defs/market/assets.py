@@ -32,11 +32,12 @@ from crypto_lake.defs.market.stats import (
 )
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.bars import build_bars_1m, build_bars_1s, last_trade_price
+from crypto_lake.lib.heartbeat import recording_until
 from crypto_lake.lib.klines import fetch_klines, write_klines
 from crypto_lake.lib.parallel import map_partitions
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.raw_catalog import RawCatalog
-from crypto_lake.lib.ticks import TickStats, build_ticks
+from crypto_lake.lib.ticks import TickStats, build_ticks, trade_conflicts_path
 
 # BackfillPolicy is beta in Dagster 1.13. We rely on it on purpose (a UI backfill becomes one
 # run per date instead of one per date × symbol), so only that notice is silenced.
@@ -44,6 +45,12 @@ warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.Bet
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PART_FILE = "part-0.parquet"  # one file per partition (SPEC §2); re-runs replace it
 GROUP = "market"
+# Runs that write market partitions never overlap: every writer is in this pool, and the
+# instance admits one run of a pool at a time (concurrency.pools, granularity run, in
+# dagster.yaml), whichever launched it: a refresh and a finalize of the same day, a UI
+# backfill beside a schedule. Otherwise two runs could each rename their own files into
+# place and leave trades, bars and their metadata from different runs.
+MARKET_POOL = "lake_market"
 
 
 def partition_file(layout: LakeLayout, dataset: str, symbol: str, day: str) -> Path:
@@ -75,6 +82,7 @@ def partition_file(layout: LakeLayout, dataset: str, symbol: str, day: str) -> P
     partitions_def=market_partitions,
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
+    pool=MARKET_POOL,
     can_subset=False,
 )
 def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -83,7 +91,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     catalog = RawCatalog(layout)
     trades_meta: dict[str, dict[str, Any]] = {}
     quotes_meta: dict[str, dict[str, Any]] = {}
-    # Files the raw_file_sensor has catalogued (it lists new files every few seconds).
+    # The sealed files on disk for each partition, whether or not the raw_file_sensor has
+    # catalogued them yet (files_for looks at the day's folders first).
     jobs = [(day, symbol, catalog.files_for(symbol, day))
             for day, symbol in partition_pairs(run_partition_keys(context))]  # fmt: skip
 
@@ -92,7 +101,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
         stats = build_ticks(raw_files, symbol, day, partition_file(layout, "trades", symbol, day),
                             partition_file(layout, "quotes", symbol, day),
                             layout.quarantine_root / symbol / day,
-                            seconds_out=layout.tick_seconds_path(symbol, day))  # fmt: skip
+                            seconds_out=layout.tick_seconds_path(symbol, day),
+                            conflicts_out=trade_conflicts_path(layout, symbol, day))  # fmt: skip
         save_outages(layout, symbol, day, stats)
         return stats
 
@@ -109,7 +119,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
         quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
         context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
     numeric_t = ["dagster/row_count", "duplicates_dropped", "bad_lines", "trade_id_gaps_open",
-                 "missing_trade_ids", "repaired_trades", "raw_files"]  # fmt: skip
+                 "missing_trade_ids", "repaired_trades", "raw_files",
+                 "trade_id_conflicts"]  # fmt: skip
     numeric_q = ["dagster/row_count", "bad_lines", "raw_files"]
     yield from materialize_partitions(context, "trades", trades_meta, numeric_t)
     yield from materialize_partitions(context, "quotes", quotes_meta, numeric_q)
@@ -120,6 +131,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     partitions_def=market_partitions,
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
+    pool=MARKET_POOL,
     kinds={"parquet", "duckdb"},
 )
 def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -142,6 +154,8 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
             # Seconds before the day's first trade carry the previous day's last price.
             previous_close=last_trade_price(partition_file(layout, "trades", symbol, _prev(day))),
             seconds=layout.tick_seconds_path(symbol, day),
+            # today's grid runs to when the collector was last known to record the symbol
+            recording=recording_until(layout.heartbeat_path, symbol),
         )
         key = f"{day}|{symbol}"
         per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats)}
@@ -156,6 +170,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
     partitions_def=market_partitions,
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
+    pool=MARKET_POOL,
     kinds={"parquet", "duckdb"},
     output_required=False,  # a partition its gate refuses gets no materialization
 )
@@ -203,6 +218,7 @@ def _day_bounds_ms(day: str) -> tuple[int, int]:
     partitions_def=market_partitions,
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
+    pool=MARKET_POOL,
     kinds={"parquet", "binance"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
 )

@@ -28,10 +28,10 @@ PAGE = 1000
 market_day_job = dg.define_asset_job(
     name="market_day_job",
     selection=dg.AssetSelection.assets(
-        "trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m"
+        "trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m", "coverage"
     ),
-    description="Build trades, quotes, klines, bars_1s (+ R1–R7 checks) and bars_1m for "
-    "a block of days × symbols in one run.",
+    description="Build trades, quotes, klines, bars_1s (+ R1–R7 checks), bars_1m and coverage "
+    "for a block of days × symbols in one run.",
 )
 
 

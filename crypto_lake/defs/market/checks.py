@@ -30,9 +30,10 @@ from crypto_lake.defs.market.partitions import (
     partition_pairs,
     run_partition_keys,
 )
-from crypto_lake.defs.market.quality import BAR_RULES, PARITY_RULE, CheckRule
+from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE, CheckRule
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.rules import RuleResult, evaluate_r7, evaluate_rules
+from crypto_lake.lib.ticks import load_trade_conflicts
 
 # Partitioned asset checks are a preview in Dagster 1.13; we rely on them on purpose.
 warnings.filterwarnings("ignore", message=".*partitions_def.*AssetCheckSpec.*")
@@ -40,6 +41,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning, module=__name__)
 
 MAX_WORST_ROWS = 10
 BARS = dg.AssetKey("bars_1s")
+TRADES = dg.AssetKey("trades")
 
 
 def _spec(rule: CheckRule, deps: list[str]) -> dg.AssetCheckSpec:
@@ -54,17 +56,18 @@ def _spec(rule: CheckRule, deps: list[str]) -> dg.AssetCheckSpec:
 
 
 BAR_SPECS = [_spec(r, ["trades"] if r.rule == "R5" else []) for r in BAR_RULES]
+CONFLICT_SPECS = [_spec(CONFLICT_RULE, [])]
 PARITY_SPECS = [_spec(PARITY_RULE, ["binance_klines_1m"])]
 
 
-def _target(instance: dg.DagsterInstance, key: str) -> Any:
-    """The bars_1s materialization a partition's result is about (for the UI's link)."""
+def _target(instance: dg.DagsterInstance, key: str, asset: dg.AssetKey = BARS) -> Any:
+    """The materialization a partition's result is about (for the UI's link)."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData as Target,
     )
 
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=BARS, asset_partitions=[key]), limit=1
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1
     ).records
     if not records:
         return None
@@ -83,7 +86,7 @@ def evaluation(rule: CheckRule, key: str, res: RuleResult, target: Any) -> dg.As
         severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
         description = rule.description
     return dg.AssetCheckEvaluation(
-        asset_key=BARS,
+        asset_key=dg.AssetKey(rule.asset),
         check_name=rule.name,
         passed=passed,
         severity=severity,
@@ -102,6 +105,17 @@ def evaluation(rule: CheckRule, key: str, res: RuleResult, target: Any) -> dg.As
             "worst_rows": dg.MetadataValue.md(markdown_table(res.worst_rows[:MAX_WORST_ROWS])),
         },
     )
+
+
+def conflict_result(conflicts: list[dict]) -> RuleResult:
+    """The conflicting trade ids the partition's last ticks build saved, as a rule result."""
+    rows = [{"trade_id": c.get("trade_id"), "copies": len(c.get("copies", [])),
+             "detail": c.get("error") or "; ".join(
+                 f"price={x.get('price')} qty={x.get('qty')} time_us={x.get('ts_event_us')}"
+                 for x in c.get("copies", [])[:3])} for c in conflicts]  # fmt: skip
+    return RuleResult(CONFLICT_RULE.rule, "critical", not conflicts, len(conflicts),
+                      1.0 if conflicts else 0.0, rows, CONFLICT_RULE.description,
+                      len(conflicts))  # fmt: skip
 
 
 def _outputs(specs: list[dg.AssetCheckSpec]) -> Iterator[dg.Output]:
@@ -154,3 +168,18 @@ def bars_1s_klines_parity(
         )
         yield evaluation(PARITY_RULE, key, res, _target(context.instance, key))
     yield from _outputs(PARITY_SPECS)
+
+
+@dg.multi_asset_check(
+    specs=CONFLICT_SPECS,
+    can_subset=False,
+    description="Trade ids received twice with different content, as the ticks step found them.",
+)
+def trades_conflicts(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    for day, symbol in partition_pairs(run_partition_keys(context)):
+        key = f"{day}|{symbol}"
+        res = conflict_result(load_trade_conflicts(lake.layout, symbol, day))
+        yield evaluation(CONFLICT_RULE, key, res, _target(context.instance, key, TRADES))
+    yield from _outputs(CONFLICT_SPECS)

@@ -68,8 +68,9 @@ def run_partition_keys(context: Any) -> list[str]:
     A backfill launched from a job's page gives each run the range tags *and* the dimension
     tags of the range's first partition (``dagster/partition/date``, ``.../symbol``); Dagster's
     step context then prefers the dimension tags and reports one partition, while the backfill
-    counts the whole range as built. The range is what the run claims, so it wins here; the
-    caller records the partitions Dagster does not (see ``crypto_lake.defs.market.emit``).
+    counts the whole range as built. The range is what the run claims, so it is built, plus
+    the partition of the dimension tags when it lies outside the range; the caller records
+    the partitions Dagster does not (see ``crypto_lake.defs.market.emit``).
     Fails before anything is written when the range is not one of ours.
     """
     op_context = getattr(context, "op_execution_context", context)
@@ -85,7 +86,18 @@ def run_partition_keys(context: Any) -> list[str]:
             ) from exc
         if not keys:
             raise PartitionScopeError(f"partition range {start} .. {end} is empty")
-        return [str(k) for k in keys]
+        keys = [str(k) for k in keys]
+        # Dagster records the step's outputs for the partition its dimension tags name, which
+        # a job-page backfill may take from outside this run's range (every run of such a
+        # backfill carries the same ones): that partition is built too, so every partition
+        # recorded as materialized by this run was built by it.
+        extra = [k for k in dagster_partition_keys(context) if k not in keys]
+        if extra:
+            op_context.log.warning(
+                f"run tags name partition {extra} besides the range {start} .. {end} "
+                "(a backfill launched from a job page); building it as well"
+            )
+        return keys + extra
     try:
         return [str(k) for k in context.partition_keys]
     except Exception:  # an unpartitioned run

@@ -48,7 +48,13 @@ BAR_RULES = [
     _rule("R6", "r6_spread_sane"),
 ]
 PARITY_RULE = _rule("R7", "r7_klines_parity")
-GATES = [r for r in BAR_RULES if r.blocking]
+# A trade id received twice with different content: which copy is true cannot be known, so
+# the partition is held back until a rebuild from corrected raw input finds no conflict.
+CONFLICT_RULE = CheckRule(
+    "trade_ids", "no_conflicting_trade_ids", "trades", True,
+    "critical: no trade id received twice with different content (time, price, qty, side)",
+)  # fmt: skip
+GATES = [r for r in BAR_RULES if r.blocking] + [CONFLICT_RULE]
 
 
 def clear_hint(rule: CheckRule) -> str:

@@ -12,7 +12,7 @@ from crypto_lake.defs.market.metadata import markdown_table
 from crypto_lake.lib.bars import BarStats
 from crypto_lake.lib.fsutil import atomic_write_bytes
 from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.ticks import TickStats
+from crypto_lake.lib.ticks import OUTAGE, TickStats
 
 MAX_GAP_ROWS = 20
 
@@ -52,6 +52,11 @@ def tick_stats_metadata(stats: TickStats) -> tuple[dict[str, Any], dict[str, Any
         trades["last_ts"] = dg.MetadataValue.text(us_to_text(stats.max_ts_event_us))
     if stats.quarantine_path:
         trades["quarantine"] = dg.MetadataValue.path(stats.quarantine_path)
+    # ids received twice with different content: all copies quarantined, partition flagged
+    trades["trade_id_conflicts"] = stats.trade_id_conflicts
+    if stats.conflicting_trade_ids:
+        ids = ", ".join(str(i) for i in stats.conflicting_trade_ids)
+        trades["conflicting_trade_ids"] = dg.MetadataValue.text(ids)
     quotes: dict[str, Any] = {
         "raw_files": stats.raw_files,
         "duplicates_dropped": stats.quote_duplicates,
@@ -91,13 +96,25 @@ def _outages_path(layout: LakeLayout, symbol: str, day: str):
 
 
 def save_outages(layout: LakeLayout, symbol: str, day: str, stats: TickStats) -> None:
-    """Persist the recorder outages of a day so the bars step can flag those seconds."""
-    data = json.dumps([[int(a), int(b)] for a, b in stats.outages])
+    """Persist the day's unrecorded intervals, ``[start_us, end_us, kind]`` each (kind
+    "outage": the collector ran without a live connection; "unrecorded": it did not run or
+    recorded nothing), so the bars step can flag those seconds and coverage can tell them
+    apart."""
+    kinds = stats.outage_kinds or [OUTAGE] * len(stats.outages)
+    data = json.dumps([[int(a), int(b), k] for (a, b), k in zip(stats.outages, kinds, strict=True)])
     atomic_write_bytes(_outages_path(layout, symbol, day), data.encode(), durable=False)
 
 
-def load_outages(layout: LakeLayout, symbol: str, day: str) -> list:
+def load_outage_intervals(layout: LakeLayout, symbol: str, day: str) -> list[tuple[int, int, str]]:
+    """The saved intervals as ``(start_us, end_us, kind)``; files of the older two-element
+    format read as kind "outage"."""
     path = _outages_path(layout, symbol, day)
     if not path.exists():
         return []
-    return [(int(a), int(b)) for a, b in json.loads(path.read_text())]
+    return [(int(row[0]), int(row[1]), str(row[2]) if len(row) > 2 else OUTAGE)
+            for row in json.loads(path.read_text())]  # fmt: skip
+
+
+def load_outages(layout: LakeLayout, symbol: str, day: str) -> list[tuple[int, int]]:
+    """The saved intervals as ``(start_us, end_us)``, whatever their kind (for the bars)."""
+    return [(a, b) for a, b, _ in load_outage_intervals(layout, symbol, day)]

@@ -1,9 +1,11 @@
 """QA assets (SPEC §7) per (date, symbol): violations, anomalies, verdicts, the daily report.
 
-A run without window tags checks whole days (the daily schedule, UI backfills); the hourly
-schedule tags its runs with a window end and length, and the assets then replace only that
-window's rows in the day's files (``lib.qa.pipeline``), so both schedules write the same files
-and re-runs never duplicate.
+A run without window tags checks whole days (the daily schedule, the re-run after a bars
+refresh, UI backfills); the hourly schedule tags its runs with a window end and length, and
+the assets then replace only that window's rows in the day's files (``lib.qa.pipeline``), so
+all of them write the same files and re-runs never duplicate. Every run judges only the
+seconds whose bars_1s exist: a partition without bars in the window is not evaluated (listed
+as such in the metadata and the report), never reported as missing data.
 
 ``qa_report`` depends on violations and anomalies, not on ``qa_verdicts``: it recomputes the
 (cheap) fusion itself, so the report is still written on a day whose FAIL verdict makes the
@@ -54,17 +56,33 @@ def _pairs(context: Any) -> list[tuple[str, str]]:
     return partition_pairs(list(context.partition_keys))
 
 
-def _windows(context: Any, layout: LakeLayout) -> list[tuple[str, str, tuple[int, int]]]:
-    """(day, symbol, window) for each partition of the run that overlaps its window."""
-    out = []
+Work = list[tuple[str, str, tuple[int, int]]]
+
+
+def _windows(context: Any, layout: LakeLayout) -> tuple[Work, list[str]]:
+    """(day, symbol, window) for each partition of the run with bars in its window, and
+    "day|symbol: why not" for the partitions that have none (not evaluated)."""
+    work, skipped = [], []
     for day, symbol in _pairs(context):
-        window, intraday = run_window(context, day)
+        window, _ = run_window(context, day)
         if window[1] <= window[0]:
             continue
-        if intraday:
-            window = qa.clip_to_data(layout, symbol, day, window)
-        out.append((day, symbol, window))
-    return out
+        evaluated, note = qa.evaluation_window(layout, symbol, day, window)
+        if evaluated is None:
+            skipped.append(f"{day}|{symbol}: {note}")
+        else:
+            work.append((day, symbol, window))
+    return work, skipped
+
+
+def _coverage_metadata(work: Work, skipped: list[str]) -> dict[str, Any]:
+    return {
+        "partitions": len(work),
+        "not_evaluated": len(skipped),
+        "not_evaluated_partitions": dg.MetadataValue.md(
+            "\n".join(f"- {s}" for s in skipped) or "_none_"
+        ),
+    }
 
 
 def _preview(table: pa.Table, columns: list[str]) -> str:
@@ -97,15 +115,16 @@ def qa_violations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     per R7 minute that differs from the official klines. Stored per day and symbol under
     qa/violations/."""
     layout, cfg = lake.layout, qa_config(lake)
-    work = _windows(context, layout)
-    tables = [qa.violations_step(layout, s, d, w, cfg)[0] for d, s, w in work]
+    work, skipped = _windows(context, layout)
+    tables = [qa.violations_step(layout, s, d, w, cfg) for d, s, w in work]
+    tables = [t for t in tables if t is not None]
     rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["violations"].empty_table()
     by_sev = Counter(rows["severity"].to_pylist())
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows.num_rows,
             **{f"{s}_rows": by_sev.get(s, 0) for s in ("critical", "major", "minor")},
-            "partitions": len(work),
+            **_coverage_metadata(work, skipped),
             "preview": dg.MetadataValue.md(
                 _preview(rows, ["symbol", "rule", "severity", "ts", "detail"])
             ),
@@ -127,8 +146,9 @@ def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     parameters of the ``qa`` config section. One row per event (detector, start, end, flagged
     seconds, driving feature, score). Stored per day and symbol under qa/anomalies/."""
     layout, cfg = lake.layout, qa_config(lake)
-    work = _windows(context, layout)
-    tables = [qa.anomalies_step(layout, s, d, w, cfg)[0] for d, s, w in work]
+    work, skipped = _windows(context, layout)
+    tables = [qa.anomalies_step(layout, s, d, w, cfg) for d, s, w in work]
+    tables = [t for t in tables if t is not None]
     rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["anomalies"].empty_table()
     by_det = Counter(rows["detector"].to_pylist())
     top = rows.sort_by([("score", "descending")]) if rows.num_rows else rows
@@ -137,7 +157,7 @@ def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
             "dagster/row_count": rows.num_rows,
             **{f"{d}_events": by_det.get(d, 0) for d in ("iforest", "zscore", "jump")},
             "flagged_seconds": int(pc.sum(rows["seconds"]).as_py() or 0),
-            "partitions": len(work),
+            **_coverage_metadata(work, skipped),
             "top_events": dg.MetadataValue.md(
                 _preview(top, ["symbol", "detector", "start", "feature", "score", "value"])
             ),
@@ -154,13 +174,16 @@ def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     kinds={"parquet"},
 )
 def qa_verdicts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """PASS / REVIEW / FAIL per symbol and hour, and for the day so far: score =
+    """PASS / REVIEW / FAIL per symbol and hour with bars, and for the day so far: score =
     0.7·schema_score + 0.2·detector_score + 0.1·ai_confidence (definitions in
     crypto_lake/lib/qa/fusion.py). PASS needs score ≥ 0.85 and no critical violation; a major
     violation or a score below 0.85 means REVIEW; a critical violation or a score below 0.65
-    means FAIL. A FAIL fails the blocking check ``no_fail_verdict``."""
+    means FAIL. A FAIL fails the blocking check ``no_fail_verdict``. A symbol-day without
+    bars gets no verdict: it is not evaluated (see ``not_evaluated_partitions``)."""
     layout, cfg = lake.layout, qa_config(lake)
-    tables = [qa.verdicts_step(layout, s, d, w[1], cfg) for d, s, w in _windows(context, layout)]
+    work, skipped = _windows(context, layout)
+    tables = [qa.verdicts_step(layout, s, d, w[1], cfg) for d, s, w in work]
+    tables = [t for t in tables if t is not None]
     rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["verdicts"].empty_table()
     day = rows.filter(pc.equal(rows["scope"], "day"))
     counts = Counter(day["verdict"].to_pylist())
@@ -180,6 +203,7 @@ def qa_verdicts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
             **{f"{v.lower()}_symbol_days": counts.get(v, 0) for v in ("PASS", "REVIEW", "FAIL")},
             "min_day_score": float(pc.min(day["score"]).as_py() or 0.0) if day.num_rows else 0.0,
             "day_verdicts": dg.MetadataValue.md(_preview(day.sort_by("symbol"), cols)),
+            **_coverage_metadata(work, skipped),
             **_uri(layout, "verdicts", [(d, s, None) for d, s in _pairs(context)]),
         }
     )
@@ -199,16 +223,19 @@ def no_fail_verdict(
         pairs = partition_pairs(list(context.partition_keys))
     except Exception:  # unpartitioned run: nothing to judge
         pairs = []
-    failing = []
+    failing, unjudged = [], 0
     for day, symbol in pairs:
         v = qa.read_qa(layout, "verdicts", day, [symbol])
-        v = v.filter(pc.and_(pc.equal(v["scope"], "day"), pc.equal(v["verdict"], "FAIL")))
+        v = v.filter(pc.equal(v["scope"], "day"))
+        unjudged += not v.num_rows
+        v = v.filter(pc.equal(v["verdict"], "FAIL"))
         failing += [f"{day}|{symbol}: {r}" for r in v["reason"].to_pylist()]
     return dg.AssetCheckResult(
         passed=not failing,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
-            "partitions_checked": len(pairs),
+            "partitions_checked": len(pairs) - unjudged,
+            "not_evaluated": unjudged,  # no bars yet: no verdict to judge
             "failing": len(failing),
             "failing_partitions": dg.MetadataValue.md(
                 "\n".join(f"- {f}" for f in failing) or "_none_"
@@ -227,14 +254,17 @@ def no_fail_verdict(
 def qa_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """The daily QA report (Markdown): verdict summary, top symbols by anomalies, violations by
     severity with the first offending rows per rule, detector statistics, and per symbol a chart
-    of price with anomalies marked, spread and volume. Shown here as metadata and written to
-    qa/reports/{date}.md; each run rebuilds the report of its days over all symbols checked."""
+    of price with anomalies marked, spread and volume; configured symbols without bars are
+    listed as not evaluated. Shown here as metadata and written to qa/reports/{date}.md; each
+    run rebuilds the report of its days over all symbols checked."""
     layout, cfg = lake.layout, qa_config(lake)
     pairs = _pairs(context)
     days = sorted({d for d, _ in pairs})
     markdown, path = "", ""
     for day in days:
-        markdown, path = build_day_report(layout, day, top_rows=cfg.report_top_rows, cfg=cfg)
+        markdown, path = build_day_report(
+            layout, day, top_rows=cfg.report_top_rows, cfg=cfg, symbols=list(CONFIG.symbols)
+        )
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(markdown or "_no day in this run_"),

@@ -1,16 +1,30 @@
-"""QA automation: hourly over the last 90 minutes, daily over the whole previous day.
+"""QA automation: hourly over the last 90 minutes, daily over the whole previous day, and
+again for a past day whenever its bars_1s are rebuilt.
 
-Both schedules start RUNNING on a fresh instance. Each tick launches one ranged run covering
-every configured symbol of the day(s) concerned (date × symbol range tags, as the market
-automation does), so 13 symbols cost one run. The hourly run skips the charted report (it is
-a daily product); the daily run builds it.
+All three start RUNNING on a fresh instance. Each tick launches one ranged run covering the
+symbols of the day(s) concerned (date × symbol range tags, as the market automation does), so
+13 symbols cost one run. The hourly run skips the charted report (it is a daily product); the
+daily run and the re-run after a refresh build it.
+
+Why the sensor: QA judges the bars that exist when it runs. When a past day's bars change
+afterwards (the finalization after midnight, a late REST repair, a backfill), the QA files and
+the report of that day would describe bars that are gone; ``qa_after_bars_refresh`` re-runs
+the day's QA after every new bars_1s materialization of a past day. Today's partition is
+refreshed every few minutes and is the hourly run's job.
 """
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_lake.defs.market.partitions import CONFIG, market_partitions, range_tags
+from crypto_lake.defs.market.partitions import (
+    CONFIG,
+    contiguous_day_blocks,
+    market_partitions,
+    range_tags,
+    split_key,
+)
 from crypto_lake.defs.qa.assets import WINDOW_END_TAG, WINDOW_MINUTES_TAG
 from crypto_lake.lib.qa.config import qa_config_from
 
@@ -88,3 +102,78 @@ def qa_hourly(context: dg.ScheduleEvaluationContext):
 )
 def qa_daily(context: dg.ScheduleEvaluationContext):
     return daily_request(context.scheduled_execution_time or datetime.now(UTC))
+
+
+BARS_KEY = dg.AssetKey("bars_1s")
+REFRESH_TRIGGER = "bars_refresh"
+PAGE = 1000
+
+
+def refreshed_bars(
+    instance: dg.DagsterInstance, after_storage_id: int
+) -> tuple[dict[str, set[str]], int]:
+    """{day: symbols} of the bars_1s partitions materialized after ``after_storage_id``, and
+    the storage id to continue from."""
+    touched: dict[str, set[str]] = {}
+    last = after_storage_id
+    while True:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=BARS_KEY, after_storage_id=last),
+            limit=PAGE,
+            ascending=True,
+        )
+        for record in result.records:
+            last = max(last, record.storage_id)
+            mat = record.asset_materialization
+            if mat is not None and mat.partition is not None:
+                day, symbol = split_key(mat.partition)
+                touched.setdefault(day, set()).add(symbol)
+        if len(result.records) < PAGE:
+            return touched, last
+
+
+def refresh_requests(touched: dict[str, set[str]], today: str, last: int) -> list[dg.RunRequest]:
+    """One whole-day QA run per block of consecutive past days whose bars were rebuilt,
+    over the declared symbols from the first to the last rebuilt one (a contiguous range)."""
+    days = [d for d in _valid_days(list(touched)) if d < today]
+    requests = []
+    for block in contiguous_day_blocks(days):
+        rebuilt = set().union(*(touched[d] for d in block))
+        order = [i for i, s in enumerate(CONFIG.symbols) if s in rebuilt]
+        symbols = CONFIG.symbols[order[0] : order[-1] + 1]
+        requests.append(
+            dg.RunRequest(
+                run_key=f"qa-refresh:{block[0]}:{block[-1]}:{last}",
+                tags={**range_tags(block, symbols), TRIGGER_TAG: REFRESH_TRIGGER},
+            )
+        )
+    return requests
+
+
+@dg.sensor(
+    name="qa_after_bars_refresh",
+    job=qa_daily_job,
+    minimum_interval_seconds=CONFIG.dagster.refresh_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-runs the whole-day QA (and the report) of past days whose bars_1s were "
+    "rebuilt since, so QA files and reports never describe bars that are gone.",
+)
+def qa_after_bars_refresh(context: dg.SensorEvaluationContext):
+    after = int(json.loads(context.cursor)["storage_id"]) if context.cursor else 0
+    in_flight = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=qa_daily_job.name,
+            tags={TRIGGER_TAG: REFRESH_TRIGGER},
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                      dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+        ),
+        limit=1,
+    )  # fmt: skip
+    if in_flight:  # its bars may be rebuilt again meanwhile: wait, then take all at once
+        return dg.SkipReason("previous QA re-run still in progress")
+    touched, last = refreshed_bars(context.instance, after)
+    cursor = json.dumps({"storage_id": last})
+    requests = refresh_requests(touched, datetime.now(UTC).date().isoformat(), last)
+    if not requests:
+        return dg.SensorResult(skip_reason="no past day's bars_1s rebuilt", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

@@ -1,13 +1,23 @@
 """Anomaly detectors over bars_1s features (SPEC §7): IsolationForest, rolling z-score, jumps.
 
-Features, one value per second:
+Detectors see only the seconds the recorder watched: bars_1s rows inside a recorder outage
+(or before the collector ran: ``is_outage``) are dropped before any feature is computed, so
+they are neither fitted nor scored. Their bars carry the last close and the last quote
+forward, and on a sparse day those thousands of identical rows would define "normal" and
+make every recorded second an outlier. A watched second without trades stays: its quote is
+observed first-hand. (Filtering on ``is_live`` instead would drop it too, since bars_1s sets
+``is_live`` only on seconds with live trades.)
+
+Features, one value per watched second:
 
 * ``spread_bps``      quoted spread in basis points of mid;
-* ``log_volume``      ln(1 + quote volume), only for seconds with trades (NaN otherwise, so the
-                      many empty seconds of a quiet symbol do not define "normal");
-* ``vwap_drift_bps``  (vwap - mid) / mid in bps, only for seconds with trades: trades printing
-                      away from the quoted book (stale or wrong quotes);
-* ``ret_bps``         log return of the close over the previous second, in bps.
+* ``log_volume``      ln(1 + quote volume), only for seconds with live trades (``is_live``; NaN
+                      otherwise, so the many empty seconds of a quiet symbol, and trades
+                      repaired from REST, do not define "normal");
+* ``vwap_drift_bps``  (vwap - mid) / mid in bps, only for seconds with live trades: trades
+                      printing away from the quoted book (stale or wrong quotes);
+* ``ret_bps``         log return of the close over the previous second, in bps; NaN when the
+                      previous second was not watched, so no return spans an outage.
 
 Every detector returns per-second flags and a per-second score; ``events`` clusters flagged
 seconds that lie within a cooldown of each other into one anomaly row. All arithmetic is
@@ -78,8 +88,23 @@ def _float(table: pa.Table, name: str) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
+def _flag(table: pa.Table, name: str, default: np.ndarray) -> np.ndarray:
+    if name not in table.column_names:
+        return default
+    return table[name].fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def watched(bars: pa.Table) -> pa.Table:
+    """The rows of seconds the recorder watched (not ``is_outage``); bars without the flag
+    (synthetic days) are watched throughout."""
+    if "is_outage" not in bars.column_names or not bars.num_rows:
+        return bars
+    return bars.filter(pc.invert(pc.fill_null(bars["is_outage"], False)))
+
+
 def bar_features(bars: pa.Table) -> BarFeatures:
-    """Compute the detector features of one symbol's bars (any order; sorted here)."""
+    """Compute the detector features of one symbol's watched seconds (any order; sorted)."""
+    bars = watched(bars)
     if bars.num_rows and "window_start" in bars.column_names:
         bars = bars.take(pc.sort_indices(bars, [("window_start", "ascending")]))
     ts = epoch_seconds(bars["window_start"]) if bars.num_rows else np.zeros(0, np.int64)
@@ -88,13 +113,14 @@ def bar_features(bars: pa.Table) -> BarFeatures:
     bid, ask = _float(bars, "bid"), _float(bars, "ask")
     mid = _float(bars, "mid") if "mid" in bars.column_names else (bid + ask) / 2
     spread = _float(bars, "spread_bps")
-    traded = count > 0
+    traded = _flag(bars, "is_live", count > 0) & (count > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         if "spread_bps" not in bars.column_names:
             spread = (ask - bid) / mid * 1e4
         good = np.isfinite(close) & (close > 0)
         prev = np.concatenate([[np.nan], close[:-1]])
-        prev_good = np.concatenate([[False], good[:-1]])
+        adjacent = np.concatenate([[False], np.diff(ts) == 1])
+        prev_good = np.concatenate([[False], good[:-1]]) & adjacent
         ret = np.where(good & prev_good, np.log(close / prev) * 1e4, np.nan)
         drift = np.where(traded & (mid > 0), (vwap - mid) / mid * 1e4, np.nan)
         volume = _float(bars, "volume_quote")

@@ -1,11 +1,19 @@
 """The QA pipeline for one symbol and time window, and its files in the lake.
 
-``run_symbol_qa`` is what every QA asset runs: features and detectors over the window plus
-enough history for their trailing windows, R1–R7 rows over the window, then fusion. Results
-are stored per day and symbol as ``qa/{violations,anomalies,verdicts}/date=D/{SYMBOL}.parquet``;
-``merge_window`` replaces exactly the rows of the window it recomputed, so the hourly run
-(last 90 minutes) and the daily run (whole day) can both write the same day's file and a
-re-run never duplicates.
+``run_qa_files`` is what the QA assets run for each (day, symbol) partition: the R1–R7 rows
+of lib.rules over the day's bars_1s (the very files the asset checks read), detector events
+over the watched seconds of the window plus enough history for their trailing windows, then
+fusion. Results are stored per day and symbol as
+``qa/{violations,anomalies,verdicts}/date=D/{SYMBOL}.parquet``.
+
+QA evaluates what the market assets built, nothing else: a run's window is cut to the seconds
+the partition's bars_1s covers (``evaluation_window``), and a partition without bars in the
+window, or with nothing recorded (every second an outage), is not evaluated at all: no rows,
+no verdict, no file written; the report lists it as not evaluated. So a run made before the
+bars exist leaves no "missing data" findings behind. ``merge_window`` replaces every stored
+row of the window a run asked for with what it found, so the hourly run (last 90 minutes),
+the daily run and the re-run after a bars refresh (``qa_after_bars_refresh``) converge on the
+same files and never keep stale rows.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from crypto_lake.lib.qa.violations import VIOLATION_SCHEMA, find_violations
 from crypto_lake.lib.symbols import validate_day, validate_symbol
 
 log = get_logger("qa.pipeline")
+NO_BARS = "not evaluated (no bars yet)"
+NO_BARS_IN_WINDOW = "not evaluated (no bars in the window yet)"
+NOT_RECORDED = "not evaluated (nothing recorded: every second is an outage)"
 SCHEMAS = {
     "violations": VIOLATION_SCHEMA,
     "anomalies": det.ANOMALY_SCHEMA,
@@ -55,6 +66,11 @@ class QAResult:
     anomalies: pa.Table
     verdicts: pa.Table
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""  # why nothing was evaluated (NO_BARS, NOT_RECORDED, ...); "" = evaluated
+
+    @property
+    def evaluated(self) -> bool:
+        return not self.note
 
     def table(self, kind: str) -> pa.Table:
         return {
@@ -105,37 +121,6 @@ def detect_anomalies(
     return events, timings
 
 
-def run_symbol_qa(
-    symbol: str,
-    bars: pa.Table,
-    window: tuple[int, int],
-    cfg: QAConfig,
-    *,
-    klines: pa.Table | None = None,
-) -> QAResult:
-    """QA of one symbol over ``window``; ``bars`` may start earlier (detector history)."""
-    validate_symbol(symbol)
-    t0 = time.perf_counter()
-    features = det.bar_features(bars)
-    anomalies, timings = detect_anomalies(symbol, features, cfg, window)
-    t1 = time.perf_counter()
-    in_window = _bars_in(bars, window) if bars.num_rows else bars
-    violations = find_violations(symbol, in_window, window=window, klines=klines)
-    t2 = time.perf_counter()
-    bar_ts = features.ts[(features.ts >= window[0]) & (features.ts < window[1])]
-    verdicts = fuse(symbol, bar_ts, violations, anomalies, window, cfg.fusion)
-    timings.update(
-        {
-            "features_detectors": t1 - t0,
-            "violations": t2 - t1,
-            "fusion": time.perf_counter() - t2,
-            "total": time.perf_counter() - t0,
-        }
-    )
-    log.debug("qa %s %s: %s", symbol, window, timings)
-    return QAResult(symbol, window, violations, anomalies, verdicts, timings)
-
-
 # ---------------------------------------------------------------------------------- lake files
 def _parquet_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
@@ -160,12 +145,58 @@ def load_bars(layout: LakeLayout, symbol: str, window: tuple[int, int]) -> pa.Ta
     return bars.take(pc.sort_indices(bars, [("window_start", "ascending")]))
 
 
-def load_klines(layout: LakeLayout, symbol: str, day: str) -> pa.Table | None:
-    """The day's official 1-minute klines if the market assets stored them (R7 input)."""
-    files = _parquet_files(layout.market_partition_dir("klines_1m", symbol, day))
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+def partition_glob(layout: LakeLayout, dataset: str, symbol: str, day: str) -> str | None:
+    """The Parquet glob of one market partition, or None when it has no file."""
+    directory = layout.market_partition_dir(dataset, symbol, day)
+    return str(directory / "*.parquet") if _parquet_files(directory) else None
+
+
+def bars_coverage(layout: LakeLayout, symbol: str, day: str) -> tuple[int, int] | None:
+    """[first second, last second + 1) of the day's stored bars_1s, or None without bars."""
+    covered, _ = partition_state(layout, symbol, day)
+    return covered
+
+
+def partition_state(
+    layout: LakeLayout, symbol: str, day: str
+) -> tuple[tuple[int, int] | None, str]:
+    """(the seconds the day's bars_1s cover, "") or (None, NO_BARS / NOT_RECORDED): a
+    partition whose every second is an outage has nothing to judge, as in lib.rules."""
+    files = _parquet_files(layout.market_partition_dir("bars_1s", symbol, day))
+    tables = []
+    for f in files:
+        names = pq.read_schema(f).names
+        tables.append(pq.read_table(f, columns=[c for c in _STATE_COLUMNS if c in names]))
+    bars = pa.concat_tables(tables, promote_options="permissive") if tables else None
+    if bars is None or not bars.num_rows:
+        return None, NO_BARS
+    ts = det.epoch_seconds(bars["window_start"])
+    lo, hi = day_window(day)
+    covered = (max(lo, int(ts.min())), min(hi, int(ts.max()) + 1))
+    if covered[1] <= covered[0]:
+        return None, NO_BARS
+    if not det.watched(bars).num_rows:
+        return None, NOT_RECORDED
+    return covered, ""
+
+
+_STATE_COLUMNS = ("window_start", "is_outage")
+
+
+def evaluation_window(
+    layout: LakeLayout, symbol: str, day: str, window: tuple[int, int]
+) -> tuple[tuple[int, int] | None, str]:
+    """(the part of ``window`` inside ``day`` that the stored bars cover, "") or (None, why
+    not): QA judges the seconds the market assets built, never the ones they have not built
+    yet (those are not missing data, and the partition's R5 check says whether any are)."""
+    window = clip_to_day(day, window)
+    covered, note = partition_state(layout, symbol, day)
+    if covered is None:
+        return None, note
+    lo, hi = max(window[0], covered[0]), min(window[1], covered[1])
+    if hi <= lo:
+        return None, NO_BARS_IN_WINDOW
+    return (lo, hi), ""
 
 
 def qa_file(layout: LakeLayout, kind: str, day: str, symbol: str) -> Path:
@@ -222,53 +253,61 @@ def clip_to_day(day: str, window: tuple[int, int]) -> tuple[int, int]:
     return clipped
 
 
-def clip_to_data(
-    layout: LakeLayout, symbol: str, day: str, window: tuple[int, int]
-) -> tuple[int, int]:
-    """End an intraday window at the newest stored bar, so the seconds the market assets have
-    not built yet are not reported as missing (R5) on every hourly run."""
-    bars = load_bars(layout, symbol, window)
-    if not bars.num_rows:
-        return window
-    last = int(det.epoch_seconds(bars["window_start"]).max()) + 1
-    return (window[0], max(window[0] + 1, min(window[1], last)))
-
-
 def violations_step(
     layout: LakeLayout, symbol: str, day: str, window: tuple[int, int], cfg: QAConfig
-) -> tuple[pa.Table, pa.Table]:
-    """R1–R7 rows of the window -> the day's file. Returns (window rows, day rows)."""
-    window = clip_to_day(day, window)
-    bars = load_bars(layout, symbol, window)
-    rows = find_violations(symbol, bars, window=window, klines=load_klines(layout, symbol, day))
-    return rows, merge_window(layout, "violations", day, symbol, rows, window)
+) -> pa.Table | None:
+    """R1–R7 rows of the window -> the day's file; the window's rows, or None when the window
+    has no bars (nothing evaluated, nothing written)."""
+    evaluated, _ = evaluation_window(layout, symbol, day, window)
+    if evaluated is None:
+        return None
+    rows = find_violations(
+        symbol,
+        partition_glob(layout, "bars_1s", symbol, day),
+        klines_1m=partition_glob(layout, "klines_1m", symbol, day),
+        trades=partition_glob(layout, "trades", symbol, day),
+        window=evaluated,
+    )
+    merge_window(layout, "violations", day, symbol, rows, clip_to_day(day, window))
+    return rows
 
 
 def anomalies_step(
     layout: LakeLayout, symbol: str, day: str, window: tuple[int, int], cfg: QAConfig
-) -> tuple[pa.Table, pa.Table]:
+) -> pa.Table | None:
     """Detector events of the window (with trailing history, across midnight) -> the day's
-    file. Returns (window rows, day rows)."""
-    window = clip_to_day(day, window)
+    file; the window's rows, or None when the window has no bars."""
+    evaluated, _ = evaluation_window(layout, symbol, day, window)
+    if evaluated is None:
+        return None
     history = max(cfg.zscore.window_seconds, cfg.jump.sigma_window_seconds)
-    bars = load_bars(layout, symbol, (window[0] - history, window[1]))
-    rows, _ = detect_anomalies(symbol, det.bar_features(bars), cfg, window)
-    return rows, merge_window(layout, "anomalies", day, symbol, rows, window)
+    bars = load_bars(layout, symbol, (evaluated[0] - history, evaluated[1]))
+    rows, _ = detect_anomalies(symbol, det.bar_features(bars), cfg, evaluated)
+    merge_window(layout, "anomalies", day, symbol, rows, clip_to_day(day, window))
+    return rows
 
 
 def day_verdicts(layout: LakeLayout, symbol: str, day: str, until: int, cfg: QAConfig) -> pa.Table:
-    """Fusion verdicts of [day start, ``until``) from the stored violations and anomalies."""
-    covered = clip_to_day(day, (day_window(day)[0], until))
+    """Fusion verdicts of the stored bars up to ``until``, from the stored violations and
+    anomalies; no rows for a day without bars (no hour past the bars gets a verdict either)."""
+    covered = bars_coverage(layout, symbol, day)
+    if covered is None or min(until, covered[1]) <= covered[0]:
+        return VERDICT_SCHEMA.empty_table()
+    span = (covered[0], min(until, covered[1]))
     bar_ts = day_bar_seconds(layout, symbol, day)
-    bar_ts = bar_ts[(bar_ts >= covered[0]) & (bar_ts < covered[1])]
+    bar_ts = bar_ts[(bar_ts >= span[0]) & (bar_ts < span[1])]
     violations = read_qa(layout, "violations", day, [symbol])
     anomalies = read_qa(layout, "anomalies", day, [symbol])
-    return fuse(symbol, bar_ts, violations, anomalies, covered, cfg.fusion)
+    return fuse(symbol, bar_ts, violations, anomalies, span, cfg.fusion)
 
 
-def verdicts_step(layout: LakeLayout, symbol: str, day: str, until: int, cfg: QAConfig) -> pa.Table:
-    """Recompute and store the day's verdicts (hours so far + the day)."""
+def verdicts_step(
+    layout: LakeLayout, symbol: str, day: str, until: int, cfg: QAConfig
+) -> pa.Table | None:
+    """Recompute and store the day's verdicts (hours so far + the day); None without bars."""
     verdicts = day_verdicts(layout, symbol, day, until, cfg)
+    if not verdicts.num_rows:
+        return None
     with atomic_path(qa_file(layout, "verdicts", day, symbol)) as tmp:
         pq.write_table(verdicts, tmp, compression="zstd")
     return verdicts
@@ -281,14 +320,19 @@ def run_qa_files(
 
     Each step replaces only its window's rows in the day's files, and verdicts are recomputed
     from everything stored for the day so far, so an hourly run also refreshes the day verdict
-    and hourly + daily runs converge on the same files.
+    and hourly + daily runs converge on the same files. Without bars in the window nothing is
+    evaluated or written, and the result's ``note`` says why.
     """
+    evaluated, note = evaluation_window(layout, symbol, day, window)
+    if evaluated is None:
+        empty = [SCHEMAS[k].empty_table() for k in ("violations", "anomalies", "verdicts")]
+        return QAResult(symbol, clip_to_day(day, window), *empty, note=note)
     t0 = time.perf_counter()
-    violations, _ = violations_step(layout, symbol, day, window, cfg)
+    violations = violations_step(layout, symbol, day, window, cfg)
     t1 = time.perf_counter()
-    anomalies, _ = anomalies_step(layout, symbol, day, window, cfg)
+    anomalies = anomalies_step(layout, symbol, day, window, cfg)
     t2 = time.perf_counter()
-    verdicts = verdicts_step(layout, symbol, day, clip_to_day(day, window)[1], cfg)
+    verdicts = verdicts_step(layout, symbol, day, evaluated[1], cfg)
     t3 = time.perf_counter()
     timings = {"violations": t1 - t0, "anomalies": t2 - t1, "verdicts": t3 - t2, "total": t3 - t0}
-    return QAResult(symbol, clip_to_day(day, window), violations, anomalies, verdicts, timings)
+    return QAResult(symbol, evaluated, violations, anomalies, verdicts, timings)

@@ -139,7 +139,7 @@ def _md_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def _verdict_section(verdicts: pa.Table) -> list[str]:
+def _verdict_section(verdicts: pa.Table, not_evaluated: dict[str, str]) -> list[str]:
     day = verdicts.filter(pc.equal(verdicts["scope"], "day")).sort_by("symbol")
     hours = verdicts.filter(pc.equal(verdicts["scope"], "hour"))
     rows = []
@@ -178,7 +178,12 @@ def _verdict_section(verdicts: pa.Table) -> list[str]:
         "reason",
     ]
     summary = ", ".join(f"{v} {n}" for v, n in totals.items())
-    return ["## Verdicts", "", f"Symbol-days: {summary}.", "", _md_table(head, rows), ""]
+    if not_evaluated:
+        summary += f", not evaluated {len(not_evaluated)}"
+    out = ["## Verdicts", "", f"Symbol-days: {summary}.", "", _md_table(head, rows), ""]
+    if not_evaluated:
+        out += [_md_table(["symbol", "verdict"], sorted(not_evaluated.items())), ""]
+    return out
 
 
 def _anomaly_sections(anomalies: pa.Table, top_n: int) -> list[str]:
@@ -251,11 +256,13 @@ def render_report(
     *,
     top_rows: int = 5,
     generated_at: datetime | None = None,
+    not_evaluated: dict[str, str] | None = None,
 ) -> str:
-    """The day's Markdown report; ``minutes`` maps symbol -> ``minute_series`` for charts."""
+    """The day's Markdown report; ``minutes`` maps symbol -> ``minute_series`` for charts,
+    ``not_evaluated`` symbol -> why it has no verdict (e.g. no bars yet)."""
     stamp = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# QA report {day}", "", f"Generated {stamp}.", ""]
-    lines += _verdict_section(verdicts)
+    lines += _verdict_section(verdicts, not_evaluated or {})
     lines += _anomaly_sections(anomalies, top_n=10)
     lines += _violation_section(violations, top_rows)
     lines += ["## Charts", ""]
@@ -294,23 +301,38 @@ def build_day_report(
     top_rows: int = 5,
     charts: bool = True,
     cfg: QAConfig | None = None,
+    symbols: list[str] | None = None,
 ) -> tuple[str, str]:
     """Render the report of ``day`` from the stored QA files and bars; write it.
 
     Returns (markdown, path). With ``cfg`` the verdicts are recomputed from the stored
-    violations and anomalies (so the report never waits for, or is blocked with, the verdicts
-    asset); without it the stored verdicts are used.
+    violations and anomalies and the stored bars (so the report never waits for, or is
+    blocked with, the verdicts asset); without it the stored verdicts are used. Each of
+    ``symbols`` (e.g. the configured ones) without a verdict is listed as not evaluated, with
+    the reason: no bars yet, nothing recorded, or no QA run since the bars exist.
     """
-    from crypto_lake.lib.qa.pipeline import day_verdicts, day_window, load_bars, read_qa
+    from crypto_lake.lib.qa.pipeline import (
+        day_verdicts,
+        day_window,
+        load_bars,
+        partition_state,
+        read_qa,
+    )
 
+    names = {p.stem for k in ("violations", "anomalies") for p in _qa_files(layout, k, day)}
     if cfg is None:
         verdicts = read_qa(layout, "verdicts", day)
     else:
         lo, hi = day_window(day)
         until = max(lo + 1, min(hi, int(time.time())))
-        names = {p.stem for k in ("violations", "anomalies") for p in _qa_files(layout, k, day)}
         tables = [day_verdicts(layout, s, day, until, cfg) for s in sorted(names)]
         verdicts = pa.concat_tables(tables) if tables else read_qa(layout, "verdicts", day)
+    judged = set(verdicts["symbol"].to_pylist())
+    not_evaluated = {
+        s: partition_state(layout, s, day)[1] or "not evaluated (no QA run yet)"
+        for s in sorted(set(symbols or []) | names)
+        if s not in judged
+    }
     violations = read_qa(layout, "violations", day)
     anomalies = read_qa(layout, "anomalies", day)
     minutes: dict[str, pa.Table] = {}
@@ -319,5 +341,13 @@ def build_day_report(
             bars = load_bars(layout, symbol, day_window(day))
             if bars.num_rows:
                 minutes[symbol] = minute_series(bars)
-    markdown = render_report(day, verdicts, violations, anomalies, minutes, top_rows=top_rows)
+    markdown = render_report(
+        day,
+        verdicts,
+        violations,
+        anomalies,
+        minutes,
+        top_rows=top_rows,
+        not_evaluated=not_evaluated,
+    )
     return markdown, write_report(layout, day, markdown)
