@@ -18,7 +18,7 @@ check with severity WARN and the reason, never a pass.
 """
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -151,6 +151,20 @@ def bars_1s_rules(
     yield from _outputs(BAR_SPECS)
 
 
+def _one_rule_per_partition(
+    context: dg.AssetCheckExecutionContext,
+    rule: CheckRule,
+    specs: list[dg.AssetCheckSpec],
+    judge: Callable[[str, str], RuleResult],
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """A step of one rule: ``judge(day, symbol)`` for every partition of the run."""
+    for day, symbol in partition_pairs(run_partition_keys(context)):
+        key = f"{day}|{symbol}"
+        target = _target(context.instance, key, dg.AssetKey(rule.asset))
+        yield evaluation(rule, key, judge(day, symbol), target)
+    yield from _outputs(specs)
+
+
 @dg.multi_asset_check(
     specs=PARITY_SPECS,
     can_subset=False,
@@ -160,14 +174,13 @@ def bars_1s_klines_parity(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     layout = lake.layout
-    for day, symbol in partition_pairs(run_partition_keys(context)):
-        key = f"{day}|{symbol}"
+
+    def judge(day: str, symbol: str) -> RuleResult:
         klines = partition_file(layout, "klines_1m", symbol, day)
-        res = evaluate_r7(
-            partition_file(layout, "bars_1s", symbol, day), klines if klines.exists() else None
-        )
-        yield evaluation(PARITY_RULE, key, res, _target(context.instance, key))
-    yield from _outputs(PARITY_SPECS)
+        bars = partition_file(layout, "bars_1s", symbol, day)
+        return evaluate_r7(bars, klines if klines.exists() else None)
+
+    yield from _one_rule_per_partition(context, PARITY_RULE, PARITY_SPECS, judge)
 
 
 @dg.multi_asset_check(
@@ -178,8 +191,7 @@ def bars_1s_klines_parity(
 def trades_conflicts(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    for day, symbol in partition_pairs(run_partition_keys(context)):
-        key = f"{day}|{symbol}"
-        res = conflict_result(load_trade_conflicts(lake.layout, symbol, day))
-        yield evaluation(CONFLICT_RULE, key, res, _target(context.instance, key, TRADES))
-    yield from _outputs(CONFLICT_SPECS)
+    def judge(day: str, symbol: str) -> RuleResult:
+        return conflict_result(load_trade_conflicts(lake.layout, symbol, day))
+
+    yield from _one_rule_per_partition(context, CONFLICT_RULE, CONFLICT_SPECS, judge)

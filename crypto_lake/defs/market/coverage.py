@@ -6,16 +6,15 @@ counts, a Markdown day summary and an hourly chart.
 """
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from crypto_lake.defs.market.assets import GROUP, MARKET_POOL, SINGLE_RUN, partition_file
-from crypto_lake.defs.market.metadata import base_metadata, combine_runs, markdown_table
+from crypto_lake.defs.market.emit import materialize_partitions
+from crypto_lake.defs.market.metadata import base_metadata, markdown_table
 from crypto_lake.defs.market.partitions import (
-    dagster_partition_keys,
     market_partitions,
     partition_pairs,
     run_partition_keys,
@@ -60,7 +59,10 @@ def coverage(context: dg.AssetExecutionContext, lake: LakeResource):
         key = f"{day}|{symbol}"
         per[key] = {**base_metadata(out, stats.minutes), **coverage_metadata(stats)}
         context.log.info(f"{key}: {stats.pct_live} % live, {stats.stretch_count} lost stretches")
-    yield from coverage_results(context, per)
+    yield from materialize_partitions(
+        context, "coverage", per, COUNT_KEYS,
+        observed={*PCT_KEYS, *COUNT_KEYS, "complete", "summary"}, run_totals=_run_percentages,
+    )  # fmt: skip
 
 
 def coverage_metadata(stats: CoverageStats) -> dict[str, Any]:
@@ -115,30 +117,9 @@ def summary_markdown(stats: CoverageStats) -> str:
     )
 
 
-def coverage_results(context: Any, per: dict[str, dict[str, Any]]) -> Iterator[Any]:
-    """Record every partition built with its own numbers and summary.
-
-    Like ``emit.materialize_partitions`` (the other market assets' recorder), whose observations
-    keep only numbers it can sum: here each partition's percentages and summary travel too.
-    Partitions the run built but Dagster does not record for the step (a backfill launched
-    from a job page) get a materialization each; of the ones it records, a single one gets the
-    result's metadata, several get run totals and an observation each.
-    """
-    recorded = sorted(k for k in dagster_partition_keys(context) if k in per)
-    for key in sorted(set(per) - set(recorded)):
-        context.log_event(
-            dg.AssetMaterialization(asset_key="coverage", partition=key, metadata=per[key])
-        )
-    if len(recorded) <= 1:
-        yield dg.MaterializeResult(metadata=per[recorded[0]] if recorded else {})
-        return
-    keep = {*PCT_KEYS, *COUNT_KEYS, "complete", "summary"}
-    for key in recorded:
-        meta = {k: v for k, v in per[key].items() if k in keep}
-        context.log_event(dg.AssetObservation(asset_key="coverage", partition=key, metadata=meta))
-    meta = combine_runs({k: per[k] for k in recorded}, COUNT_KEYS)
-    elapsed = sum(meta[f"run_seconds_{s}"] for s in STATES)
-    for state in STATES:
-        if elapsed:
-            meta[f"run_pct_{state}"] = round(100 * meta[f"run_seconds_{state}"] / elapsed, 3)
-    yield dg.MaterializeResult(metadata=meta)
+def _run_percentages(totals: dict[str, Any]) -> dict[str, Any]:
+    """Percentages of the run's summed seconds (a ranged run's result)."""
+    elapsed = sum(totals[f"run_seconds_{s}"] for s in STATES)
+    if not elapsed:
+        return {}
+    return {f"run_pct_{s}": round(100 * totals[f"run_seconds_{s}"] / elapsed, 3) for s in STATES}

@@ -11,7 +11,7 @@ would record yields no output at all (its asset is declared ``output_required=Fa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import dagster as dg
@@ -19,11 +19,23 @@ import dagster as dg
 from crypto_lake.defs.market.metadata import combine_runs
 from crypto_lake.defs.market.partitions import dagster_partition_keys
 
+RunTotals = Callable[[dict[str, Any]], dict[str, Any]]
+
 
 def materialize_partitions(
-    context: Any, asset_key: str, per_partition: dict[str, dict[str, Any]], numeric: list[str]
+    context: Any,
+    asset_key: str,
+    per_partition: dict[str, dict[str, Any]],
+    numeric: list[str],
+    *,
+    observed: Collection[str] | None = None,
+    run_totals: RunTotals | None = None,
 ) -> Iterator[dg.MaterializeResult]:
     """Yield the step's result for ``asset_key`` given the metadata of each partition built.
+
+    ``numeric`` are the integer keys summed into run totals; ``observed`` the keys each
+    partition's observation keeps (default: ``numeric``); ``run_totals`` adds to the run
+    totals (e.g. percentages of the summed counts).
 
     - Dagster records the same partitions as were built: one partition gets its own
       metadata; several get run totals plus one observation per partition with its numbers
@@ -42,7 +54,7 @@ def materialize_partitions(
                                         metadata=per_partition[key])
             )  # fmt: skip
         own = {k: per_partition[k] for k in sorted(recorded)}
-        yield _result(context, asset_key, own, numeric)
+        yield _result(context, asset_key, own, numeric, observed or numeric, run_totals)
         return
     for key in sorted(built):
         context.log_event(
@@ -51,7 +63,12 @@ def materialize_partitions(
 
 
 def _result(
-    context: Any, asset_key: str, per_partition: dict[str, dict[str, Any]], numeric: list[str]
+    context: Any,
+    asset_key: str,
+    per_partition: dict[str, dict[str, Any]],
+    numeric: list[str],
+    observed: Collection[str],
+    run_totals: RunTotals | None,
 ) -> dg.MaterializeResult:
     if len(per_partition) <= 1:
         meta = next(iter(per_partition.values()), {})
@@ -62,7 +79,10 @@ def _result(
             dg.AssetObservation(
                 asset_key=asset_key,
                 partition=key,
-                metadata={k: v for k, v in meta.items() if k in numeric},
+                metadata={k: v for k, v in meta.items() if k in observed},
             )
         )
-    return dg.MaterializeResult(asset_key=asset_key, metadata=combine_runs(per_partition, numeric))
+    totals = combine_runs(per_partition, numeric)
+    if run_totals is not None:
+        totals.update(run_totals(totals))
+    return dg.MaterializeResult(asset_key=asset_key, metadata=totals)
