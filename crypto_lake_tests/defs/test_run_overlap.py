@@ -9,12 +9,12 @@ assets waits the same way. Macro runs are not held back by market runs.
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.op_concurrency_limits_counter import GlobalOpConcurrencyLimitsCounter
 
 from crypto_lake.defs.market.assets import MARKET_POOL
 from crypto_lake.defs.market.automation import TRIGGER_TAG
 from crypto_lake.defs.market.partitions import CONFIG, range_tags
 from crypto_lake.defs.pools import prepare_pools
+from crypto_lake_tests.run_queue import pool_counter
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = "2024-03-01"
@@ -23,16 +23,7 @@ DAY = "2024-03-01"
 def blocked(instance: dg.DagsterInstance, queued: list, in_progress: list) -> list[bool]:
     """For each queued run, whether the run queue would hold it back (Dagster's counter, fed
     as the queue daemon feeds it)."""
-    config = instance.get_concurrency_config()
-    counter = GlobalOpConcurrencyLimitsCounter(
-        instance,
-        queued,
-        in_progress,
-        concurrency_keys=instance.event_log_storage.get_concurrency_keys(),
-        pool_limits=instance.event_log_storage.get_pool_limits(),
-        slot_count_offset=config.run_queue_config.op_concurrency_slot_buffer,
-        pool_granularity=config.pool_config.pool_granularity,
-    )
+    counter = pool_counter(instance, queued, in_progress)
     out = []
     for run in queued:
         out.append(counter.is_blocked(run))

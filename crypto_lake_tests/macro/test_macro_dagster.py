@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.op_concurrency_limits_counter import GlobalOpConcurrencyLimitsCounter
 
 from crypto_lake.defs.macro.assets import COVERAGE_CHECK, dxy_synthetic_minute, macro_minute
 from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags, macro_key
@@ -24,6 +23,7 @@ from crypto_lake.lib.config import DEFAULT_MACRO_TICKERS
 from crypto_lake.lib.macro import bar_path
 from crypto_lake.lib.macro_calendar import session_minutes_utc
 from crypto_lake_tests.macro.yahoo_server import YahooServer
+from crypto_lake_tests.run_queue import pool_counter
 
 
 @pytest.fixture
@@ -67,15 +67,7 @@ def _dequeue(instance: dg.DagsterInstance, queued: list[dg.DagsterRun]) -> list[
     skipping runs that a pool limit blocks, until the run slots are full (the daemon's loop
     around Dagster's own counter)."""
     config = instance.get_concurrency_config()
-    counter = GlobalOpConcurrencyLimitsCounter(
-        instance,
-        queued,
-        [],
-        concurrency_keys=instance.event_log_storage.get_concurrency_keys(),
-        pool_limits=instance.event_log_storage.get_pool_limits(),
-        slot_count_offset=config.run_queue_config.op_concurrency_slot_buffer,
-        pool_granularity=config.pool_config.pool_granularity,
-    )
+    counter = pool_counter(instance, queued)
     launched: list[dg.DagsterRun] = []
     for run in queued:
         if len(launched) == config.run_queue_config.max_concurrent_runs:
