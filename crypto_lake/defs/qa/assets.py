@@ -21,7 +21,12 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lake.defs.market.partitions import CONFIG, market_partitions, partition_pairs
+from crypto_lake.defs.market.partitions import (
+    CONFIG,
+    market_partitions,
+    partition_pairs,
+    run_partition_keys,
+)
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.qa import pipeline as qa
@@ -53,7 +58,8 @@ def run_window(context: Any, day: str) -> tuple[tuple[int, int], bool]:
 
 
 def _pairs(context: Any) -> list[tuple[str, str]]:
-    return partition_pairs(list(context.partition_keys))
+    """The partitions the run claims (a job-page backfill's too, see run_partition_keys)."""
+    return partition_pairs(run_partition_keys(context))
 
 
 Work = list[tuple[str, str, tuple[int, int]]]
@@ -219,10 +225,7 @@ def no_fail_verdict(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
 ) -> dg.AssetCheckResult:
     layout = lake.layout
-    try:
-        pairs = partition_pairs(list(context.partition_keys))
-    except Exception:  # unpartitioned run: nothing to judge
-        pairs = []
+    pairs = _pairs(context)  # none for an unpartitioned run: nothing to judge
     failing, unjudged = [], 0
     for day, symbol in pairs:
         v = qa.read_qa(layout, "verdicts", day, [symbol])
