@@ -121,8 +121,10 @@ query Coverage {
 
 
 def _outage_in_coverage_and_bars(port: int) -> dict | None:
-    """Today's coverage shows the demo's injected outage, the bars flag the same seconds, and
-    check results name their partition."""
+    """Today's coverage shows the demo's injected outage (seconds whose live feed was lost:
+    repaired from REST or lost outright), the bars flag those seconds is_outage beyond the
+    unrecorded time before the collector's start, and check results name their partition.
+    A ranged run's materialization carries run totals (``run_`` keys)."""
     data = _graphql(port, COVERAGE)
     today = time.strftime("%Y-%m-%d", time.gmtime())
 
@@ -131,21 +133,22 @@ def _outage_in_coverage_and_bars(port: int) -> dict | None:
         for m in (asset or {}).get("assetMaterializations") or []:
             if m["partition"].startswith(today) and m["partition"] not in out:
                 out[m["partition"]] = {
-                    e["label"]: e.get("intValue", e.get("floatValue")) for e in m["metadataEntries"]
+                    e["label"].removeprefix("run_"): e.get("intValue", e.get("floatValue"))
+                    for e in m["metadataEntries"]
                 }
         return out
 
     coverage, bars = latest(data["assetOrError"]), latest(data["bars"])
-    lost = {k: m for k, m in coverage.items() if (m.get("seconds_outage") or 0) >= 5}
-    flagged = {k for k, m in bars.items() if (m.get("outage_rows") or 0) >= 5}
+    shown = {
+        key: cov
+        for key, cov in coverage.items()
+        if (cov.get("seconds_repaired") or 0) + (cov.get("seconds_outage") or 0) >= 5
+        and (bars.get(key, {}).get("outage_seconds") or 0) > (cov.get("seconds_unrecorded") or 0)
+    }
     partitions = {(e["evaluation"] or {}).get("partition") for e in data["r1"]}
-    if (
-        not lost
-        or not set(lost) & flagged
-        or not any(p and p.startswith(today) for p in partitions)
-    ):
+    if not shown or not any(p and p.startswith(today) for p in partitions):
         return None
-    return {"coverage": lost, "bars_flagged": sorted(flagged), "check_partitions": partitions}
+    return {"coverage": shown, "check_partitions": partitions}
 
 
 def _group_alive(pgid: int) -> bool:
