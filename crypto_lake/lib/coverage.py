@@ -34,7 +34,6 @@ what has elapsed, with ``seconds_pending`` saying how much is still to come.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import duckdb
 
+from crypto_lake.lib.charts import palette_png
 from crypto_lake.lib.logs import get_logger
 from crypto_lake.lib.parquet_out import write_parquet
 from crypto_lake.lib.raw_catalog import day_bounds_us
@@ -279,7 +279,6 @@ def coverage_stats(con: duckdb.DuckDBPyConnection, table, symbol: str, day: str)
 def render_hourly_chart(stats: CoverageStats) -> bytes:
     """A small PNG: per hour of the day, stacked live/repaired/outage/unrecorded/pending seconds."""
     from matplotlib.figure import Figure  # heavy import, only when a chart is drawn
-    from PIL import Image  # matplotlib's own dependency
 
     colours = {"live": "#2ca02c", "repaired": "#1f77b4", "outage": "#ff7f0e",
                "unrecorded": "#d62728", "pending": "#c7c7c7"}  # fmt: skip
@@ -299,11 +298,4 @@ def render_hourly_chart(stats: CoverageStats) -> bytes:
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, ncol=5, loc="lower center", bbox_to_anchor=(0.5, -0.45), frameon=False)
     fig.subplots_adjust(left=0.08, right=0.99, top=0.88, bottom=0.33)
-    raw = io.BytesIO()
-    fig.savefig(raw, format="png")
-    # A 16-colour palette PNG: a few kB, and its bytes depend only on the data.
-    with Image.open(io.BytesIO(raw.getvalue())) as img:
-        small = img.convert("RGB").quantize(colors=16, method=Image.Quantize.MEDIANCUT)
-        out = io.BytesIO()
-        small.save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return palette_png(fig, colors=16)  # a few kB

@@ -9,6 +9,7 @@ Critical checks gate inside the run: `bars_1m` is not built when R1/R2/R4 fail.
 """
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -48,15 +49,20 @@ def _touched_days(record_partition: str | None, metadata: dict) -> set[str]:
     return days
 
 
-def new_raw_partitions(
-    instance: dg.DagsterInstance, after_storage_id: int
+def materialized_since(
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+    after_storage_id: int,
+    days_of: Callable[[str, dict], set[str]] = lambda partition, _meta: {split_key(partition)[0]},
 ) -> tuple[dict[str, set[str]], int]:
-    """{day: symbols} touched by raw files recorded after ``after_storage_id``, and the new id."""
+    """{day: symbols} of the partitions of ``asset_key`` materialized after
+    ``after_storage_id`` (``days_of(partition, metadata)``: the days each one touches), and
+    the storage id to continue from."""
     touched: dict[str, set[str]] = {}
     last = after_storage_id
     while True:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=RAW_KEY, after_storage_id=last),
+            dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=last),
             limit=PAGE,
             ascending=True,
         )
@@ -66,22 +72,38 @@ def new_raw_partitions(
             if mat is None or mat.partition is None:
                 continue
             _, symbol = split_key(mat.partition)
-            for day in _touched_days(mat.partition, dict(mat.metadata)):
+            for day in days_of(mat.partition, dict(mat.metadata)):
                 touched.setdefault(day, set()).add(symbol)
         if len(result.records) < PAGE:
             return touched, last
 
 
-def _symbol_span(symbols: set[str]) -> list[str]:
+def new_raw_partitions(
+    instance: dg.DagsterInstance, after_storage_id: int
+) -> tuple[dict[str, set[str]], int]:
+    """{day: symbols} touched by raw files recorded after ``after_storage_id``, and the new id."""
+    return materialized_since(instance, RAW_KEY, after_storage_id, _touched_days)
+
+
+def run_in_flight(instance: dg.DagsterInstance, job_name: str, trigger: str) -> bool:
+    """Whether a run of ``job_name`` launched by ``trigger`` is queued or running."""
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]  # fmt: skip
+    filters = dg.RunsFilter(job_name=job_name, tags={TRIGGER_TAG: trigger}, statuses=active)
+    return bool(instance.get_run_records(filters, limit=1))
+
+
+def symbol_span(symbols: set[str]) -> list[str]:
     """The declared symbols from the first to the last touched one (a contiguous range)."""
     order = [s for s in CONFIG.symbols if s in symbols]
     first, last = CONFIG.symbols.index(order[0]), CONFIG.symbols.index(order[-1])
     return CONFIG.symbols[first : last + 1]
 
 
-def _valid_days(days: set[str]) -> set[str]:
+def valid_days(days: Iterable[str]) -> list[str]:
+    """The days that are date partitions, sorted and once each."""
     keys = set(market_partitions.primary_dimension.partitions_def.get_partition_keys())
-    return {d for d in days if d in keys}
+    return sorted({d for d in days if d in keys})
 
 
 @dg.sensor(
@@ -94,25 +116,16 @@ def _valid_days(days: set[str]) -> set[str]:
 )
 def market_refresh_sensor(context: dg.SensorEvaluationContext):
     after = int(json.loads(context.cursor)["storage_id"]) if context.cursor else 0
-    in_flight = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=market_day_job.name,
-            tags={TRIGGER_TAG: "refresh"},
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                      dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-        ),
-        limit=1,
-    )  # fmt: skip
-    if in_flight:
+    if run_in_flight(context.instance, market_day_job.name, "refresh"):
         return dg.SkipReason("previous refresh run still in progress")
     touched, last = new_raw_partitions(context.instance, after)
     cursor = json.dumps({"storage_id": last})
-    days = _valid_days(set(touched))
+    days = valid_days(touched)
     if not days:
         return dg.SensorResult(skip_reason="no newly sealed raw files", cursor=cursor)
     requests = []
     for block in contiguous_day_blocks(days):
-        symbols = _symbol_span(set().union(*(touched[d] for d in block)))
+        symbols = symbol_span(set().union(*(touched[d] for d in block)))
         requests.append(
             dg.RunRequest(
                 run_key=f"refresh:{block[0]}:{block[-1]}:{last}",

@@ -124,6 +124,30 @@ def _outputs(specs: list[dg.AssetCheckSpec]) -> Iterator[dg.Output]:
         yield dg.Output(None, output_name=spec.get_python_identifier())
 
 
+Judge = Callable[[str, str], dict[str, RuleResult]]
+
+
+def _rules_per_partition(
+    context: dg.AssetCheckExecutionContext,
+    rules: list[CheckRule],
+    specs: list[dg.AssetCheckSpec],
+    judge: Judge,
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """A check step: ``judge(day, symbol)`` (results keyed by rule id) for every partition of
+    the run, one evaluation per rule and partition, then the step's outputs."""
+    asset = dg.AssetKey(rules[0].asset)
+    for day, symbol in partition_pairs(run_partition_keys(context)):
+        key = f"{day}|{symbol}"
+        results, target = judge(day, symbol), _target(context.instance, key, asset)
+        for rule in rules:
+            yield evaluation(rule, key, results[rule.rule], target)
+        failed = [r.rule for r in rules if not results[r.rule].passed]
+        skipped = [r.rule for r in rules if results[r.rule].skipped]
+        context.log.info(f"{key}: skipped {skipped}" if skipped else
+                         f"{key}: failed {failed}" if failed else f"{key}: passed")  # fmt: skip
+    yield from _outputs(specs)
+
+
 @dg.multi_asset_check(
     specs=BAR_SPECS,
     can_subset=False,
@@ -133,36 +157,13 @@ def bars_1s_rules(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     layout = lake.layout
-    for day, symbol in partition_pairs(run_partition_keys(context)):
-        key = f"{day}|{symbol}"
+
+    def judge(day: str, symbol: str) -> dict[str, RuleResult]:
         trades = partition_file(layout, "trades", symbol, day)
-        results = evaluate_rules(
-            partition_file(layout, "bars_1s", symbol, day),
-            None,
-            trades if trades.exists() else None,
-        )
-        target = _target(context.instance, key)
-        for rule in BAR_RULES:
-            yield evaluation(rule, key, results[rule.rule], target)
-        failed = [r.rule for r in BAR_RULES if not results[r.rule].passed]
-        skipped = any(results[r.rule].skipped for r in BAR_RULES)
-        context.log.info(f"{key}: R1–R6 " + ("skipped" if skipped else f"failed {failed}"
-                                               if failed else "passed"))  # fmt: skip
-    yield from _outputs(BAR_SPECS)
+        bars = partition_file(layout, "bars_1s", symbol, day)
+        return evaluate_rules(bars, None, trades if trades.exists() else None)
 
-
-def _one_rule_per_partition(
-    context: dg.AssetCheckExecutionContext,
-    rule: CheckRule,
-    specs: list[dg.AssetCheckSpec],
-    judge: Callable[[str, str], RuleResult],
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    """A step of one rule: ``judge(day, symbol)`` for every partition of the run."""
-    for day, symbol in partition_pairs(run_partition_keys(context)):
-        key = f"{day}|{symbol}"
-        target = _target(context.instance, key, dg.AssetKey(rule.asset))
-        yield evaluation(rule, key, judge(day, symbol), target)
-    yield from _outputs(specs)
+    yield from _rules_per_partition(context, BAR_RULES, BAR_SPECS, judge)
 
 
 @dg.multi_asset_check(
@@ -175,12 +176,12 @@ def bars_1s_klines_parity(
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     layout = lake.layout
 
-    def judge(day: str, symbol: str) -> RuleResult:
+    def judge(day: str, symbol: str) -> dict[str, RuleResult]:
         klines = partition_file(layout, "klines_1m", symbol, day)
         bars = partition_file(layout, "bars_1s", symbol, day)
-        return evaluate_r7(bars, klines if klines.exists() else None)
+        return {PARITY_RULE.rule: evaluate_r7(bars, klines if klines.exists() else None)}
 
-    yield from _one_rule_per_partition(context, PARITY_RULE, PARITY_SPECS, judge)
+    yield from _rules_per_partition(context, [PARITY_RULE], PARITY_SPECS, judge)
 
 
 @dg.multi_asset_check(
@@ -191,7 +192,7 @@ def bars_1s_klines_parity(
 def trades_conflicts(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    def judge(day: str, symbol: str) -> RuleResult:
-        return conflict_result(load_trade_conflicts(lake.layout, symbol, day))
+    def judge(day: str, symbol: str) -> dict[str, RuleResult]:
+        return {CONFLICT_RULE.rule: conflict_result(load_trade_conflicts(lake.layout, symbol, day))}
 
-    yield from _one_rule_per_partition(context, CONFLICT_RULE, CONFLICT_SPECS, judge)
+    yield from _rules_per_partition(context, [CONFLICT_RULE], CONFLICT_SPECS, judge)

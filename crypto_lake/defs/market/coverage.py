@@ -5,7 +5,6 @@ module runs them per partition and turns the result into what the UI shows: perc
 counts, a Markdown day summary and an hourly chart.
 """
 
-import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from crypto_lake.defs.market.partitions import (
 )
 from crypto_lake.defs.market.stats import load_outage_intervals
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.charts import png_data_uri
 from crypto_lake.lib.coverage import STATES, CoverageStats, build_coverage, render_hourly_chart
 
 PCT_KEYS = ["pct_live", "pct_repaired", "pct_outage", "pct_unrecorded", "pct_minutes_with_quotes"]
@@ -99,7 +99,7 @@ def summary_markdown(stats: CoverageStats) -> str:
          "unrecorded_s": s.seconds_unrecorded}
         for s in stats.stretches
     ]  # fmt: skip
-    chart = base64.b64encode(render_hourly_chart(stats)).decode("ascii")
+    chart = png_data_uri(render_hourly_chart(stats))
     return "\n".join(
         [
             f"**{stats.symbol} {stats.day}**: {verdict}; best bid/ask recorded in "
@@ -112,7 +112,7 @@ def summary_markdown(stats: CoverageStats) -> str:
             "",
             markdown_table(stretches),
             "",
-            f"![coverage per hour](data:image/png;base64,{chart})",
+            f"![coverage per hour]({chart})",
         ]
     )
 

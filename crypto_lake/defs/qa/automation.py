@@ -18,18 +18,18 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_lake.defs.market.partitions import (
-    CONFIG,
-    contiguous_day_blocks,
-    market_partitions,
-    range_tags,
-    split_key,
+from crypto_lake.defs.market.automation import (
+    TRIGGER_TAG,
+    materialized_since,
+    run_in_flight,
+    symbol_span,
+    valid_days,
 )
+from crypto_lake.defs.market.partitions import CONFIG, contiguous_day_blocks, range_tags
 from crypto_lake.defs.qa.assets import WINDOW_END_TAG, WINDOW_MINUTES_TAG
 from crypto_lake.lib.qa.config import qa_config_from
 
 QA_CONFIG = qa_config_from(CONFIG)
-TRIGGER_TAG = "crypto_lake/trigger"
 
 qa_hourly_job = dg.define_asset_job(
     name="qa_hourly_job",
@@ -43,16 +43,11 @@ qa_daily_job = dg.define_asset_job(
 )
 
 
-def _valid_days(days: list[str]) -> list[str]:
-    keys = set(market_partitions.primary_dimension.partitions_def.get_partition_keys())
-    return sorted(d for d in set(days) if d in keys)
-
-
 def hourly_request(tick: datetime, minutes: int) -> dg.RunRequest | dg.SkipReason:
     """The run for the ``minutes`` before ``tick`` (one or two UTC days)."""
     tick = tick.astimezone(UTC).replace(microsecond=0)
     start = tick - timedelta(minutes=minutes)
-    days = _valid_days([start.date().isoformat(), tick.date().isoformat()])
+    days = valid_days([start.date().isoformat(), tick.date().isoformat()])
     if not days:
         return dg.SkipReason(f"no partition for {start.date()}..{tick.date()}")
     return dg.RunRequest(
@@ -69,7 +64,7 @@ def hourly_request(tick: datetime, minutes: int) -> dg.RunRequest | dg.SkipReaso
 def daily_request(tick: datetime) -> dg.RunRequest | dg.SkipReason:
     """The run for the whole UTC day before ``tick``."""
     day = (tick.astimezone(UTC).date() - timedelta(days=1)).isoformat()
-    if not _valid_days([day]):
+    if not valid_days([day]):
         return dg.SkipReason(f"{day} is before the first partition")
     return dg.RunRequest(
         run_key=f"qa-daily:{day}:{tick.isoformat()}",
@@ -106,7 +101,6 @@ def qa_daily(context: dg.ScheduleEvaluationContext):
 
 BARS_KEY = dg.AssetKey("bars_1s")
 REFRESH_TRIGGER = "bars_refresh"
-PAGE = 1000
 
 
 def refreshed_bars(
@@ -114,33 +108,16 @@ def refreshed_bars(
 ) -> tuple[dict[str, set[str]], int]:
     """{day: symbols} of the bars_1s partitions materialized after ``after_storage_id``, and
     the storage id to continue from."""
-    touched: dict[str, set[str]] = {}
-    last = after_storage_id
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=BARS_KEY, after_storage_id=last),
-            limit=PAGE,
-            ascending=True,
-        )
-        for record in result.records:
-            last = max(last, record.storage_id)
-            mat = record.asset_materialization
-            if mat is not None and mat.partition is not None:
-                day, symbol = split_key(mat.partition)
-                touched.setdefault(day, set()).add(symbol)
-        if len(result.records) < PAGE:
-            return touched, last
+    return materialized_since(instance, BARS_KEY, after_storage_id)
 
 
 def refresh_requests(touched: dict[str, set[str]], today: str, last: int) -> list[dg.RunRequest]:
     """One whole-day QA run per block of consecutive past days whose bars were rebuilt,
     over the declared symbols from the first to the last rebuilt one (a contiguous range)."""
-    days = [d for d in _valid_days(list(touched)) if d < today]
+    days = [d for d in valid_days(touched) if d < today]
     requests = []
     for block in contiguous_day_blocks(days):
-        rebuilt = set().union(*(touched[d] for d in block))
-        order = [i for i, s in enumerate(CONFIG.symbols) if s in rebuilt]
-        symbols = CONFIG.symbols[order[0] : order[-1] + 1]
+        symbols = symbol_span(set().union(*(touched[d] for d in block)))
         requests.append(
             dg.RunRequest(
                 run_key=f"qa-refresh:{block[0]}:{block[-1]}:{last}",
@@ -160,16 +137,8 @@ def refresh_requests(touched: dict[str, set[str]], today: str, last: int) -> lis
 )
 def qa_after_bars_refresh(context: dg.SensorEvaluationContext):
     after = int(json.loads(context.cursor)["storage_id"]) if context.cursor else 0
-    in_flight = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=qa_daily_job.name,
-            tags={TRIGGER_TAG: REFRESH_TRIGGER},
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                      dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-        ),
-        limit=1,
-    )  # fmt: skip
-    if in_flight:  # its bars may be rebuilt again meanwhile: wait, then take all at once
+    if run_in_flight(context.instance, qa_daily_job.name, REFRESH_TRIGGER):
+        # its bars may be rebuilt again meanwhile: wait, then take all at once
         return dg.SkipReason("previous QA re-run still in progress")
     touched, last = refreshed_bars(context.instance, after)
     cursor = json.dumps({"storage_id": last})

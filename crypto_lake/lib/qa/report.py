@@ -8,8 +8,6 @@ Markdown string works as Dagster asset metadata and as the file ``qa/reports/{da
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 from datetime import UTC, datetime
 
@@ -18,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crypto_lake.lib.charts import palette_png, png_data_uri
 from crypto_lake.lib.fsutil import atomic_write_bytes
 from crypto_lake.lib.paths import LakeLayout
 from crypto_lake.lib.qa.config import QAConfig
@@ -109,23 +108,7 @@ def render_chart(symbol: str, minutes: pa.Table, anomalies: pa.Table) -> bytes:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.06, hspace=0.12)
-    from PIL import Image  # matplotlib's own dependency
-
-    raw = io.BytesIO()
-    fig.savefig(raw, format="png")
-    # A 64-colour palette PNG is ~3x smaller than matplotlib's RGBA output and looks the
-    # same for line charts; it matters because every partition of a ranged run stores the
-    # report (charts included) in the event log. No text chunks: the bytes depend only on
-    # the data.
-    with Image.open(io.BytesIO(raw.getvalue())) as img:
-        small = img.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-        out = io.BytesIO()
-        small.save(out, format="PNG", optimize=True)
-    return out.getvalue()
-
-
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return palette_png(fig, colors=64)
 
 
 def _md_table(header: list[str], rows: list[list[object]]) -> str:
