@@ -173,26 +173,118 @@ def test_rules_gate_when_klines_cannot_be_fetched(
     env: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Binance REST down: the klines step fails (visibly, after its retries), R1–R6 still run
-    per partition and gate bars_1m; R7 reports nothing rather than a pass."""
+    per partition and gate bars_1m; R7 reports nothing rather than a pass. Once Binance
+    answers again, the catch-up sensor fetches the klines with R7 in the same run; klines
+    materialized later without R7 (from the asset page) get R7 evaluated too."""
+    from crypto_lake.defs.market.followups import klines_parity_catchup
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv(
         "CRYPTO_LAKE__BINANCE__REST_BASE_URL", f"http://127.0.0.1:{server.server_port}"
     )
-    try:
-        with dg.instance_for_test() as instance:
+    keys = {f"{DAY}|{symbol}" for symbol in SYMBOLS}
+    with dg.instance_for_test() as instance:
+        try:
             result = run_job(instance, range_tags([DAY], SYMBOLS))
-    finally:
-        server.shutdown()
-    assert not result.success
-    assert result.failure_data_for_node("binance_klines_1m") is not None
-    checks = evaluations(result)
-    for symbol in SYMBOLS:
-        key = f"{DAY}|{symbol}"
-        for name in RULES - {"r7_klines_parity"}:
-            assert checks[(name, key)].passed, (name, key)
-        assert ("r7_klines_parity", key) not in checks
-        assert partition_file(env.layout, "bars_1m", symbol, DAY).exists()
+        finally:
+            server.shutdown()
+        assert not result.success
+        assert result.failure_data_for_node("binance_klines_1m") is not None
+        checks = evaluations(result)
+        for symbol in SYMBOLS:
+            key = f"{DAY}|{symbol}"
+            for name in RULES - {"r7_klines_parity"}:
+                assert checks[(name, key)].passed, (name, key)
+            assert ("r7_klines_parity", key) not in checks
+            assert partition_file(env.layout, "bars_1m", symbol, DAY).exists()
+
+        # Binance is back: the sensor's first pass fetches the klines again, with R7.
+        monkeypatch.setenv("CRYPTO_LAKE__BINANCE__REST_BASE_URL", env.klines_url)
+        (request,), cursor = sense(klines_parity_catchup, instance, None)
+        assert request.job_name == "klines_parity_job"
+        caught_up = run_named_job(instance, request)
+        assert caught_up.success
+        r7 = {k: e for (n, k), e in evaluations(caught_up).items() if n == "r7_klines_parity"}
+        assert set(r7) == keys and all(e.passed for e in r7.values())
+        # A second pass finds nothing to do (R7 is current, the retry hour has not come).
+        requests, cursor = sense(klines_parity_catchup, instance, cursor)
+        assert not requests
+
+        # Klines fetched alone (as from the asset page): R7 follows in a run of its own.
+        alone = run_job(instance, range_tags([DAY], SYMBOLS), [dg.AssetKey("binance_klines_1m")])
+        assert alone.success and not alone.get_asset_check_evaluations()
+        (request,), cursor = sense(klines_parity_catchup, instance, cursor)
+        assert request.job_name == "parity_job"
+        parity = run_named_job(instance, request)
+        assert parity.success
+        assert {k for (n, k) in evaluations(parity) if n == "r7_klines_parity"} == keys
+        assert not parity.get_asset_materialization_events()  # only the check ran
+
+
+def sense(sensor, instance: dg.DagsterInstance, cursor: str | None, **resources):
+    """One evaluation of ``sensor``: its run requests and its new cursor."""
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as ctx:
+        result = sensor(ctx)
+    return result.run_requests, result.cursor
+
+
+def run_named_job(instance: dg.DagsterInstance, request: dg.RunRequest):
+    """Execute a sensor's run request in process, as the daemon would launch it."""
+    from crypto_lake.definitions import defs
+
+    job = defs().resolve_job_def(request.job_name)
+    return job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+
+
+def first_bar(layout, symbol: str, day: str) -> tuple:
+    bars = partition_file(layout, "bars_1s", symbol, day)
+    return duckdb.sql(
+        f"SELECT close, trade_count FROM '{bars}' ORDER BY window_start LIMIT 1"
+    ).fetchall()[0]
+
+
+def test_bars_are_rebuilt_when_the_previous_day_is_built_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill's runs may build day D before day D-1: D's first seconds (before its first
+    trade) had no previous close to carry, so their prices are NULL (R7 fails where Binance
+    has klines for them). Once D-1's trades exist, the sensor rebuilds D's bars, checks and
+    bars_1m from D-1's last price; a rebuild of D-1 that keeps its last price changes nothing."""
+    from crypto_lake.defs.market.followups import bars_after_previous_day
+    from crypto_lake.lib.bars import last_trade_price
+
+    generated = {s: rawgen.generate(s, DAYS, per_day=60) for s in SYMBOLS}
+    klines = {s: rawgen.reference_klines_1m(sd) for s, sd in generated.items()}
+    d0, d1 = DAYS
+    keys = {f"{d1}|{s}" for s in SYMBOLS}
+    with rawgen.KlinesServer(klines) as server, dg.instance_for_test() as instance:
+        lake = make_lake(tmp_path / "lake", server.url, generated)
+        monkeypatch.setenv("CRYPTO_LAKE__BINANCE__REST_BASE_URL", server.url)
+        monkeypatch.setenv("LAKE_ROOT", str(lake.layout.root))
+        later_day_first = run_job(instance, range_tags([d1], SYMBOLS))
+        assert later_day_first.success
+        for symbol in SYMBOLS:
+            assert first_bar(lake.layout, symbol, d1) == (None, 0)  # nothing to carry yet
+        requests, cursor = sense(bars_after_previous_day, instance, None, lake=lake.resource)
+        assert not requests  # D-1 not built yet
+
+        assert run_job(instance, range_tags([d0], SYMBOLS)).success
+        (request,), cursor = sense(bars_after_previous_day, instance, cursor, lake=lake.resource)
+        rebuilt = run_named_job(instance, request)
+        assert rebuilt.success
+        for symbol in SYMBOLS:
+            previous = last_trade_price(partition_file(lake.layout, "trades", symbol, d0))
+            assert first_bar(lake.layout, symbol, d1) == (previous, 0)
+        r7 = {k: e for (n, k), e in evaluations(rebuilt).items() if n == "r7_klines_parity"}
+        assert set(r7) == keys and all(e.passed for e in r7.values())
+        earlier = {f"{d0}|{s}" for s in SYMBOLS}
+        assert materializations(instance, "bars_1m") == {**dict.fromkeys(earlier, 1),
+                                                         **dict.fromkeys(keys, 2)}  # fmt: skip
+        # D-1 rebuilt with the same trades: D's bars already carry its last price.
+        assert run_job(instance, range_tags([d0], SYMBOLS)).success
+        requests, cursor = sense(bars_after_previous_day, instance, cursor, lake=lake.resource)
+        assert not requests
 
 
 def test_r7_without_comparable_minutes_is_skipped_not_passed(tmp_path: Path) -> None:

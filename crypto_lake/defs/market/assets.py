@@ -11,6 +11,7 @@ reports as one partition. ``materialize_partitions`` records exactly the partiti
 
 import warnings
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,9 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
     per: dict[str, dict[str, Any]] = {}
     for day, symbol in partition_pairs(run_partition_keys(context)):
         out = partition_file(layout, "bars_1s", symbol, day)
+        # Seconds before the day's first trade carry the previous day's last price; if that
+        # day's trades are (re)built later, `bars_after_previous_day` rebuilds these bars.
+        previous_close = last_trade_price(partition_file(layout, "trades", symbol, _prev(day)))
         stats = build_bars_1s(
             partition_file(layout, "trades", symbol, day),
             partition_file(layout, "quotes", symbol, day),
@@ -151,14 +155,14 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
             day,
             out,
             outages=load_outages(layout, symbol, day),
-            # Seconds before the day's first trade carry the previous day's last price.
-            previous_close=last_trade_price(partition_file(layout, "trades", symbol, _prev(day))),
+            previous_close=previous_close,
             seconds=layout.tick_seconds_path(symbol, day),
             # today's grid runs to when the collector was last known to record the symbol
             recording=recording_until(layout.heartbeat_path, symbol),
         )
         key = f"{day}|{symbol}"
         per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats)}
+        per[key][PREVIOUS_CLOSE] = previous_close_text(previous_close)
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
     numeric = ["dagster/row_count", "missing_seconds", "empty_rows", "outage_seconds",
                "repaired_rows", "trade_count"]  # fmt: skip
@@ -202,6 +206,14 @@ def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource):
             f"checks failed ({len(per)} built):\n{lines}",
             metadata={"refused_partitions": dg.MetadataValue.text(", ".join(sorted(refused)))},
         )
+
+
+PREVIOUS_CLOSE = "previous_close"
+
+
+def previous_close_text(price: Decimal | None) -> str:
+    """How bars_1s metadata records the previous day's last price it used."""
+    return "none" if price is None else str(price)
 
 
 def _prev(day: str) -> str:

@@ -106,6 +106,24 @@ def valid_days(days: Iterable[str]) -> list[str]:
     return sorted({d for d in days if d in keys})
 
 
+def block_requests(
+    touched: dict[str, set[str]], trigger: str, last: int, job_name: str | None = None
+) -> list[dg.RunRequest]:
+    """One ranged run per block of consecutive touched days, over the declared symbols from
+    the first to the last touched one of the block; run keys unique per cursor ``last``."""
+    requests = []
+    for block in contiguous_day_blocks(valid_days(touched)):
+        symbols = symbol_span(set().union(*(touched[d] for d in block)))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{trigger}:{block[0]}:{block[-1]}:{last}",
+                job_name=job_name,
+                tags={**range_tags(block, symbols), TRIGGER_TAG: trigger},
+            )
+        )
+    return requests
+
+
 @dg.sensor(
     name="market_refresh_sensor",
     job=market_day_job,
@@ -120,18 +138,9 @@ def market_refresh_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason("previous refresh run still in progress")
     touched, last = new_raw_partitions(context.instance, after)
     cursor = json.dumps({"storage_id": last})
-    days = valid_days(touched)
-    if not days:
+    requests = block_requests(touched, "refresh", last)
+    if not requests:
         return dg.SensorResult(skip_reason="no newly sealed raw files", cursor=cursor)
-    requests = []
-    for block in contiguous_day_blocks(days):
-        symbols = symbol_span(set().union(*(touched[d] for d in block)))
-        requests.append(
-            dg.RunRequest(
-                run_key=f"refresh:{block[0]}:{block[-1]}:{last}",
-                tags={**range_tags(block, symbols), TRIGGER_TAG: "refresh"},
-            )
-        )
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 

@@ -20,12 +20,12 @@ import dagster as dg
 
 from crypto_lake.defs.market.automation import (
     TRIGGER_TAG,
+    block_requests,
     materialized_since,
     run_in_flight,
-    symbol_span,
     valid_days,
 )
-from crypto_lake.defs.market.partitions import CONFIG, contiguous_day_blocks, range_tags
+from crypto_lake.defs.market.partitions import CONFIG, range_tags
 from crypto_lake.defs.qa.assets import WINDOW_END_TAG, WINDOW_MINUTES_TAG
 from crypto_lake.lib.qa.config import qa_config_from
 
@@ -114,17 +114,8 @@ def refreshed_bars(
 def refresh_requests(touched: dict[str, set[str]], today: str, last: int) -> list[dg.RunRequest]:
     """One whole-day QA run per block of consecutive past days whose bars were rebuilt,
     over the declared symbols from the first to the last rebuilt one (a contiguous range)."""
-    days = [d for d in valid_days(touched) if d < today]
-    requests = []
-    for block in contiguous_day_blocks(days):
-        symbols = symbol_span(set().union(*(touched[d] for d in block)))
-        requests.append(
-            dg.RunRequest(
-                run_key=f"qa-refresh:{block[0]}:{block[-1]}:{last}",
-                tags={**range_tags(block, symbols), TRIGGER_TAG: REFRESH_TRIGGER},
-            )
-        )
-    return requests
+    past = {day: symbols for day, symbols in touched.items() if day < today}
+    return block_requests(past, REFRESH_TRIGGER, last)
 
 
 @dg.sensor(
