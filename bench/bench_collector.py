@@ -51,8 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from collector_daemon.resume import read_part_lines  # noqa: E402
-from crypto_lake.lib.config import DEFAULT_SYMBOLS  # noqa: E402
-from crypto_lake.lib.paths import parse_part_name  # noqa: E402
+from crypto_lake.lib.core.config import DEFAULT_SYMBOLS  # noqa: E402
+from crypto_lake.lib.core.paths import parse_part_name  # noqa: E402
 
 BATCH = 512
 PEAK_13_SYMBOLS = 5_000  # msgs/s at peaks for 13 busy symbols (real load: ~300 average)

@@ -11,7 +11,7 @@
    the transform wait on reads.
 2. Drops the raw files from the page cache, then transforms them with crypto_lake.lib in a
    child process as the Dagster ticks and bars_1s steps do (build_ticks + build_bars_1s per
-   symbol, two symbols at a time: crypto_lake.lib.parallel); reports events/s and the child's
+   symbol, two symbols at a time: crypto_lake.lib.market.parallel); reports events/s and the child's
    peak RSS. The clock starts after the imports and numba's compiler set-up (~1 s, once per
    process, as a Dagster ticks step pays it once for all its partitions). Numba's one-time
    compilation into its on-disk cache (once per installation) is done before, by the same
@@ -165,11 +165,11 @@ def peak_rss_mb() -> float:
 
 # --- child: the crypto_lake transform ---------------------------------------------------------
 def child_transform(work: Path, raw_dir: str, out_dir: str, symbols: list[str]) -> dict:
-    import crypto_lake.lib.bars  # noqa: F401 - imported before the clock starts
-    from crypto_lake.lib import fastparse
-    from crypto_lake.lib.parallel import map_partitions
-    from crypto_lake.lib.paths import LakeLayout
-    from crypto_lake.lib.ticks import connect
+    import crypto_lake.lib.market.bars  # noqa: F401 - imported before the clock starts
+    from crypto_lake.lib.core.duck import connect
+    from crypto_lake.lib.core.paths import LakeLayout
+    from crypto_lake.lib.market.parallel import map_partitions
+    from crypto_lake.lib.raw import fastparse
 
     src = LakeLayout(work / raw_dir)
     out = LakeLayout(work / out_dir)
@@ -190,8 +190,8 @@ def child_transform(work: Path, raw_dir: str, out_dir: str, symbols: list[str]) 
 
 
 def _transform_one(src, out, symbol: str, con) -> dict:
-    from crypto_lake.lib.bars import build_bars_1s
-    from crypto_lake.lib.ticks import build_ticks
+    from crypto_lake.lib.market.bars import build_bars_1s
+    from crypto_lake.lib.market.ticks import build_ticks
 
     def part(asset: str) -> Path:
         return out.market_partition_dir(asset, symbol, DAY) / "part-0.parquet"
@@ -215,7 +215,7 @@ def child_pandas(work: Path, raw_dir: str, symbol: str, first_minute: int, minut
 
     import pandas as pd
 
-    from crypto_lake.lib.raw import open_raw
+    from crypto_lake.lib.raw.lines import open_raw
 
     day_dir = work / raw_dir / "raw" / "binance" / symbol / DAY
     files = [
@@ -332,8 +332,8 @@ def time_query(db: Path, sql: str, repeat: int = 5) -> dict:
 
 
 def query_latency(work: Path, month_days: int) -> dict:
-    from crypto_lake.lib.paths import LakeLayout
-    from crypto_lake.lib.views import build_lake_views
+    from crypto_lake.lib.core.paths import LakeLayout
+    from crypto_lake.lib.market.views import build_lake_views
 
     day_sql = ROLLUP.format(keys="", where="WHERE symbol = 'BTCUSDT' AND date = DATE '2024-03-01'")
     month_sql = ROLLUP.format(keys="symbol, ", where="")
@@ -357,7 +357,7 @@ def _free_gb(path: Path) -> float:
 
 
 def main() -> int:
-    from crypto_lake.lib.fsutil import advise
+    from crypto_lake.lib.core.fsutil import advise
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 27 M events")

@@ -37,9 +37,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crypto_lake.lib.config import DEFAULT_SYMBOLS
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.config import DEFAULT_SYMBOLS
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.detectors import DETECTORS
 from crypto_lake.lib.qa.pipeline import day_window, load_bars, run_qa_files

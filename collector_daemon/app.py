@@ -44,11 +44,11 @@ from collector_daemon.resume import (
 from collector_daemon.router import Router
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
-from crypto_lake.lib.config import Config
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw import session_line
+from crypto_lake.lib.core.config import Config
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw.lines import session_line
 
 log = get_logger("collector")
 

@@ -1,7 +1,7 @@
 """``crypto-lake-collector`` / ``python -m collector_daemon``: run the collector daemon.
 
 Configuration comes from the crypto_lake config file and ``CRYPTO_LAKE__*`` variables
-(crypto_lake.lib.config); the flags below override single keys for a run.
+(crypto_lake.lib.core.config); the flags below override single keys for a run.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from collector_daemon.app import Collector, Tuning
 from collector_daemon.lock import LockHeld
-from crypto_lake.lib.config import Config, ConfigError, load_config
-from crypto_lake.lib.logs import setup_logging
+from crypto_lake.lib.core.config import Config, ConfigError, load_config
+from crypto_lake.lib.core.logs import setup_logging
 
 EXIT_USAGE = 2
 EXIT_LOCKED = 3

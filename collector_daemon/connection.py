@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from collector_daemon.router import ConnState, Router
-from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.core.logs import get_logger
 
 log = get_logger("collector.connection")
 

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from collector_daemon.tracker import Hole, IdTracker
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.logs import get_logger
 
 log = get_logger("collector.gaps")
 KEEP_CLOSED = 1000  # closed gaps kept in the file for inspection; open gaps are always kept

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.core.logs import get_logger
 
 if TYPE_CHECKING:
     from aiohttp import web

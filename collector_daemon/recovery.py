@@ -18,8 +18,8 @@ from pathlib import Path
 import orjson
 
 from collector_daemon.sealing import SealError, seal_file, sealed_path
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import COMPRESSION_SUFFIX, LakeLayout, parse_part_name
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import COMPRESSION_SUFFIX, LakeLayout, parse_part_name
 
 log = get_logger("collector.recovery")
 

@@ -20,8 +20,8 @@ import aiohttp
 from collector_daemon.gaps import Gap, GapBook
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.raw import repaired_line
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.raw.lines import repaired_line
 
 log = get_logger("collector.repair")
 

@@ -27,9 +27,9 @@ import orjson
 import zstandard
 
 from collector_daemon.tracker import IdTracker
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import LakeLayout, parse_part_name
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
 
 log = get_logger("collector.resume")
 

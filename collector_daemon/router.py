@@ -18,8 +18,8 @@ import orjson
 
 from collector_daemon.tracker import IdTracker, RecentIds
 from collector_daemon.writer import QUARANTINE, RawWriter
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.raw import RawLineError, session_line, ws_line
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.raw.lines import RawLineError, session_line, ws_line
 
 log = get_logger("collector.router")
 

@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import zstandard
 
-from crypto_lake.lib.fsutil import atomic_path, fsync_dir
-from crypto_lake.lib.paths import parse_part_name, part_file_name
+from crypto_lake.lib.core.fsutil import atomic_path, fsync_dir
+from crypto_lake.lib.core.paths import parse_part_name, part_file_name
 
 COPY_CHUNK = 1 << 20
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector_daemon.sealing import seal_file
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import LakeLayout, parse_part_name, part_file_name
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import LakeLayout, parse_part_name, part_file_name
 
 log = get_logger("collector.writer")
 

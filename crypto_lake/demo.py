@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto_lake.lib.logs import setup_logging
+from crypto_lake.lib.core.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT,DOGEUSDT,ADAUSDT"

@@ -6,6 +6,20 @@ from collections.abc import Iterator
 
 import pytest
 
+# The suite runs in two worker processes, a test module per worker at a time (pytest-xdist,
+# ``--dist loadfile`` in pyproject.toml). These modules take minutes, mostly waiting on
+# processes they started; they go first so the short ones fill in around them.
+LONG_FIRST = ("test_demo.py", "test_simulator_to_bars.py", "e2e/", "test_capture.py",
+              "test_fastparse.py", "test_unclean_stop.py", "test_partition_truth.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, part in enumerate(LONG_FIRST) if part in path), len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a module is kept
+
 
 @pytest.fixture(autouse=True)
 def _no_leaked_dagster_instance() -> Iterator[None]:

@@ -1,13 +1,15 @@
-"""Resources shared by every domain: the lake (paths + configuration)."""
+"""Resources shared by every domain: the lake (paths + configuration) and its DuckDB views
+database."""
 
 from __future__ import annotations
 
 from functools import cached_property
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
-from crypto_lake.lib.config import Config, load_config
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.config import Config, load_config
+from crypto_lake.lib.core.paths import LakeLayout
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -31,6 +33,16 @@ class LakeResource(dg.ConfigurableResource):
         return LakeLayout(self.config.lake_root)
 
 
+def lake_database(layout: LakeLayout) -> DuckDBResource:
+    """The lake's views database (``state/lake.duckdb``, built by the lake_views asset),
+    opened read-only: DuckDB allows one writing process per file, and its only writer builds
+    it under a temporary name (``build_lake_views``)."""
+    return DuckDBResource(
+        database=str(layout.duckdb_path), connection_config={"access_mode": "READ_ONLY"}
+    )
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"lake": LakeResource()})
+    lake = LakeResource()
+    return dg.Definitions(resources={"lake": lake, "lake_db": lake_database(lake.layout)})

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from crypto_lake.lib.fsutil import atomic_path
+from crypto_lake.lib.core.fsutil import atomic_path
 from crypto_lake.simulator.synthetic_bars import (
     recompute_quote_columns,
     renumber_trade_ids,

@@ -14,9 +14,9 @@ import signal
 import sys
 from pathlib import Path
 
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.logs import setup_logging
-from crypto_lake.lib.symbols import InvalidNameError
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.logs import setup_logging
+from crypto_lake.lib.core.symbols import InvalidNameError
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.server import ExchangeSimulator
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto_lake.lib.symbols import validate_symbol
+from crypto_lake.lib.core.symbols import validate_symbol
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.faults import Faults
 from crypto_lake.simulator.market import Event

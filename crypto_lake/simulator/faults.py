@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from crypto_lake.lib.symbols import validate_symbol
+from crypto_lake.lib.core.symbols import validate_symbol
 
 
 class FaultTarget(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from crypto_lake.lib.symbols import validate_symbol
+from crypto_lake.lib.core.symbols import validate_symbol
 
 E8 = 100_000_000
 # Quote assets recognised when splitting a symbol into base/quote for /exchangeInfo.

@@ -1,4 +1,4 @@
-"""Replay mode: stream a lake raw file (lib/raw.py format) at its recorded pace x speed.
+"""Replay mode: stream a lake raw file (lib/raw/lines.py format) at its recorded pace x speed.
 
 Only market lines are replayed (session records and REST-repaired trades are skipped); each
 is sent as the combined-stream message ``{"stream":..,"data":..}`` it was recorded from, with
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.raw import RawLineError, open_raw, parse_line
-from crypto_lake.lib.symbols import InvalidNameError, stream_symbol
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.symbols import InvalidNameError, stream_symbol
+from crypto_lake.lib.raw.lines import RawLineError, open_raw, parse_line
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.market import Event
 from crypto_lake.simulator.wire import ws_text_frame

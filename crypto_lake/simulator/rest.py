@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from crypto_lake.lib.symbols import InvalidNameError, validate_symbol
+from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol
 from crypto_lake.simulator import queries
 from crypto_lake.simulator.instruments import format_e8
 from crypto_lake.simulator.limits import WEIGHTS, RateLimiter

@@ -9,7 +9,7 @@ from itertools import count
 
 from aiohttp import web
 
-from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.connection import Connection
 from crypto_lake.simulator.faults import Faults

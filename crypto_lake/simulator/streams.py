@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crypto_lake.lib.symbols import InvalidNameError, validate_symbol
+from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol
 from crypto_lake.simulator.wire import Unit
 
 STREAM_KINDS = ("trade", "aggTrade", "bookTicker")

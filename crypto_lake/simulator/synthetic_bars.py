@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pyarrow as pa
 
-from crypto_lake.lib.symbols import validate_day, validate_symbol
+from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 
 SECONDS_PER_DAY = 86_400
 # Flag bits of the synthetic bars (the market library owns the real encoding; QA never
@@ -239,10 +239,3 @@ def bars_table(symbol: str, day: str, cols: dict[str, np.ndarray]) -> pa.Table:
                 mask = None
         arrays[field.name] = pa.array(values, field.type, mask=mask)
     return pa.table(arrays, schema=BARS_1S_SCHEMA)
-
-
-def synthetic_bars_1s(
-    symbol: str, day: str, seed: int = 0, seconds: int = SECONDS_PER_DAY
-) -> pa.Table:
-    """A clean synthetic bars_1s day for ``symbol`` (deterministic for a given seed)."""
-    return bars_table(symbol, day, synthetic_bars_columns(symbol, day, seed, seconds))

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import zstandard
 
-from crypto_lake.lib.paths import LakeLayout, parse_part_name
+from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
 from crypto_lake.simulator import SimConfig, SimulatorThread
 
 REPO = Path(__file__).resolve().parents[2]

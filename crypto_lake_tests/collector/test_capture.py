@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lake.lib.config import DEFAULT_SYMBOLS
-from crypto_lake.lib.paths import parse_part_name
+from crypto_lake.lib.core.config import DEFAULT_SYMBOLS
+from crypto_lake.lib.core.paths import parse_part_name
 from crypto_lake_tests.collector.conftest import (
     book_ids_in_lake,
     free_port,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lake.lib.paths import parse_part_name
+from crypto_lake.lib.core.paths import parse_part_name
 from crypto_lake_tests.collector.conftest import (
     open_parts,
     read_lines,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from collector_daemon.router import ConnState, Router
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake_tests.collector.conftest import (
     book_ids_in_lake,
     read_lines,

@@ -23,8 +23,8 @@ from collector_daemon.resume import load_checkpoint, recent_ids, restore_tracker
 from collector_daemon.sealing import SealError, seal_file
 from collector_daemon.tracker import IdTracker, RecentIds
 from collector_daemon.writer import NS_PER_DAY, RawWriter
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw import session_line, ws_line
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw.lines import session_line, ws_line
 from crypto_lake_tests.collector.conftest import read_lines, sealed_parts
 
 

@@ -15,12 +15,12 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.bars import build_bars_1s
-from crypto_lake.lib.heartbeat import recording_until
-from crypto_lake.lib.paths import LakeLayout, part_file_name
-from crypto_lake.lib.raw import session_line
-from crypto_lake.lib.raw_catalog import RawCatalog, day_bounds_us
-from crypto_lake.lib.ticks import build_ticks
+from crypto_lake.lib.core.paths import LakeLayout, part_file_name
+from crypto_lake.lib.market.bars import build_bars_1s
+from crypto_lake.lib.market.ticks import build_ticks
+from crypto_lake.lib.raw.catalog import RawCatalog, day_bounds_us
+from crypto_lake.lib.raw.heartbeat import recording_until
+from crypto_lake.lib.raw.lines import session_line
 from crypto_lake_tests.collector.conftest import part_bytes, sealed_parts, symbol_lines
 from crypto_lake_tests.lib import rawgen
 

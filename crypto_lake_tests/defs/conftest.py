@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import RawCatalog
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.defs import rawgen
 
 DAYS = ["2024-03-01", "2024-03-02"]

@@ -1,4 +1,5 @@
-"""Synthetic raw lake for the Dagster tests: real raw lines (lib/raw.py), real folders, klines.
+"""Synthetic raw lake for the Dagster tests: real raw lines (lib/raw/lines.py), real folders,
+klines.
 
 Trades are generated with exact decimal prices, so tests can compute the reference 1 m klines
 independently of the code under test and serve them from a loopback REST server.
@@ -19,8 +20,8 @@ from urllib.parse import parse_qs, urlparse
 
 import orjson
 
-from crypto_lake.lib.paths import LakeLayout, part_file_name
-from crypto_lake.lib.raw import repaired_line, session_line, ws_line
+from crypto_lake.lib.core.paths import LakeLayout, part_file_name
+from crypto_lake.lib.raw.lines import repaired_line, session_line, ws_line
 
 US = 1_000_000
 

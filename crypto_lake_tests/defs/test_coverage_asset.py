@@ -13,8 +13,8 @@ import pytest
 from crypto_lake.defs.market.assets import bars_1s, partition_file, ticks
 from crypto_lake.defs.market.coverage import coverage
 from crypto_lake.defs.market.partitions import market_key, range_tags
-from crypto_lake.lib.raw import session_line
-from crypto_lake.lib.views import build_lake_views
+from crypto_lake.lib.market.views import build_lake_views
+from crypto_lake.lib.raw.lines import session_line
 from crypto_lake_tests.defs import rawgen
 from crypto_lake_tests.defs.conftest import DAYS, SYMBOLS, Lake, make_lake
 

@@ -261,11 +261,11 @@ def _corrupt(out: Path, bad: dict[str, tuple[str, str, int]]) -> None:
 
 def test_lake_views_query_the_built_partitions(built: Built) -> None:
     from crypto_lake.defs.ops.assets import lake_views
+    from crypto_lake.defs.resources import lake_database
 
+    resources = {"lake": built.lake.resource, "lake_db": lake_database(built.lake.layout)}
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [lake_views], resources={"lake": built.lake.resource}, instance=instance
-        )
+        result = dg.materialize([lake_views], resources=resources, instance=instance)
     assert result.success
     meta = result.asset_materializations_for_node("lake_views")[0].metadata
     assert {"bars_1s", "bars_1m", "trades", "quotes", "klines_1m",

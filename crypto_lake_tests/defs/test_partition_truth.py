@@ -252,7 +252,7 @@ def test_bars_are_rebuilt_when_the_previous_day_is_built_after_them(
     has klines for them). Once D-1's trades exist, the sensor rebuilds D's bars, checks and
     bars_1m from D-1's last price; a rebuild of D-1 that keeps its last price changes nothing."""
     from crypto_lake.defs.market.followups import bars_after_previous_day
-    from crypto_lake.lib.bars import last_trade_price
+    from crypto_lake.lib.market.bars import last_trade_price
 
     generated = {s: rawgen.generate(s, DAYS, per_day=60) for s in SYMBOLS}
     klines = {s: rawgen.reference_klines_1m(sd) for s, sd in generated.items()}
@@ -290,13 +290,13 @@ def test_bars_are_rebuilt_when_the_previous_day_is_built_after_them(
 def test_r7_without_comparable_minutes_is_skipped_not_passed(tmp_path: Path) -> None:
     from crypto_lake.defs.market.checks import evaluation
     from crypto_lake.defs.market.quality import PARITY_RULE
-    from crypto_lake.lib.rules import evaluate_r7
+    from crypto_lake.lib.qa.rules import evaluate_r7
 
     sd = rawgen.generate(SYMBOLS[0], [DAY], per_day=20)
     lake = make_lake(tmp_path / "lake", "http://127.0.0.1:9", {SYMBOLS[0]: sd})
-    from crypto_lake.lib.bars import build_bars_1s
-    from crypto_lake.lib.raw_catalog import RawCatalog
-    from crypto_lake.lib.ticks import build_ticks
+    from crypto_lake.lib.market.bars import build_bars_1s
+    from crypto_lake.lib.market.ticks import build_ticks
+    from crypto_lake.lib.raw.catalog import RawCatalog
 
     files = RawCatalog(lake.layout).files_for(SYMBOLS[0], DAY)
     trades, quotes, bars = (partition_file(lake.layout, t, SYMBOLS[0], DAY)

@@ -19,7 +19,7 @@ from crypto_lake.defs.market.partitions import (
     market_partitions,
     range_tags,
 )
-from crypto_lake.lib.config import DEFAULT_SYMBOLS, load_config
+from crypto_lake.lib.core.config import DEFAULT_SYMBOLS, load_config
 
 # Dagster documents 100,000 partitions per asset as the limit beyond which the UI slows down.
 DAGSTER_PARTITION_LIMIT = 100_000

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 
-import crypto_lake.lib.raw_catalog as raw_catalog_mod
+import crypto_lake.lib.raw.catalog as raw_catalog_mod
 from crypto_lake.defs.raw.sensors import raw_file_sensor
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake_tests.defs import rawgen
 
 DAYS = ["2024-03-01", "2024-03-02"]

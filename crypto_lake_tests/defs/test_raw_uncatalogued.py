@@ -11,7 +11,7 @@ import duckdb
 
 from crypto_lake.defs.market.assets import partition_file, ticks
 from crypto_lake.defs.market.partitions import market_key
-from crypto_lake.lib.raw_catalog import RawCatalog
+from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.defs import rawgen
 from crypto_lake_tests.defs.conftest import DAYS, make_lake
 

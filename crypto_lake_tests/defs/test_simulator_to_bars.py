@@ -30,8 +30,8 @@ import pytest
 
 from crypto_lake.defs.market.assets import partition_file
 from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import RawCatalog, day_bounds_us
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw.catalog import RawCatalog, day_bounds_us
 from crypto_lake.simulator import SimConfig, SimulatorThread
 from crypto_lake_tests.collector.conftest import CollectorProc, collector_args, open_parts
 from crypto_lake_tests.defs.conftest import SYMBOLS

@@ -96,9 +96,9 @@ class DagsterDev:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
+        try:  # idle, it stops in ~2 s; with run workers still going it waits on them
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=5)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         with contextlib.suppress(ProcessLookupError):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lake.lib.config import load_config
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import RawCatalog
+from crypto_lake.lib.core.config import load_config
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.defs import rawgen
 from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, LAUNCH_BACKFILL, DagsterDev
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import RawCatalog
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.defs import rawgen
 from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, DagsterDev
 

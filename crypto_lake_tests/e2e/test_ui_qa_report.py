@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.simulator.anomalies import AnomalyPlan, inject_bar_anomalies
 from crypto_lake.simulator.synthetic_bars import (
     bars_table,

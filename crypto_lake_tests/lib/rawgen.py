@@ -17,8 +17,8 @@ from pathlib import Path
 
 import orjson
 
-from crypto_lake.lib.paths import LakeLayout, part_file_name
-from crypto_lake.lib.raw import repaired_line, session_line, ws_line
+from crypto_lake.lib.core.paths import LakeLayout, part_file_name
+from crypto_lake.lib.raw.lines import repaired_line, session_line, ws_line
 
 DAY = "2024-03-01"
 DAY_START_MS = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp()) * 1000
@@ -193,9 +193,10 @@ class Partition:
 def build_partition(root: Path, lines: list[tuple[int, bytes]], threads: int | None = None,
                     shuffle_seed: int | None = None) -> Partition:  # fmt: skip
     """Raw lines -> catalog -> trades/quotes -> bars_1s -> bars_1m, in the lake layout."""
-    from crypto_lake.lib.bars import build_bars_1m, build_bars_1s
-    from crypto_lake.lib.raw_catalog import RawCatalog
-    from crypto_lake.lib.ticks import build_ticks, connect
+    from crypto_lake.lib.core.duck import connect
+    from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s
+    from crypto_lake.lib.market.ticks import build_ticks
+    from crypto_lake.lib.raw.catalog import RawCatalog
 
     layout = LakeLayout(root)
     write_raw(layout, lines, shuffle_seed=shuffle_seed)

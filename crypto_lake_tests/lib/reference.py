@@ -1,6 +1,6 @@
 """An independent reference for the transform: plain Python and Decimal over raw lines.
 
-It shares no code with crypto_lake.lib.ticks/bars (only the raw file layout), so a bug in
+It shares no code with crypto_lake.lib.market.ticks/bars (only the raw file layout), so a bug in
 the DuckDB SQL cannot hide by being repeated here.
 """
 

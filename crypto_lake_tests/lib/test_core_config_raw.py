@@ -5,9 +5,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from crypto_lake.lib import raw
-from crypto_lake.lib.config import DEFAULT_SYMBOLS, ConfigError, load_config
-from crypto_lake.lib.fsutil import atomic_path, atomic_write_bytes
+from crypto_lake.lib.core.config import DEFAULT_SYMBOLS, ConfigError, load_config
+from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
+from crypto_lake.lib.raw import lines as raw
 
 
 def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lake.lib.paths import LakeLayout, parse_part_name, part_file_name
-from crypto_lake.lib.symbols import (
+from crypto_lake.lib.core.paths import LakeLayout, parse_part_name, part_file_name
+from crypto_lake.lib.core.symbols import (
     InvalidNameError,
     stream_symbol,
     validate_day,

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.coverage import COLUMNS, build_coverage, render_hourly_chart
-from crypto_lake.lib.parquet_out import write_parquet
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import day_bounds_us
-from crypto_lake.lib.views import build_lake_views
+from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.coverage import COLUMNS, build_coverage, render_hourly_chart
+from crypto_lake.lib.market.views import build_lake_views
+from crypto_lake.lib.raw.catalog import day_bounds_us
 
 DAY = "2024-03-01"
 START_US, END_US = day_bounds_us(DAY)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.bars import build_bars_1s
-from crypto_lake.lib.ticks import connect
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.market.bars import build_bars_1s
 from crypto_lake_tests.lib import rawgen
 
 DAY_US = rawgen.DAY_START_MS * 1000
@@ -77,7 +77,7 @@ def test_fast_and_sql_bars_are_byte_identical(part, tmp_path, case):
 
 
 def test_fast_and_sql_bars_agree_on_empty_input(tmp_path):
-    from crypto_lake.lib.ticks import build_ticks
+    from crypto_lake.lib.market.ticks import build_ticks
 
     t, q = tmp_path / "t.parquet", tmp_path / "q.parquet"
     build_ticks([], "BTCUSDT", rawgen.DAY, t, q, tmp_path / "quarantine")
@@ -92,8 +92,8 @@ def test_fast_and_sql_bars_agree_on_empty_input(tmp_path):
 def test_saved_summary_gives_the_same_bars_and_is_ignored_when_stale(part, tmp_path):
     """build_ticks(seconds_out=...) saves the per-second summary of the tick files it wrote;
     build_bars_1s uses it only while those files are unchanged."""
-    from crypto_lake.lib.fastbars import load_seconds
-    from crypto_lake.lib.ticks import build_ticks
+    from crypto_lake.lib.market.fastbars import load_seconds
+    from crypto_lake.lib.market.ticks import build_ticks
 
     t, q, summary = tmp_path / "t.parquet", tmp_path / "q.parquet", tmp_path / "s.parquet"
     stats = build_ticks(part.files, "BTCUSDT", rawgen.DAY, t, q, tmp_path / "quarantine",

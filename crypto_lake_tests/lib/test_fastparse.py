@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crypto_lake.lib import fastparse
-from crypto_lake.lib.raw import session_line, ws_line
-from crypto_lake.lib.raw_catalog import day_bounds_us
-from crypto_lake.lib.ticks import build_ticks
+from crypto_lake.lib.market.ticks import build_ticks
+from crypto_lake.lib.raw import fastparse
+from crypto_lake.lib.raw.catalog import day_bounds_us
+from crypto_lake.lib.raw.lines import session_line, ws_line
 
 DAY = "2024-03-01"
 START_US, END_US = day_bounds_us(DAY)

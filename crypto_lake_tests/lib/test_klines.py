@@ -12,7 +12,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.klines import KlinesBanned, KlinesError, fetch_klines, write_klines
+from crypto_lake.lib.market.klines import KlinesBanned, KlinesError, fetch_klines, write_klines
 
 START = 1_709_251_200_000  # 2024-03-01T00:00Z in ms
 

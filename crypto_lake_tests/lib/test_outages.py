@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from crypto_lake.defs.market.stats import load_outage_intervals, load_outages, save_outages
-from crypto_lake.lib.bars import build_bars_1s
-from crypto_lake.lib.heartbeat import Recording, recording_until
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw import session_line, ws_line
-from crypto_lake.lib.raw_catalog import day_bounds_us
-from crypto_lake.lib.ticks import TickStats, build_ticks
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.bars import build_bars_1s
+from crypto_lake.lib.market.ticks import TickStats, build_ticks
+from crypto_lake.lib.raw.catalog import day_bounds_us
+from crypto_lake.lib.raw.heartbeat import Recording, recording_until
+from crypto_lake.lib.raw.lines import session_line, ws_line
 from crypto_lake_tests.lib import rawgen
 
 US = 1_000_000

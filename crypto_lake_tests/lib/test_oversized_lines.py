@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from crypto_lake.lib.paths import LakeLayout, part_file_name
-from crypto_lake.lib.raw_catalog import MAX_LINE_BYTES, RawCatalog
-from crypto_lake.lib.ticks import build_ticks
+from crypto_lake.lib.core.paths import LakeLayout, part_file_name
+from crypto_lake.lib.market.ticks import build_ticks
+from crypto_lake.lib.raw.catalog import MAX_LINE_BYTES, RawCatalog
 from crypto_lake_tests.lib import rawgen
 
 T0 = rawgen.DAY_START_MS + 60_000

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from crypto_lake.lib import columns
-from crypto_lake.lib.parallel import map_partitions
+from crypto_lake.lib.market import columns
+from crypto_lake.lib.market.parallel import map_partitions
 
 
 def test_results_come_in_item_order_and_each_worker_keeps_its_buffers():

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collector_daemon.sealing import compress_stream
-from crypto_lake.lib.bars import build_bars_1s
-from crypto_lake.lib.paths import LakeLayout, part_file_name
-from crypto_lake.lib.raw import session_line, ws_line
-from crypto_lake.lib.raw_catalog import RawCatalog
-from crypto_lake.lib.ticks import build_ticks
+from crypto_lake.lib.core.paths import LakeLayout, part_file_name
+from crypto_lake.lib.market.bars import build_bars_1s
+from crypto_lake.lib.market.ticks import build_ticks
+from crypto_lake.lib.raw.catalog import RawCatalog
+from crypto_lake.lib.raw.lines import session_line, ws_line
 from crypto_lake_tests.lib import rawgen
 
 SAMPLE = Path(__file__).parents[1] / "simulator" / "data" / "binance_ws_sample_2021-10-12.txt"

@@ -12,9 +12,10 @@ import duckdb
 import orjson
 import pytest
 
-from crypto_lake.lib.paths import LakeLayout, part_file_name
-from crypto_lake.lib.raw import repaired_line, ws_line
-from crypto_lake.lib.ticks import build_ticks, load_trade_conflicts, trade_conflicts_path
+from crypto_lake.lib.core.paths import LakeLayout, part_file_name
+from crypto_lake.lib.market.dedup import load_trade_conflicts, trade_conflicts_path
+from crypto_lake.lib.market.ticks import build_ticks
+from crypto_lake.lib.raw.lines import repaired_line, ws_line
 from crypto_lake_tests.lib import rawgen
 
 T0 = rawgen.DAY_START_MS + 60_000

@@ -8,9 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from crypto_lake.lib.klines import write_klines
-from crypto_lake.lib.parquet_out import write_parquet
-from crypto_lake.lib.rules import (
+from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.market.klines import write_klines
+from crypto_lake.lib.qa.rules import (
     SEVERITY,
     evaluate_rules,
     main,
@@ -181,7 +181,7 @@ def test_cli_rejects_bad_symbol_and_missing_partition(tmp_path, capsys):
 
 def test_r7_ignores_todays_open_minute(clean, tmp_path):
     """Intraday the grid ends mid-minute: that minute and later klines are not compared."""
-    from crypto_lake.lib.bars import build_bars_1s
+    from crypto_lake.lib.market.bars import build_bars_1s
 
     part, klines, _ = clean
     end_us = (rawgen.DAY_START_MS + 10 * 60_000 + 30_000) * 1000  # 00:10:30

@@ -9,10 +9,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.bars import build_bars_1m, build_bars_1s
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import RawCatalog, day_bounds_us
-from crypto_lake.lib.ticks import TickStats, build_ticks, connect
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s
+from crypto_lake.lib.market.ticks import TickStats, build_ticks
+from crypto_lake.lib.raw.catalog import RawCatalog, day_bounds_us
 from crypto_lake_tests.lib import rawgen
 from crypto_lake_tests.lib.reference import (
     reference_bars,

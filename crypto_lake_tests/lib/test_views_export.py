@@ -8,10 +8,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.export import export_slice, main, parse_time
-from crypto_lake.lib.klines import write_klines
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.views import VIEW_DATASETS, build_lake_views
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.export import export_slice, main, parse_time
+from crypto_lake.lib.market.klines import write_klines
+from crypto_lake.lib.market.views import VIEW_DATASETS, build_lake_views
 from crypto_lake_tests.lib import rawgen
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.yahoo import YahooSettings
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.macro.yahoo import YahooSettings
 from crypto_lake_tests.macro.yahoo_server import YahooServer
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pytest
 
-from crypto_lake.lib.macro_calendar import (
+from crypto_lake.lib.macro.calendar import (
     nyse_early_close,
     nyse_holidays,
     session_coverage,

@@ -5,8 +5,10 @@ import math
 import duckdb
 import pytest
 
-from crypto_lake.lib import macro
-from crypto_lake.lib.macro import (
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.macro import store
+from crypto_lake.lib.macro.calendar import session_minutes_utc
+from crypto_lake.lib.macro.store import (
     DXY_CONSTANT,
     DXY_SCHEMA,
     DXY_WEIGHTS,
@@ -16,9 +18,7 @@ from crypto_lake.lib.macro import (
     refresh_dxy,
     refresh_partition,
 )
-from crypto_lake.lib.macro_calendar import session_minutes_utc
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.yahoo import YahooSettings
+from crypto_lake.lib.macro.yahoo import YahooSettings
 from crypto_lake_tests.macro.yahoo_server import YahooServer, price_at, utc
 
 DAY = "2026-11-20"
@@ -50,7 +50,7 @@ def test_dxy_uses_ice_weights_and_only_complete_minutes(
     assert 80 < table.column("close")[0].as_py() < 130  # a plausible dollar index
     # Recomputing gives the very same file; an input disappearing never shrinks the DXY.
     before = dxy_path(layout, DAY).read_bytes()
-    macro.bar_path(layout, "USDSEK=X", DAY).unlink()
+    store.bar_path(layout, "USDSEK=X", DAY).unlink()
     again = refresh_dxy(layout, DAY)
     assert again.rows == 0 and again.missing_inputs == ["USDSEK=X"]
     assert again.stored_rows == 1305 and dxy_path(layout, DAY).read_bytes() == before
@@ -83,12 +83,12 @@ def test_views_bind_on_an_empty_lake_and_read_the_partitions(
     assert pruned == (1320,)
     assert con.execute("SELECT count(*) FROM dxy_synthetic_minute").fetchone() == (1320,)
 
-    # The documented join (lib/macro.py docstring) against a bars_1m relation.
+    # The documented join (lib/macro/store.py docstring) against a bars_1m relation.
     con.execute(
         "CREATE TABLE bars_1m AS SELECT 'BTCUSDT' AS symbol, ts AS window_start, "
         "95000.0 AS close FROM dxy_synthetic_minute"
     )
-    query = macro.__doc__.split("Example query")[1].split("::", 1)[1].split(";")[0]
+    query = store.__doc__.split("Example query")[1].split("::", 1)[1].split(";")[0]
     joined = con.execute(query.replace("2026-11-20 14:30:00+00", f"{DAY} 14:30:00+00")).fetchall()
     with_spy = [r for r in joined if r[3] is not None]
     assert len(with_spy) == 390 and all(not math.isnan(r[4]) for r in joined)

@@ -19,9 +19,9 @@ from crypto_lake.defs.macro.schedules import (
 )
 from crypto_lake.defs.pools import POOLS, prepare_pools
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.config import DEFAULT_MACRO_TICKERS
-from crypto_lake.lib.macro import bar_path
-from crypto_lake.lib.macro_calendar import session_minutes_utc
+from crypto_lake.lib.core.config import DEFAULT_MACRO_TICKERS
+from crypto_lake.lib.macro.calendar import session_minutes_utc
+from crypto_lake.lib.macro.store import bar_path
 from crypto_lake_tests.macro.yahoo_server import YahooServer
 from crypto_lake_tests.run_queue import pool_counter
 

@@ -8,7 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from crypto_lake.lib.macro import (
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.macro.calendar import session_minutes_utc
+from crypto_lake.lib.macro.store import (
     BAR_SCHEMA,
     bar_path,
     bars_from_frame,
@@ -18,9 +20,7 @@ from crypto_lake.lib.macro import (
     read_table,
     refresh_partition,
 )
-from crypto_lake.lib.macro_calendar import session_minutes_utc
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.yahoo import YahooFetchError, YahooSettings
+from crypto_lake.lib.macro.yahoo import YahooFetchError, YahooSettings
 from crypto_lake_tests.macro.yahoo_server import YahooServer, price_at, utc
 
 NOW = utc("2026-11-23", 12)  # a Monday noon; the tests' days are all within Yahoo's window

@@ -4,7 +4,12 @@ import pandas as pd
 import pytest
 import requests
 
-from crypto_lake.lib.yahoo import YahooFetchError, YahooSettings, fetch_minute_bars, routed_session
+from crypto_lake.lib.macro.yahoo import (
+    YahooFetchError,
+    YahooSettings,
+    fetch_minute_bars,
+    routed_session,
+)
 from crypto_lake_tests.macro.yahoo_server import YahooServer, utc
 
 

@@ -1,6 +1,6 @@
 """A loopback HTTP server that answers what yfinance 1.7 asks Yahoo, in Yahoo's recorded format.
 
-Endpoints (every *.yahoo.com host is routed here by lib/yahoo.py's adapter; the original host
+Endpoints (every *.yahoo.com host is routed here by lib/macro/yahoo.py's adapter; the original host
 arrives in ``X-Yahoo-Host``):
 
 - ``GET /`` (fc.yahoo.com): 404 with an ``A3`` cookie, as Yahoo does;
@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from crypto_lake.lib.macro_calendar import session_kind, session_minutes_utc
+from crypto_lake.lib.macro.calendar import session_kind, session_minutes_utc
 
 META = {
     "us_equity": ("America/New_York", "ETF", "PCX", "NYSEArca"),

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from crypto_lake.lib.raw import session_line
+from crypto_lake.lib.raw.lines import session_line
 from crypto_lake.simulator.anomalies import AnomalyPlan, inject_bar_anomalies
 from crypto_lake.simulator.synthetic_bars import (
     bars_table,

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa import pipeline
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.pipeline import qa_file, read_qa, run_qa_files

@@ -8,7 +8,7 @@ import pytest
 
 from crypto_lake.defs.qa.assets import qa_config
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.config import ConfigError, load_config
+from crypto_lake.lib.core.config import ConfigError, load_config
 from crypto_lake.lib.qa.config import QAConfig, qa_config_from
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "crypto_lake.example.yaml"

@@ -17,8 +17,8 @@ from crypto_lake.defs.qa.automation import (
     qa_after_bars_refresh,
 )
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa.pipeline import qa_file, read_qa
 from crypto_lake.simulator.anomalies import AnomalyPlan, inject_bar_anomalies
 from crypto_lake.simulator.synthetic_bars import (

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.pipeline import run_qa_files
 from crypto_lake.lib.qa.report import build_day_report, minute_series, render_report

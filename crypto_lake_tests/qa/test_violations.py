@@ -12,11 +12,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.lib.klines import write_klines
+from crypto_lake.lib.market.klines import write_klines
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.pipeline import day_window, run_qa_files
+from crypto_lake.lib.qa.rules import evaluate_rules
 from crypto_lake.lib.qa.violations import find_violations
-from crypto_lake.lib.rules import evaluate_rules
 from crypto_lake_tests.lib import rawgen
 from crypto_lake_tests.qa.conftest import make_day, window_of
 

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from crypto_lake.lib.symbols import InvalidNameError
+from crypto_lake.lib.core.symbols import InvalidNameError
 from crypto_lake.simulator import SimConfig, SimulatorThread
 from crypto_lake_tests.simulator.helpers import aio, sim_client, wait_until
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from crypto_lake.lib.symbols import InvalidNameError
+from crypto_lake.lib.core.symbols import InvalidNameError
 from crypto_lake.simulator.instruments import format_e8, instrument_for
 from crypto_lake.simulator.market import MarketModel
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import zstandard
 
-from crypto_lake.lib.raw import repaired_line, session_line, ws_line
+from crypto_lake.lib.raw.lines import repaired_line, session_line, ws_line
 from crypto_lake.simulator import SimConfig
 from crypto_lake_tests.simulator.helpers import aio, drain, parse_frames, sim_client, stream_url
 

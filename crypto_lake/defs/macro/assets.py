@@ -7,13 +7,13 @@ import dagster as dg
 
 from crypto_lake.defs.macro.partitions import dxy_partitions, macro_partitions, split_macro_key
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.macro import (
+from crypto_lake.lib.macro.store import (
     DXY_WEIGHTS,
     PartitionOutcome,
     refresh_dxy,
     refresh_partition,
 )
-from crypto_lake.lib.yahoo import YahooFetchError, YahooSettings
+from crypto_lake.lib.macro.yahoo import YahooFetchError, YahooSettings
 
 # BackfillPolicy is beta in Dagster 1.13 but is the documented way to get one run per day.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)

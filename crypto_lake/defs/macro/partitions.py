@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crypto_lake.lib.config import Config, load_config
-from crypto_lake.lib.macro import partition_tickers
+from crypto_lake.lib.core.config import Config, load_config
+from crypto_lake.lib.macro.store import partition_tickers
 
 DATE_DIM = "date"
 TICKER_DIM = "ticker"

@@ -22,8 +22,8 @@ from crypto_lake.defs.macro.partitions import (
     day_range_tags,
 )
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.macro import DXY_WEIGHTS, bar_path, dxy_path
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.macro.store import DXY_WEIGHTS, bar_path, dxy_path
 
 REASON_TAG = "crypto_lake/macro_reason"
 # The run queue lets one run of the `yahoo` pool at a time through (concurrency.pools in

@@ -32,13 +32,14 @@ from crypto_lake.defs.market.stats import (
     tick_stats_metadata,
 )
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.bars import build_bars_1m, build_bars_1s, last_trade_price
-from crypto_lake.lib.heartbeat import recording_until
-from crypto_lake.lib.klines import fetch_klines, write_klines
-from crypto_lake.lib.parallel import map_partitions
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.raw_catalog import RawCatalog
-from crypto_lake.lib.ticks import TickStats, build_ticks, trade_conflicts_path
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s, last_trade_price
+from crypto_lake.lib.market.dedup import trade_conflicts_path
+from crypto_lake.lib.market.klines import fetch_klines, write_klines
+from crypto_lake.lib.market.parallel import map_partitions
+from crypto_lake.lib.market.ticks import TickStats, build_ticks
+from crypto_lake.lib.raw.catalog import RawCatalog
+from crypto_lake.lib.raw.heartbeat import recording_until
 
 # BackfillPolicy is beta in Dagster 1.13. We rely on it on purpose (a UI backfill becomes one
 # run per date instead of one per date × symbol), so only that notice is silenced.

@@ -32,8 +32,8 @@ from crypto_lake.defs.market.partitions import (
 )
 from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE, CheckRule
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.rules import RuleResult, evaluate_r7, evaluate_rules
-from crypto_lake.lib.ticks import load_trade_conflicts
+from crypto_lake.lib.market.dedup import load_trade_conflicts
+from crypto_lake.lib.qa.rules import RuleResult, evaluate_r7, evaluate_rules
 
 # Partitioned asset checks are a preview in Dagster 1.13; we rely on them on purpose.
 warnings.filterwarnings("ignore", message=".*partitions_def.*AssetCheckSpec.*")

@@ -1,6 +1,6 @@
 """The `coverage` asset: per symbol and minute, what the lake observed live, repaired, lost.
 
-The definitions (which second counts as what) live in :mod:`crypto_lake.lib.coverage`; this
+The definitions (which second counts as what) live in :mod:`crypto_lake.lib.market.coverage`; this
 module runs them per partition and turns the result into what the UI shows: percentages,
 counts, a Markdown day summary and an hourly chart.
 """
@@ -20,8 +20,13 @@ from crypto_lake.defs.market.partitions import (
 )
 from crypto_lake.defs.market.stats import load_outage_intervals
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.charts import png_data_uri
-from crypto_lake.lib.coverage import STATES, CoverageStats, build_coverage, render_hourly_chart
+from crypto_lake.lib.core.charts import png_data_uri
+from crypto_lake.lib.market.coverage import (
+    STATES,
+    CoverageStats,
+    build_coverage,
+    render_hourly_chart,
+)
 
 PCT_KEYS = ["pct_live", "pct_repaired", "pct_outage", "pct_unrecorded", "pct_minutes_with_quotes"]
 STAT_COUNTS = ["seconds_live", "seconds_repaired", "seconds_outage", "seconds_unrecorded",

@@ -34,8 +34,8 @@ from crypto_lake.defs.market.automation import (
 from crypto_lake.defs.market.partitions import CONFIG, split_key
 from crypto_lake.defs.market.quality import PARITY_RULE
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.bars import last_trade_price
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.bars import last_trade_price
 
 BARS = dg.AssetKey("bars_1s")
 TRADES = dg.AssetKey("trades")

@@ -43,10 +43,6 @@ def parquet_preview(path: Path, rows: int = PREVIEW_ROWS) -> str:
     return markdown_table(head)
 
 
-def parquet_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
-
-
 def base_metadata(path: Path, rows: int) -> dict[str, dg.RawMetadataValue]:
     """Standard metadata every market table records."""
     meta: dict[str, dg.RawMetadataValue] = {
@@ -56,15 +52,6 @@ def base_metadata(path: Path, rows: int) -> dict[str, dg.RawMetadataValue]:
     if path.exists():
         meta["dagster/column_schema"] = column_schema(path)
         meta["bytes"] = path.stat().st_size
-    return meta
-
-
-def time_range_metadata(first: Any, last: Any) -> dict[str, dg.RawMetadataValue]:
-    meta: dict[str, dg.RawMetadataValue] = {}
-    if first is not None:
-        meta["first_ts"] = dg.MetadataValue.text(str(first))
-    if last is not None:
-        meta["last_ts"] = dg.MetadataValue.text(str(last))
     return meta
 
 

@@ -10,13 +10,12 @@ keys keep backfill and UI queries cheap compared with dynamic partitions.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dagster as dg
 
-from crypto_lake.lib.config import Config, load_config
+from crypto_lake.lib.core.config import Config, load_config
 
 DATE_DIM = "date"
 SYMBOL_DIM = "symbol"
@@ -144,10 +143,3 @@ def contiguous_day_blocks(days: Iterable[str]) -> list[list[str]]:
         else:
             blocks.append([d])
     return blocks
-
-
-def group_by_day(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    for day, symbol in pairs:
-        out[day].append(symbol)
-    return dict(out)

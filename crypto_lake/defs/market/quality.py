@@ -20,7 +20,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus as Status,
 )
 
-from crypto_lake.lib.rules import DESCRIPTION, SEVERITY
+from crypto_lake.lib.qa.rules import DESCRIPTION, SEVERITY
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from typing import Any
 import dagster as dg
 
 from crypto_lake.defs.market.metadata import markdown_table
-from crypto_lake.lib.bars import BarStats
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.ticks import OUTAGE, TickStats
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.market.bars import BarStats
+from crypto_lake.lib.market.outages import OUTAGE
+from crypto_lake.lib.market.ticks import TickStats
 
 MAX_GAP_ROWS = 20
 

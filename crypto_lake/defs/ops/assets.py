@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.views import build_lake_views
+from crypto_lake.lib.market.views import build_lake_views
 
 # DuckDB allows one writing process per database file: every writer of state/lake.duckdb
 # uses this pool. No instance file limits it yet (`dagster instance concurrency set
@@ -13,10 +14,8 @@ from crypto_lake.lib.views import build_lake_views
 DUCKDB_POOL = "lake_duckdb"
 
 
-def _view_names(db_path: Path) -> list[str]:
-    import duckdb
-
-    with duckdb.connect(str(db_path), read_only=True) as con:
+def _view_names(lake_db: DuckDBResource) -> list[str]:
+    with lake_db.get_connection() as con:
         rows = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
     return sorted(r[0] for r in rows)
 
@@ -27,13 +26,17 @@ def _view_names(db_path: Path) -> list[str]:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def lake_views(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def lake_views(
+    context: dg.AssetExecutionContext, lake: LakeResource, lake_db: DuckDBResource
+) -> dg.MaterializeResult:
     """`state/lake.duckdb`: DuckDB views bars_1s, bars_1m, trades, quotes, klines_1m and
     compare_bars_vs_klines_1m over the lake's Parquet (open it read-only with
     `duckdb state/lake.duckdb`). Built in a temporary file and renamed into place, so readers
     never see a half-built database."""
     final = build_lake_views(lake.layout)  # builds a temp file and renames it into place
-    views = _view_names(final)
+    if Path(lake_db.database).resolve() != final.resolve():
+        raise dg.Failure(f"lake_db opens {lake_db.database}, not the lake's {final}")
+    views = _view_names(lake_db)
     context.log.info(f"{len(views)} views in {final}")
     return dg.MaterializeResult(
         metadata={

@@ -28,7 +28,7 @@ from crypto_lake.defs.market.partitions import (
     run_partition_keys,
 )
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa import pipeline as qa
 from crypto_lake.lib.qa.config import QAConfig, qa_config_from
 from crypto_lake.lib.qa.report import build_day_report

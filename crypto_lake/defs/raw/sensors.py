@@ -12,7 +12,7 @@ import dagster as dg
 
 from crypto_lake.defs.market.partitions import CONFIG, market_key
 from crypto_lake.defs.resources import LakeResource
-from crypto_lake.lib.raw_catalog import RawCatalog, RawFileInfo
+from crypto_lake.lib.raw.catalog import RawCatalog, RawFileInfo
 
 
 def raw_file_event(info: RawFileInfo) -> dg.AssetMaterialization:

@@ -1,6 +1,6 @@
 """QA pipeline parameters (SPEC §7): the ``qa:`` section of the crypto_lake config file.
 
-``crypto_lake.lib.config.Config.qa`` is this model, so the section is validated with the rest
+``crypto_lake.lib.core.config.Config.qa`` is this model, so the section is validated with the rest
 of the file and overridable like any key, e.g. ``CRYPTO_LAKE__QA__JUMP__K_SIGMA=7.5``::
 
     qa:
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
-    from crypto_lake.lib.config import Config
+    from crypto_lake.lib.core.config import Config
 
 
 class _Section(BaseModel):

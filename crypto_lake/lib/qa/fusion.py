@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from crypto_lake.lib.qa.config import FusionConfig
 
@@ -167,12 +166,3 @@ def _fuse_windows(
         },
         schema=VERDICT_SCHEMA,
     )
-
-
-def worst_verdict(verdicts: pa.Array | pa.ChunkedArray) -> str:
-    """FAIL over REVIEW over PASS; PASS for an empty column."""
-    present = set(pc.unique(verdicts).to_pylist()) if len(verdicts) else set()
-    for v in ("FAIL", "REVIEW"):
-        if v in present:
-            return v
-    return "PASS"

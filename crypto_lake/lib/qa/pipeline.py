@@ -28,14 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.qa import detectors as det
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.fusion import VERDICT_SCHEMA, fuse
 from crypto_lake.lib.qa.violations import VIOLATION_SCHEMA, find_violations
-from crypto_lake.lib.symbols import validate_day, validate_symbol
 
 log = get_logger("qa.pipeline")
 NO_BARS = "not evaluated (no bars yet)"

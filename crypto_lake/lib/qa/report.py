@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lake.lib.charts import palette_png, png_data_uri
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.paths import LakeLayout
+from crypto_lake.lib.core.charts import palette_png, png_data_uri
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.detectors import DETECTORS
 from crypto_lake.lib.qa.fusion import VERDICTS
@@ -38,9 +38,8 @@ FROM bars GROUP BY 1 ORDER BY 1
 
 def minute_series(bars: pa.Table) -> pa.Table:
     """Per-minute close/low/high, spread (median, max) and quote volume for the charts."""
-    con = duckdb.connect()
+    con = connect()
     try:
-        con.execute("SET enable_progress_bar = false")
         cols = {c: bars[c] for c in bars.column_names}
         for name in ("close", "low", "high", "spread_bps", "volume_quote"):
             cols[name] = pc.cast(bars[name], pa.float64())

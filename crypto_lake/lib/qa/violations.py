@@ -1,6 +1,6 @@
 """R1–R7 violations as QA rows (``qa_violations``, SPEC §7).
 
-The rules have one implementation, ``crypto_lake.lib.rules``: the asset checks on bars_1s
+The rules have one implementation, ``crypto_lake.lib.qa.rules``: the asset checks on bars_1s
 ask it "does the partition pass?" (``evaluate_rules``), QA asks it "which seconds broke which
 rule?" (``violation_rows``) over the same files, so QA never reports a violation the checks
 do not see, or the other way round. This module only names the symbol and keeps the rows of
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lake.lib.rules import VIOLATION_ROWS_SCHEMA, violation_rows
+from crypto_lake.lib.qa.rules import VIOLATION_ROWS_SCHEMA, violation_rows
 
 VIOLATION_SCHEMA = pa.schema([pa.field("symbol", pa.string()), *VIOLATION_ROWS_SCHEMA])
 

@@ -1,6 +1,6 @@
 """Slice export: bars or klines of some symbols over a time range, to one Parquet or CSV file.
 
-    python -m crypto_lake.lib.export --lake ./lake --symbols BTCUSDT,ETHUSDT \\
+    python -m crypto_lake.lib.market.export --lake ./lake --symbols BTCUSDT,ETHUSDT \\
         --start 2024-03-01 --end 2024-03-03T12:00 --interval 1m --kind bars --format csv \\
         --out slice.csv
 
@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from crypto_lake.lib.fsutil import atomic_path
-from crypto_lake.lib.logs import get_logger, setup_logging
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.symbols import validate_symbol
-from crypto_lake.lib.ticks import connect
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.logs import get_logger, setup_logging
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.symbols import validate_symbol
 
 log = get_logger("export")
 

@@ -1,15 +1,15 @@
 """A strict, compiled reader for the common raw line: one pass over a file's bytes.
 
 Nearly every raw line is a live ``@trade``, ``@aggTrade`` or ``@bookTicker`` message in the
-collector's wrapper (see ``crypto_lake.lib.raw``): minified JSON with integer ids and times and
-decimal strings. This module reads exactly those lines, straight into integer columns
-(prices and quantities as integers of 1e-8), about ten times faster than a general JSON
-reader. It is strict by design: any line outside that narrow grammar (whitespace, escapes,
-floats, nulls, duplicate keys, more than 8 decimals, session records, REST repairs, malformed
-text) is not guessed at but handed back as a *fallback* line, which the general DuckDB path
-in ``crypto_lake.lib.ticks`` types exactly as it always did. So for every line, the result
-is the one the general path would give; ``crypto_lake_tests/lib/test_fastparse.py`` proves it
-line by line and file by file.
+collector's wrapper (see ``crypto_lake.lib.raw.lines``): minified JSON with integer ids and
+times and decimal strings. This module reads exactly those lines, straight into integer
+columns (prices and quantities as integers of 1e-8), about ten times faster than a general
+JSON reader. It is strict by design: any line outside that narrow grammar (whitespace,
+escapes, floats, nulls, duplicate keys, more than 8 decimals, session records, REST repairs,
+malformed text) is not guessed at but handed back as a *fallback* line, which the general
+DuckDB path in ``crypto_lake.lib.market.tick_staging`` types exactly as it always did. So for
+every line, the result is the one the general path would give;
+``crypto_lake_tests/lib/test_fastparse.py`` proves it line by line and file by file.
 """
 
 from __future__ import annotations

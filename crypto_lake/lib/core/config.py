@@ -25,8 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from crypto_lake.lib.core.symbols import validate_symbol, validate_ticker
 from crypto_lake.lib.qa.config import QAConfig
-from crypto_lake.lib.symbols import validate_symbol, validate_ticker
 
 DEFAULT_SYMBOLS = [
     "BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT",
@@ -84,7 +84,7 @@ class DagsterConfig(_Section):
 
 
 class MacroConfig(_Section):
-    """yfinance minute data (SPEC §8); see crypto_lake/lib/macro.py and lib/yahoo.py."""
+    """yfinance minute data (SPEC §8); see crypto_lake/lib/macro/store.py and lib/macro/yahoo.py."""
 
     # None: real Yahoo through yfinance's own session. A URL (tests: http://127.0.0.1:PORT)
     # routes every *.yahoo.com request yfinance makes to that server instead.

@@ -40,7 +40,7 @@ import pandas as pd
 import requests
 from requests.adapters import HTTPAdapter
 
-from crypto_lake.lib.logs import get_logger
+from crypto_lake.lib.core.logs import get_logger
 
 log = get_logger("macro.yahoo")
 
@@ -154,7 +154,7 @@ def fetch_minute_bars(
 
     Returns ``ok`` or ``empty``; raises :class:`YahooFetchError` when every attempt failed.
     The frame is yfinance's own (index in the exchange's time zone); converting it to UTC is
-    the caller's job (crypto_lake.lib.macro.bars_from_frame).
+    the caller's job (crypto_lake.lib.macro.store.bars_from_frame).
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware")

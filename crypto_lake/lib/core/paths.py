@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import quote
 
-from crypto_lake.lib.symbols import validate_day, validate_symbol, validate_ticker
+from crypto_lake.lib.core.symbols import validate_day, validate_symbol, validate_ticker
 
 EXCHANGE = "binance"
 MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "coverage")
@@ -105,16 +105,6 @@ class LakeLayout:
 
     def qa_report_path(self, day: str | date) -> Path:
         return self.root / "qa" / "reports" / f"{validate_day(day)}.md"
-
-    def archive_path(self, dataset: str, symbol: str, day: str | date) -> Path:
-        self.dataset_root(dataset)
-        return (
-            self.root
-            / "archive"
-            / dataset
-            / f"symbol={validate_symbol(symbol)}"
-            / f"{validate_day(day)}.parquet"
-        )
 
     # state -----------------------------------------------------------------------------------
     @property

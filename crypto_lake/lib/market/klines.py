@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.parquet_out import write_parquet
-from crypto_lake.lib.symbols import validate_symbol
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.symbols import validate_symbol
 
 log = get_logger("klines")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from crypto_lake.lib import columns
+from crypto_lake.lib.market import columns
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -48,11 +48,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from crypto_lake.lib.fsutil import atomic_path, atomic_write_bytes
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import LakeLayout, parse_part_name
-from crypto_lake.lib.raw import open_raw
-from crypto_lake.lib.symbols import InvalidNameError, validate_day, validate_symbol
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
+from crypto_lake.lib.core.symbols import InvalidNameError, validate_day, validate_symbol
+from crypto_lake.lib.raw.lines import open_raw
 
 log = get_logger("raw_catalog")
 
@@ -134,8 +135,7 @@ def scan_raw_files(
     """
     if not paths:
         return {}
-    con = con or duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
+    con = con or connect()
     try:
         return _scan(con, paths)
     except duckdb.Error as exc:

@@ -1,6 +1,6 @@
 """The integer core of the 1-second bars, in one compiled pass over the tick tables.
 
-``crypto_lake.lib.bars`` defines the bars in SQL: a per-second aggregation of the trades, the
+``crypto_lake.lib.market.bars`` defines the bars in SQL: a per-second aggregation of the trades, the
 as-of quote, the continuous grid with carried closes and the outage flags make a *core*
 relation; a final projection turns the core into the output columns (the doubles among them).
 This module computes the same core without SQL: every value in it is an integer (prices and
@@ -21,8 +21,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lake.lib import columns
-from crypto_lake.lib.parquet_out import write_parquet
+from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.market import columns
 
 US = 1_000_000
 _I64_MIN = np.iinfo(np.int64).min

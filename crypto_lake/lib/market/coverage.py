@@ -41,11 +41,12 @@ from pathlib import Path
 
 import duckdb
 
-from crypto_lake.lib.charts import palette_png
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.parquet_out import write_parquet
-from crypto_lake.lib.raw_catalog import day_bounds_us
-from crypto_lake.lib.symbols import validate_day, validate_symbol
+from crypto_lake.lib.core.charts import palette_png
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.symbols import validate_day, validate_symbol
+from crypto_lake.lib.raw.catalog import day_bounds_us
 
 log = get_logger("coverage")
 
@@ -185,14 +186,6 @@ class CoverageStats:
     hourly: dict[int, tuple[int, int, int, int, int]] = field(default_factory=dict)
     stretches: list[LostStretch] = field(default_factory=list)  # the first MAX_STRETCHES
     stretch_count: int = 0
-
-
-def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection in UTC (hours and minutes of TIMESTAMPTZ are UTC ones)."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def bars_grid_end_us(con: duckdb.DuckDBPyConnection, bars_path: Path, day: str) -> int:

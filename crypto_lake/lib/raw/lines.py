@@ -29,7 +29,7 @@ Every line of a raw part file is one JSON object. Three kinds exist:
     time).
 
   Older lakes lack both; a reader treats a ``collector_start`` not preceded by a stop as
-  the same thing (see ``crypto_lake.lib.ticks.session_outages``).
+  the same thing (see ``crypto_lake.lib.market.outages.session_outages``).
 
 Parsing belongs to Dagster: the collector never rewrites a payload, so a parser bug can
 always be fixed by reprocessing.

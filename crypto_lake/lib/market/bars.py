@@ -21,13 +21,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from crypto_lake.lib import fastbars
-from crypto_lake.lib.heartbeat import Recording
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.parquet_out import write_parquet
-from crypto_lake.lib.raw_catalog import day_bounds_us
-from crypto_lake.lib.symbols import validate_day, validate_symbol
-from crypto_lake.lib.ticks import PRICE_T, connect
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.symbols import validate_day, validate_symbol
+from crypto_lake.lib.market import fastbars
+from crypto_lake.lib.market.columns import PRICE_T
+from crypto_lake.lib.raw.catalog import day_bounds_us
+from crypto_lake.lib.raw.heartbeat import Recording
 
 log = get_logger("bars")
 
@@ -81,7 +82,7 @@ def _grid_end_us(
 
 
 # The bars in two steps: the core (every value an integer or a decimal) and the projection
-# to the output columns. crypto_lake.lib.fastbars computes the same core without SQL; both
+# to the output columns. crypto_lake.lib.market.fastbars computes the same core without SQL; both
 # paths share the projection, so the doubles come from the same expressions.
 _CORE_SQL = f"""
 WITH t AS (

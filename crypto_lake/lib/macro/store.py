@@ -21,7 +21,8 @@ six inputs have a bar. USDSEK=X is not one of the eight default tickers, so with
 ``macro.fetch_dxy_inputs`` (default true) it is fetched as an extra macro_minute partition.
 Stored at ``dxy_synthetic_1m/date=YYYY-MM-DD/data.parquet`` (ts, open, close).
 
-Example query (DuckDB, views from :func:`macro_view_statements` and bars_1m from lib/views)::
+Example query (DuckDB, views from :func:`macro_view_statements` and bars_1m from
+lib/market/views.py)::
 
     SELECT b.symbol, b.window_start, b.close AS btc_close,
            spy.close AS spy_close, dxy.close AS dxy
@@ -48,11 +49,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.macro_calendar import SessionCoverage, session_coverage
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.symbols import validate_day, validate_ticker
-from crypto_lake.lib.yahoo import YahooSettings, fetch_minute_bars
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.symbols import validate_day, validate_ticker
+from crypto_lake.lib.macro.calendar import SessionCoverage, session_coverage
+from crypto_lake.lib.macro.yahoo import YahooSettings, fetch_minute_bars
 
 BAR_FILE = "data.parquet"
 BAR_SCHEMA = pa.schema(
@@ -168,9 +170,7 @@ def _connection() -> duckdb.DuckDBPyConnection:
     # thread keeps one connection (DuckDB connections are not shared across threads).
     con = getattr(_LOCAL, "con", None)
     if con is None:
-        con = duckdb.connect()
-        con.execute("SET enable_progress_bar = false")
-        _LOCAL.con = con
+        con = _LOCAL.con = connect()
     return con
 
 

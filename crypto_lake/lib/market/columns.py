@@ -29,6 +29,7 @@ TS_US = pa.timestamp("us", tz="UTC")
 INT64 = pa.int64()
 PRICE = pa.decimal128(18, 8)
 QTY = pa.decimal128(20, 8)
+PRICE_T, QTY_T = "DECIMAL(18,8)", "DECIMAL(20,8)"  # the same types in DuckDB SQL
 QUOTE_QTY = pa.decimal128(38, 16)
 
 _local = threading.local()

@@ -15,11 +15,10 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import duckdb
-
-from crypto_lake.lib import coverage
-from crypto_lake.lib.logs import get_logger
-from crypto_lake.lib.paths import EXCHANGE, LakeLayout
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.core.paths import EXCHANGE, LakeLayout
+from crypto_lake.lib.market import coverage
 
 log = get_logger("views")
 
@@ -110,7 +109,7 @@ def view_statements(layout: LakeLayout) -> list[str]:
 def _default_extra(layout: LakeLayout) -> list[str]:
     """Views other domains contribute (macro_minute, ...), when their module is present."""
     try:
-        from crypto_lake.lib.macro import macro_view_statements
+        from crypto_lake.lib.macro.store import macro_view_statements
     except ImportError:
         return []
     return macro_view_statements(layout)
@@ -136,7 +135,7 @@ def build_lake_views(
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        con = duckdb.connect(str(tmp))
+        con = connect(tmp)
         try:
             for stmt in [*view_statements(layout), *extra]:
                 con.execute(stmt)

@@ -10,7 +10,7 @@ This is the one implementation of R1-R7: the asset checks and the CLI use ``eval
 (counts, pass/fail, worst rows); QA's ``qa_violations`` uses ``violation_rows``, every
 offending row behind the same flags with its severity.
 
-CLI: ``python -m crypto_lake.lib.rules --lake LAKE_ROOT --symbol BTCUSDT --date 2024-03-01``
+CLI: ``python -m crypto_lake.lib.qa.rules --lake LAKE_ROOT --symbol BTCUSDT --date 2024-03-01``
 prints the report; exit status 1 when a critical rule fails, else 0.
 """
 
@@ -27,12 +27,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lake.lib.bars import BARS_1M_SELECT
-from crypto_lake.lib.fsutil import atomic_write_bytes
-from crypto_lake.lib.logs import setup_logging
-from crypto_lake.lib.paths import LakeLayout
-from crypto_lake.lib.symbols import validate_day, validate_symbol
-from crypto_lake.lib.ticks import connect
+from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.logs import setup_logging
+from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.symbols import validate_day, validate_symbol
+from crypto_lake.lib.market.bars import BARS_1M_SELECT
 
 SEVERITY = {"R1": "critical", "R2": "critical", "R3": "major", "R4": "critical",
             "R5": "major", "R6": "minor", "R7": "major"}  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lake.lib.fsutil import atomic_path
+from crypto_lake.lib.core.fsutil import atomic_path
 
 ROW_GROUP_SIZE = 262_144  # fixed, so the same rows always give the same bytes
 # Dictionary encoding only for the symbol: the tick and bar columns are near unique or
