@@ -207,8 +207,8 @@ def _ids(n: int) -> st.SearchStrategy[list[int]]:
 def _previous_close() -> st.SearchStrategy[str | Decimal | None]:
     """None, a text (read as DECIMAL(18,8): more than 8 places are rounded half away from
     zero), or a Decimal as last_trade_price returns it (str() may give '1E-8')."""
-    # rounded up, still a DECIMAL(18,8): beyond, the SQL path raises and the compiled one
-    # writes the value anyway (like _quote_volumes_fit, input only one path accepts)
+    # rounded up, still a DECIMAL(18,8): beyond, both paths refuse the value (test_fastbars
+    # checks the refusal); here they are compared on what they accept
     units = _units(PRICE_MAX - 1)
     more = st.sampled_from(["", "5", "49", "50001", "9"])
     text = st.builds(lambda u, extra: _text(u, "binance") + extra, units, more)
@@ -223,9 +223,8 @@ def _interval(seconds: list[int]) -> st.SearchStrategy[tuple[int, int]]:
 
 def _quote_volumes_fit(trades: list[RawTrade]) -> bool:
     """Whether every second's sum of price * qty fits volume_quote's DECIMAL(38,16). Beyond
-    (11 or more trades at the largest price and qty in one second) the SQL path raises an
-    overflow error while the compiled one writes an out-of-range or wrapped value: the two
-    paths are only compared on input both accept."""
+    (11 or more trades at the largest price and qty in one second) both paths refuse the
+    ticks (test_fastbars checks the refusal); here they are compared on what they accept."""
     sums: dict[int, Decimal] = {}
     for tr in trades:
         sec = tr.t_us // US

@@ -114,3 +114,68 @@ def test_saved_summary_gives_the_same_bars_and_is_ignored_when_stale(part, tmp_p
     assert load_seconds(summary, t, q) is None
     assert bars("stale.parquet", seconds=summary) == bars("sql2.parquet", fast=False)
     assert bars("stale.parquet", seconds=summary) != reference
+
+
+def test_a_previous_close_beyond_the_price_type_is_an_error_on_both_paths(tmp_path):
+    """Found by the fuzz test: the compiled path wrote 56637051429.00000000 into a
+    DECIMAL(18,8) column where the SQL definition refuses the value."""
+    import duckdb
+
+    from crypto_lake.lib.market.fastbars import BarRangeError
+    from crypto_lake.lib.market.ticks import build_ticks
+
+    t, q = tmp_path / "t.parquet", tmp_path / "q.parquet"
+    build_ticks([], "BTCUSDT", rawgen.DAY, t, q, tmp_path / "quarantine")
+    for close in ("56637051429", "9999999999.999999995"):
+        kw = {"previous_close": close, "end_us": DAY_US + 2_000_000}
+        with pytest.raises(BarRangeError, match="DECIMAL"):
+            build_bars_1s(t, q, "BTCUSDT", rawgen.DAY, tmp_path / "f.parquet", fast=True, **kw)
+        with pytest.raises(duckdb.ConversionException):
+            build_bars_1s(t, q, "BTCUSDT", rawgen.DAY, tmp_path / "s.parquet", fast=False, **kw)
+        assert not (tmp_path / "f.parquet").exists()
+
+
+@pytest.mark.parametrize("n", [11, 19], ids=["beyond_38_digits", "beyond_128_bits"])
+def test_quote_sums_beyond_their_type_are_an_error_on_both_paths(tmp_path, n):
+    """Found by the fuzz test: n trades at the largest price and quantity in one second. The
+    SQL sum fails; the compiled sums wrote 40 digits into DECIMAL(38,16), then wrapped to a
+    negative volume. Now both fail, and the ticks are still kept."""
+    import duckdb
+
+    from crypto_lake.lib.core.paths import LakeLayout
+    from crypto_lake.lib.market.fastbars import BarRangeError
+    from crypto_lake.lib.market.ticks import build_ticks
+    from crypto_lake.lib.raw.catalog import RawCatalog
+
+    t0 = rawgen.DAY_START_MS + 5_000
+    big = [rawgen.Trade(500 + i, t0, "9999999999.99999999", "92233720368.54775807", False)
+           for i in range(n)]  # fmt: skip
+    layout = LakeLayout(tmp_path / "lake")
+    rawgen.write_raw(layout, [(t0 + 1, rawgen.trade_line(tr, t0 + 1)) for tr in big])
+    catalog = RawCatalog(layout)
+    catalog.refresh()
+    t, q, summary = tmp_path / "t.parquet", tmp_path / "q.parquet", tmp_path / "s.parquet"
+    stats = build_ticks(catalog.files_for("BTCUSDT", rawgen.DAY), "BTCUSDT", rawgen.DAY, t, q,
+                        tmp_path / "quarantine", seconds_out=summary)  # fmt: skip
+    assert stats.trade_rows == n  # the ticks are kept ...
+    assert not summary.exists()  # ... without a summary no bar can hold
+    kw = {"end_us": DAY_US + 10_000_000}
+    with pytest.raises(BarRangeError, match="DECIMAL"):
+        build_bars_1s(t, q, "BTCUSDT", rawgen.DAY, tmp_path / "f.parquet", fast=True,
+                      seconds=summary, **kw)  # fmt: skip
+    with pytest.raises(duckdb.OutOfRangeException):
+        build_bars_1s(t, q, "BTCUSDT", rawgen.DAY, tmp_path / "s.parquet", fast=False, **kw)
+
+
+def test_a_summary_saved_by_other_code_is_not_reused(part, tmp_path, monkeypatch):
+    """The per-second summary is stamped with the code that computed it: after a change to
+    the bar logic, a saved summary is recomputed, not silently reused."""
+    from crypto_lake.lib.market import fastbars
+    from crypto_lake.lib.market.ticks import build_ticks
+
+    t, q, summary = tmp_path / "t.parquet", tmp_path / "q.parquet", tmp_path / "s.parquet"
+    build_ticks(part.files, "BTCUSDT", rawgen.DAY, t, q, tmp_path / "quarantine",
+                seconds_out=summary)  # fmt: skip
+    assert fastbars.load_seconds(summary, t, q) is not None
+    monkeypatch.setattr(fastbars, "CODE_VERSION", "another-release")
+    assert fastbars.load_seconds(summary, t, q) is None

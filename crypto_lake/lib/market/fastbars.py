@@ -12,6 +12,8 @@ both paths write byte-identical Parquet.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -36,6 +38,11 @@ _VB_LO, _VQ_LO, _TB_LO = range(3)
 # rows of the per-second quote state
 _Q_U, _Q_BID, _Q_BQ, _Q_ASK, _Q_AQ = range(5)
 
+# volume_quote is DECIMAL(38,16) (the SQL definition's sum type too): in 1e-16 units a sum
+# must stay below 10^38. High word limits of the 128-bit sums, checked as they grow.
+_VQ_MAX = 10**38 - 1
+_VQ_HI_MAX = _VQ_MAX >> 64
+
 _TRADE_COLUMNS = ["trade_id", "ts_event", "price", "qty", "is_buyer_maker", "repaired",
                   "first_trade_id", "last_trade_id"]  # fmt: skip
 _QUOTE_COLUMNS = ["update_id", "ts_recv", "bid", "bid_qty", "ask", "ask_qty"]
@@ -53,8 +60,11 @@ def _add128(lo, hi, i, x_lo, x_hi):
 @numba.njit(cache=True, nogil=True)
 def _trades_pass(start_sec, ts, tid, px, qty, flags, fid, lid, acc, acc_u):
     """Per second of trade time: open/close by trade id, high, low, 128-bit sums of qty,
-    price * qty (quote_qty, exact) and taker-buy qty, underlying trade count, id range."""
+    price * qty (quote_qty, exact) and taker-buy qty, underlying trade count, id range.
+    Returns the first second whose quote sum left DECIMAL(38,16)'s range (may have wrapped),
+    else -1."""
     nsec = acc.shape[1]
+    overflow = -1
     for k in range(len(ts)):
         s = ts[k] // US - start_sec
         if s < 0 or s >= nsec:
@@ -86,6 +96,8 @@ def _trades_pass(start_sec, ts, tid, px, qty, flags, fid, lid, acc, acc_u):
         acc[_VB_HI, s] = _add128(acc_u[_VB_LO], acc[_VB_HI, s], s, q_lo, q_hi)
         p_lo, p_hi = columns.product128(px[k], q)
         acc[_VQ_HI, s] = _add128(acc_u[_VQ_LO], acc[_VQ_HI, s], s, p_lo, numba.int64(p_hi))
+        if overflow < 0 and (acc[_VQ_HI, s] < 0 or acc[_VQ_HI, s] > _VQ_HI_MAX):
+            overflow = s
         if not flags[k] & 1:
             acc[_N_TAKER, s] += 1
             acc[_TB_HI, s] = _add128(acc_u[_TB_LO], acc[_TB_HI, s], s, q_lo, q_hi)
@@ -93,6 +105,7 @@ def _trades_pass(start_sec, ts, tid, px, qty, flags, fid, lid, acc, acc_u):
             acc[_REP, s] = 1
         else:
             acc[_LIVE, s] = 1
+    return overflow
 
 
 @numba.njit(cache=True, nogil=True)
@@ -170,8 +183,24 @@ def _int64(values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     return columns.int64(values, valid=valid)
 
 
+class BarRangeError(ValueError):
+    """A bar value outside its column's decimal type: the ticks cannot be Binance's."""
+
+
+def _check_quote_sums(overflow: int, start_sec: int) -> None:
+    if overflow >= 0:
+        raise BarRangeError(
+            f"the quote volume (sum of price x qty) of second {start_sec + overflow} (epoch) "
+            "exceeds DECIMAL(38,16), the type of volume_quote: prices or quantities far "
+            "outside Binance's ranges; check the raw input of this partition"
+        )
+
+
 def _seconds(acc, acc_u, qs, start_sec: int) -> pa.Table:
     nsec = acc.shape[1]
+    hi, lo = acc[_VQ_HI], acc_u[_VQ_LO]
+    over = np.flatnonzero((hi == _VQ_HI_MAX) & (lo > np.uint64(_VQ_MAX & (2**64 - 1))))
+    _check_quote_sums(int(over[0]) if len(over) else -1, start_sec)
     carried = np.empty(nsec, dtype=np.int64)
     c_valid = np.empty(nsec, dtype=np.bool_)
     q_valid = np.empty(nsec, dtype=np.bool_)
@@ -212,8 +241,9 @@ def seconds_from_rows(trades: np.ndarray, quotes: np.ndarray, start_sec: int,
     fastparse.TRADE_COLUMNS / QUOTE_COLUMNS): what the bars need of the ticks, for every
     second of the day, before the grid end, previous close and outages are applied."""
     acc, acc_u, qs = _state(nsec)
-    _trades_pass(start_sec, trades[5], trades[2], trades[6], trades[7], trades[8], trades[3],
-                 trades[4], acc, acc_u)  # fmt: skip
+    over = _trades_pass(start_sec, trades[5], trades[2], trades[6], trades[7], trades[8],
+                        trades[3], trades[4], acc, acc_u)  # fmt: skip
+    _check_quote_sums(over, start_sec)
     _quotes_pass(start_sec, quotes[0], quotes[1], quotes[2], quotes[3], quotes[4], quotes[5], qs)
     return _seconds(acc, acc_u, qs, start_sec)
 
@@ -229,9 +259,10 @@ def seconds_from_parquet(trades_path: Path, quotes_path: Path, start_sec: int,
         flags = _bools(c["is_buyer_maker"]).astype(np.int64) | (
             _bools(c["repaired"]).astype(np.int64) << 1
         )
-        _trades_pass(start_sec, _ints(c["ts_event"]), _ints(c["trade_id"]), _ints(c["price"]),
-                     _ints(c["qty"]), flags, _ints(c["first_trade_id"]),
-                     _ints(c["last_trade_id"]), acc, acc_u)  # fmt: skip
+        over = _trades_pass(start_sec, _ints(c["ts_event"]), _ints(c["trade_id"]),
+                            _ints(c["price"]), _ints(c["qty"]), flags, _ints(c["first_trade_id"]),
+                            _ints(c["last_trade_id"]), acc, acc_u)  # fmt: skip
+        _check_quote_sums(over, start_sec)
     for batch in pq.ParquetFile(quotes_path).iter_batches(columns=_QUOTE_COLUMNS,
                                                           batch_size=1 << 20):  # fmt: skip
         c = dict(zip(batch.schema.names, batch.columns, strict=True))
@@ -243,10 +274,18 @@ def seconds_from_parquet(trades_path: Path, quotes_path: Path, start_sec: int,
 _STAMP = b"crypto_lake.tick_files"
 
 
+# The code that computes a summary: this module and the column conversions it uses. A saved
+# summary made by other code (an older release, a fix to the bar logic) is not reused.
+CODE_VERSION = hashlib.sha256(
+    b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], columns))
+).hexdigest()[:16]
+
+
 def _fingerprint(trades: Path, quotes: Path) -> bytes:
-    """What identifies written tick files: size and modification time of each."""
-    return orjson.dumps([[p.stat().st_size, p.stat().st_mtime_ns]
-                         for p in (Path(trades), Path(quotes))])  # fmt: skip
+    """What identifies a summary: the code version, and the size and modification time of
+    each tick file it was computed from."""
+    files = [[p.stat().st_size, p.stat().st_mtime_ns] for p in (Path(trades), Path(quotes))]
+    return orjson.dumps({"code": CODE_VERSION, "files": files})
 
 
 def save_seconds(summary: pa.Table, out: Path, trades: Path, quotes: Path) -> None:
@@ -283,6 +322,8 @@ def core_table(
         values, valid = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.bool_)
     if previous_close is not None:  # as ::DECIMAL(18,8) reads it: rounded half away from 0
         prev = int(Decimal(str(previous_close)).scaleb(8).to_integral_value(ROUND_HALF_UP))
+        if not -(10**18) < prev < 10**18:
+            raise BarRangeError(f"previous close {previous_close} does not fit DECIMAL(18,8)")
         values, valid = np.where(valid, values, prev), None
     c = _units(np.ascontiguousarray(values), valid, columns.PRICE)
     outage = np.zeros(nsec, dtype=np.bool_)

@@ -93,6 +93,19 @@ class TickStats:
     quarantine_path: str | None = None
 
 
+def _save_summary(trades: np.ndarray, quotes: np.ndarray, start_us: int, out: Path,
+                  trades_out: Path, quotes_out: Path) -> None:  # fmt: skip
+    """Save the per-second summary; none (and the stale one removed) when the ticks hold sums
+    no bar can: the ticks are kept, and building the bars says why it cannot."""
+    try:
+        summary = fastbars.seconds_from_rows(trades, quotes, start_us // fastbars.US)
+    except fastbars.BarRangeError as exc:
+        log.error("no per-second summary: %s", exc)
+        Path(out).unlink(missing_ok=True)
+        return
+    fastbars.save_seconds(summary, out, trades_out, quotes_out)
+
+
 def build_ticks(
     raw_files: list[Path],
     symbol: str,
@@ -135,8 +148,7 @@ def build_ticks(
             quotes = _write_quotes(bufs, quotes, symbol, stats, quotes_out)
             trades_written.result()
         if seconds_out is not None:
-            summary = fastbars.seconds_from_rows(trades, quotes, start_us // fastbars.US)
-            fastbars.save_seconds(summary, seconds_out, trades_out, quotes_out)
+            _save_summary(trades, quotes, start_us, seconds_out, trades_out, quotes_out)
         outages = session_outages(con, start_us, end_us, live_from, (trades[1], quotes[0]))
         stats.outages = [(a, b) for a, b, _ in outages]
         stats.outage_kinds = [k for _, _, k in outages]
