@@ -9,6 +9,11 @@ before the day's first quote.
 All money arithmetic is exact (DECIMAL), every aggregate is order-independent or has a
 unique tie-break, and rows are written in a fixed order with fixed writer settings, so the
 same ticks always give byte-identical Parquet, whatever the thread count.
+
+This module is the definition of a 1-second bar: ``_CORE_SQL`` (the per-second core) and
+``_PROJECT_SQL`` (the output columns). ``fastbars`` computes the same core in one compiled
+pass for production; ``crypto_lake_tests/lib/test_bars_fuzz.py`` fuzzes raw input and checks
+that both write the same bytes. A change to the bars starts here, then fastbars follows.
 """
 
 from __future__ import annotations
