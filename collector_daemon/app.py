@@ -48,6 +48,7 @@ from crypto_lake.lib.core.config import Config
 from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.raw import binance
 from crypto_lake.lib.raw.lines import session_line
 
 log = get_logger("collector")
@@ -167,7 +168,7 @@ class Collector:
             streams = "/".join(self.router.streams_for(chunk))
             url = f"{b.ws_base_url.rstrip('/')}/stream?streams={streams}"
             if b.time_unit == "us":
-                url += "&timeUnit=MICROSECOND"
+                url += f"&{binance.TIME_UNIT_PARAM}={binance.TIME_UNIT_NAMES['us']}"
             self.groups.append(
                 StreamGroup(
                     len(self.groups),

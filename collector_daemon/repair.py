@@ -21,11 +21,12 @@ from collector_daemon.gaps import Gap, GapBook
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
 from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.raw import binance
 from crypto_lake.lib.raw.lines import repaired_line
 
 log = get_logger("collector.repair")
 
-WEIGHT = {"historicalTrades": 25, "aggTrades": 4}
+WEIGHT = {binance.HISTORICAL_TRADES.name: 25, binance.AGG_TRADES.name: 4}
 PAGE = 1000
 DEFAULT_BAN_SECONDS = 120.0
 
@@ -61,8 +62,9 @@ class RestRepairer:
         book: GapBook,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
-        self.source = "historicalTrades" if trade_stream == "trade" else "aggTrades"
-        self.id_key = "id" if trade_stream == "trade" else "a"
+        source = binance.REPAIR_SOURCE[trade_stream]
+        self.source = source.name
+        self.id_key = source.key("trade_id")
         self.trade_stream = trade_stream
         self.time_unit = time_unit
         self.budget = budget_per_minute
@@ -75,7 +77,9 @@ class RestRepairer:
         self._session: aiohttp.ClientSession | None = None
 
     async def run(self) -> None:
-        headers = {"X-MBX-TIME-UNIT": "MICROSECOND"} if self.time_unit == "us" else {}
+        headers: dict[str, str] = {}
+        if self.time_unit == "us":
+            headers[binance.TIME_UNIT_HEADER] = binance.TIME_UNIT_NAMES["us"]
         timeout = aiohttp.ClientTimeout(total=15)
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
             self._session = session

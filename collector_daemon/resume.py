@@ -30,6 +30,7 @@ from collector_daemon.tracker import IdTracker
 from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
+from crypto_lake.lib.raw import binance
 
 log = get_logger("collector.resume")
 
@@ -88,7 +89,10 @@ def read_part_lines(path: Path) -> Iterator[bytes]:
 def ids_in_part(path: Path, stream: str) -> list[tuple[int, int | None, bool]]:
     """(id, event time, live?) of every trade line of ``stream`` in one part."""
     marker = b'"stream":"' + stream.encode() + b'"'
-    live_key = "a" if stream.endswith("@aggTrade") else "t"
+    live = binance.TRADE_STREAMS.get(stream.partition("@")[2], binance.TRADE)
+    live_keys = (live.key("trade_id"), live.key("ts_event"))
+    rest_keys = {name: (m.key("trade_id"), m.key("ts_event"))
+                 for name, m in binance.REPAIR_SOURCES.items()}  # fmt: skip
     out: list[tuple[int, int | None, bool]] = []
     for line in read_part_lines(path):
         if marker not in line:
@@ -101,9 +105,10 @@ def ids_in_part(path: Path, stream: str) -> list[tuple[int, int | None, bool]]:
         if not isinstance(data, dict):
             continue
         rest = obj.get("rest")
-        ident = data.get("id" if rest == "historicalTrades" else live_key)
+        id_key, time_key = rest_keys.get(rest, live_keys) if isinstance(rest, str) else live_keys
+        ident = data.get(id_key)
         if isinstance(ident, int):
-            t = data.get("time" if rest == "historicalTrades" else "T")
+            t = data.get(time_key)
             out.append((ident, t if isinstance(t, int) else None, rest is None))
     return out
 

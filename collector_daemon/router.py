@@ -19,13 +19,16 @@ import orjson
 from collector_daemon.tracker import IdTracker, RecentIds
 from collector_daemon.writer import QUARANTINE, RawWriter
 from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.raw import binance
 from crypto_lake.lib.raw.lines import RawLineError, session_line, ws_line
 
 log = get_logger("collector.router")
 
 TRADE, BOOK = 0, 1
-US_THRESHOLD = 10**14  # event times above this are microseconds (ms values are ~1.7e12)
 MAX_QUARANTINE_BYTES = 1 << 20
+_BOOK_ID = binance.BOOK_TICKER.key("update_id")
+_EVENT = binance.SERVER_SHUTDOWN.key("event_type")
+_SHUTDOWN = binance.SERVER_SHUTDOWN.event
 
 
 @dataclass
@@ -61,7 +64,10 @@ class Router:
     ) -> None:
         self.writer = writer
         self.trade_stream = trade_stream
-        self.trade_key = "t" if trade_stream == "trade" else "a"
+        trade = binance.TRADE_STREAMS[trade_stream]
+        self.trade_key = trade.key("trade_id")
+        self.event_time_key = trade.key("event_time")
+        self.trade_time_key = trade.key("ts_event")
         self.time_unit = time_unit
         self.trackers = trackers
         self.books = {s: RecentIds() for s in trackers}
@@ -71,7 +77,7 @@ class Router:
         out: dict[str, tuple[str, int]] = {}
         for s in symbols:
             out[f"{s.lower()}@{self.trade_stream}"] = (s, TRADE)
-            out[f"{s.lower()}@bookTicker"] = (s, BOOK)
+            out[f"{s.lower()}@{binance.BOOK_TICKER.name}"] = (s, BOOK)
         return out
 
     def mark_reconnect(self, symbols: list[str]) -> None:
@@ -125,21 +131,23 @@ class Router:
         symbol, kind = info
         if kind == TRADE:
             ident = data.get(self.trade_key)
-            event_time = data.get("E")
+            event_time = data.get(self.event_time_key)
             if type(ident) is not int or type(event_time) is not int:
                 self.quarantine(conn.conn_id, recv_ns, msg, "trade without integer id/time")
                 return
-            if not self.trackers[symbol].accept(ident, time.monotonic(), data.get("T")):
+            trade_time = data.get(self.trade_time_key)
+            if not self.trackers[symbol].accept(ident, time.monotonic(), trade_time):
                 self.stats.duplicates += 1
                 return
-            unit = "us" if event_time > US_THRESHOLD else "ms"
+            unit = binance.time_unit_of(event_time)
             self.stats.latency_ns.append(
                 recv_ns - event_time * (1_000 if unit == "us" else 1_000_000)
             )
         else:
-            ident = data.get("u")
+            ident = data.get(_BOOK_ID)
             if type(ident) is not int:
-                self.quarantine(conn.conn_id, recv_ns, msg, "bookTicker without integer u")
+                reason = f"bookTicker without integer {_BOOK_ID}"
+                self.quarantine(conn.conn_id, recv_ns, msg, reason)
                 return
             if not self.books[symbol].accept(ident):
                 self.stats.duplicates += 1
@@ -157,8 +165,8 @@ class Router:
     def _unexpected(
         self, conn: ConnState, recv_ns: int, msg: bytes, obj: dict, data: object
     ) -> None:
-        notice = obj if obj.get("e") == "serverShutdown" else None
-        if notice is None and isinstance(data, dict) and data.get("e") == "serverShutdown":
+        notice = obj if obj.get(_EVENT) == _SHUTDOWN else None
+        if notice is None and isinstance(data, dict) and data.get(_EVENT) == _SHUTDOWN:
             notice = data
         if notice is not None:
             # Not market data: recorded as a session event in every file of the connection;

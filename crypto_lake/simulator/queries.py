@@ -1,4 +1,4 @@
-"""REST answers computed from the ledger, in Binance's JSON shapes.
+"""REST answers computed from the ledger, in Binance's JSON shapes (``lib/raw/binance.py``).
 
 Klines are aggregated with numpy over integer ticks/lots, so volumes are exact. Kline rules
 (documented because Binance's are only partly documented):
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from crypto_lake.lib.raw.binance import AGG_TRADES, HISTORICAL_TRADES, KLINES
 from crypto_lake.simulator.instruments import format_e8
 from crypto_lake.simulator.ledger import SymbolLedger
 
@@ -78,20 +79,20 @@ def klines(
             o = h = low = c = prev if prev is not None else 0
             vol = quote = tb = tbq = 0
         rows.append(
-            [
-                open_us // unit_div,
-                format_e8(o * inst.tick_e8),
-                format_e8(h * inst.tick_e8),
-                format_e8(low * inst.tick_e8),
-                format_e8(c * inst.tick_e8),
-                format_e8(vol * inst.lot_e8),
-                (open_us + step) // unit_div - 1,
-                format_e8(quote * inst.notional_e8),
-                int(counts[j]),
-                format_e8(tb * inst.lot_e8),
-                format_e8(tbq * inst.notional_e8),
-                "0",
-            ]
+            KLINES.element(
+                open_time=open_us // unit_div,
+                open=format_e8(o * inst.tick_e8),
+                high=format_e8(h * inst.tick_e8),
+                low=format_e8(low * inst.tick_e8),
+                close=format_e8(c * inst.tick_e8),
+                volume=format_e8(vol * inst.lot_e8),
+                close_time=(open_us + step) // unit_div - 1,
+                quote_volume=format_e8(quote * inst.notional_e8),
+                trade_count=int(counts[j]),
+                taker_buy_base=format_e8(tb * inst.lot_e8),
+                taker_buy_quote=format_e8(tbq * inst.notional_e8),
+                unused="0",
+            )
         )
     return rows
 
@@ -123,15 +124,15 @@ def historical_trades(ledger: SymbolLedger, from_id: int | None, limit: int, uni
     tr = ledger.slice(lo, lo + limit)
     inst = ledger.instrument
     return [
-        {
-            "id": tr.first_id + i,
-            "price": format_e8(t * inst.tick_e8),
-            "qty": format_e8(q * inst.lot_e8),
-            "quoteQty": format_e8(t * q * inst.notional_e8),
-            "time": tm // unit_div,
-            "isBuyerMaker": bool(m),
-            "isBestMatch": True,
-        }
+        HISTORICAL_TRADES.element(
+            trade_id=tr.first_id + i,
+            price=format_e8(t * inst.tick_e8),
+            qty=format_e8(q * inst.lot_e8),
+            quote_qty=format_e8(t * q * inst.notional_e8),
+            ts_event=tm // unit_div,
+            is_buyer_maker=bool(m),
+            is_best_match=True,
+        )
         for i, (t, q, tm, m) in enumerate(
             zip(
                 tr.ticks.tolist(), tr.lots.tolist(), tr.time_us.tolist(), tr.maker.tolist(),
@@ -178,15 +179,15 @@ def agg_trades(
     for k, (a, b) in enumerate(zip(starts, ends, strict=True)):
         i = a - base
         out.append(
-            {
-                "a": ledger.first_agg_id + agg_lo + k,
-                "p": format_e8(int(tr.ticks[i]) * inst.tick_e8),
-                "q": format_e8(qty[k] * inst.lot_e8),
-                "f": ledger.first_trade_id + a,
-                "l": ledger.first_trade_id + b - 1,
-                "T": int(tr.time_us[i]) // unit_div,
-                "m": bool(tr.maker[i]),
-                "M": True,
-            }
+            AGG_TRADES.element(
+                trade_id=ledger.first_agg_id + agg_lo + k,
+                price=format_e8(int(tr.ticks[i]) * inst.tick_e8),
+                qty=format_e8(qty[k] * inst.lot_e8),
+                first_trade_id=ledger.first_trade_id + a,
+                last_trade_id=ledger.first_trade_id + b - 1,
+                ts_event=int(tr.time_us[i]) // unit_div,
+                is_buyer_maker=bool(tr.maker[i]),
+                is_best_match=True,
+            )
         )
     return out

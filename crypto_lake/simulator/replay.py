@@ -18,6 +18,7 @@ import orjson
 
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.symbols import InvalidNameError, stream_symbol
+from crypto_lake.lib.raw.binance import AGG_TRADE, BOOK_TICKER, TRADE
 from crypto_lake.lib.raw.lines import RawLineError, open_raw, parse_line
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.market import Event
@@ -27,7 +28,11 @@ if TYPE_CHECKING:
     from crypto_lake.simulator.server import ExchangeSimulator
 
 log = get_logger("simulator.replay")
-_IDENT_KEY = {"trade": "t", "aggTrade": "a", "bookTicker": "u"}
+_IDENT_KEY = {  # the key of each stream's id (Event.ident)
+    TRADE.name: TRADE.key("trade_id"),
+    AGG_TRADE.name: AGG_TRADE.key("trade_id"),
+    BOOK_TICKER.name: BOOK_TICKER.key("update_id"),
+}
 
 
 def market_events(path: Path, stats: dict[str, int]) -> Iterator[tuple[int, Event]]:

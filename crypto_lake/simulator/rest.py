@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol
+from crypto_lake.lib.raw.binance import TIME_UNIT_HEADER, US_PER_UNIT
 from crypto_lake.simulator import queries
 from crypto_lake.simulator.instruments import format_e8
 from crypto_lake.simulator.limits import WEIGHTS, RateLimiter
@@ -75,9 +76,7 @@ class RestApi:
                 headers=headers,
             )
         try:
-            unit_div = (
-                1 if parse_time_unit(request.headers.get("X-MBX-TIME-UNIT")) == "us" else 1000
-            )
+            unit_div = US_PER_UNIT[parse_time_unit(request.headers.get(TIME_UNIT_HEADER))]
             result = handler(request, unit_div)
         except StreamRequestError as exc:
             result = ApiError(-1100, str(exc))

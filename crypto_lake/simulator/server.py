@@ -10,6 +10,7 @@ from itertools import count
 from aiohttp import web
 
 from crypto_lake.lib.core.logs import get_logger
+from crypto_lake.lib.raw.binance import TIME_UNIT_PARAM
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.connection import Connection
 from crypto_lake.simulator.faults import Faults
@@ -162,7 +163,7 @@ class ExchangeSimulator:
             streams = parse_streams(
                 request.query.get("streams"), self.stream_symbols, self.cfg.max_streams
             )
-            unit = parse_time_unit(request.query.get("timeUnit"))
+            unit = parse_time_unit(request.query.get(TIME_UNIT_PARAM))
         except StreamRequestError as exc:
             return web.Response(
                 status=400, body=rest_error(-1121, str(exc)), content_type="application/json"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol
+from crypto_lake.lib.raw.binance import STREAMS, TIME_UNIT_NAMES, TIME_UNIT_PARAM
 from crypto_lake.simulator.wire import Unit
 
-STREAM_KINDS = ("trade", "aggTrade", "bookTicker")
+STREAM_KINDS = tuple(STREAMS)  # trade, aggTrade, bookTicker
 
 
 class StreamRequestError(ValueError):
@@ -46,8 +47,10 @@ def parse_streams(raw: str | None, known_symbols: set[str], max_streams: int) ->
 
 def parse_time_unit(raw: str | None) -> Unit:
     """``timeUnit`` query value (or X-MBX-TIME-UNIT header) -> "ms" or "us"."""
-    if raw is None or raw.upper() in ("MILLISECOND", "MILLISECONDS"):
+    if raw is None:
         return "ms"
-    if raw.upper() in ("MICROSECOND", "MICROSECONDS"):
-        return "us"
-    raise StreamRequestError(f"invalid timeUnit {raw!r}: expected MILLISECOND or MICROSECOND")
+    for unit, name in TIME_UNIT_NAMES.items():
+        if raw.upper() in (name, name + "S"):
+            return unit
+    names = " or ".join(TIME_UNIT_NAMES.values())
+    raise StreamRequestError(f"invalid {TIME_UNIT_PARAM} {raw!r}: expected {names}")

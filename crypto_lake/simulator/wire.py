@@ -1,18 +1,18 @@
 """Binance's exact wire format: combined-stream frames and REST JSON shapes.
 
 Frames are formatted as bytes directly (not via a dict) because this is the hot path and the
-key order must match Binance's to the byte: ``{"stream":..,"data":{"e":..,"E":..,...}}``.
+key order must match Binance's to the byte: ``{"stream":..,"data":{"e":..,"E":..,...}}``. The
+formats are built from the Binance map (``crypto_lake.lib.raw.binance``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import orjson
 
+from crypto_lake.lib.raw import binance
+from crypto_lake.lib.raw.binance import TimeUnit as Unit
 from crypto_lake.simulator.market import Event
 
-Unit = Literal["ms", "us"]
 _BOOL = {True: b"true", False: b"false"}
 
 
@@ -62,33 +62,70 @@ def _ascii(name: str, _cache: dict[str, bytes] = {}) -> bytes:  # noqa: B006 (a 
     return b
 
 
+def _frame_format(message: binance.Message, columns: tuple[str, ...]) -> bytes:
+    """A bytes %-format of the combined-stream frame of ``message``, from the Binance map, for
+    the stream name and then the values of ``columns`` (which must be the map's order after the
+    event type): ``%d`` for numbers and times, ``%s`` for the bytes of strings, decimals and
+    booleans."""
+    layout = binance.wire_layout(message)
+    if tuple(column for column, _ in layout[:-1]) != columns:
+        raise ImportError(f"the {message.name} frame has the values {layout}")
+    text = b'{"stream":"%s","data":'
+    for column, before in layout:
+        text += before.replace(b"%", b"%%")
+        if column is not None:
+            text += b"%d" if message.field(column).kind in ("int", "time") else b"%s"
+    return text + b"}"
+
+
+_TRADE = _frame_format(binance.TRADE, (
+    "event_time", "symbol", "trade_id", "price", "qty", "ts_event", "is_buyer_maker",
+    "is_best_match",
+))  # fmt: skip
+_AGG_TRADE = _frame_format(binance.AGG_TRADE, (
+    "event_time", "symbol", "trade_id", "price", "qty", "first_trade_id", "last_trade_id",
+    "ts_event", "is_buyer_maker", "is_best_match",
+))  # fmt: skip
+_BOOK_TICKER = _frame_format(binance.BOOK_TICKER, (
+    "update_id", "symbol", "bid", "bid_qty", "ask", "ask_qty",
+))  # fmt: skip
+
+
 def _trade(ev: Event, unit: Unit) -> bytes:
-    return b'{"stream":"%s","data":{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%s","q":"%s","T":%d,"m":%s,"M":true}}' % (  # noqa: E501
+    return _TRADE % (
         _ascii(ev.stream), to_unit(ev.event_us, unit), _ascii(ev.symbol), ev.ident,
-        ev.price, ev.qty, to_unit(ev.time_us, unit), _BOOL[ev.maker],
+        ev.price, ev.qty, to_unit(ev.time_us, unit), _BOOL[ev.maker], b"true",
     )  # fmt: skip
 
 
 def _agg_trade(ev: Event, unit: Unit) -> bytes:
-    return b'{"stream":"%s","data":{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s,"M":true}}' % (  # noqa: E501
+    return _AGG_TRADE % (
         _ascii(ev.stream), to_unit(ev.event_us, unit), _ascii(ev.symbol), ev.ident,
         ev.price, ev.qty, ev.first_id, ev.last_id, to_unit(ev.time_us, unit), _BOOL[ev.maker],
+        b"true",
     )  # fmt: skip
 
 
 def _book_ticker(ev: Event, unit: Unit) -> bytes:
     # bookTicker carries no event time on Binance spot: the unit does not change the frame.
-    return b'{"stream":"%s","data":{"u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s"}}' % (
+    return _BOOK_TICKER % (
         _ascii(ev.stream), ev.ident, _ascii(ev.symbol), ev.bid, ev.bid_qty, ev.ask, ev.ask_qty,
     )  # fmt: skip
 
 
-_RENDERERS = {"trade": _trade, "aggTrade": _agg_trade, "bookTicker": _book_ticker}
+_RENDERERS = {
+    binance.TRADE.name: _trade,
+    binance.AGG_TRADE.name: _agg_trade,
+    binance.BOOK_TICKER.name: _book_ticker,
+}
 
 
 def server_shutdown_frame(now_us: int, unit: Unit) -> bytes:
     """Binance's notice that this connection will be closed soon."""
-    return orjson.dumps({"e": "serverShutdown", "E": to_unit(now_us, unit)})
+    shutdown = binance.SERVER_SHUTDOWN
+    return orjson.dumps(
+        shutdown.element(event_type=shutdown.event, event_time=to_unit(now_us, unit))
+    )
 
 
 def malformed_copy(frame: bytes) -> bytes:

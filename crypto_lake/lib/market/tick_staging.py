@@ -17,62 +17,76 @@ import numpy as np
 
 from crypto_lake.lib.market import columns
 from crypto_lake.lib.market.columns import PRICE_T, QTY_T
+from crypto_lake.lib.raw import binance
 from crypto_lake.lib.raw.catalog import ndjson_source
 
-# data keys pulled in one JSON parse; positions are used below as j[1]..j[17]
-_DATA_KEYS = ["t", "p", "q", "T", "m", "a", "f", "l", "u", "b", "B", "A"]
-_DATA_KEYS += ["id", "price", "qty", "time", "isBuyerMaker"]
-_J = {k: i + 1 for i, k in enumerate(_DATA_KEYS)}
+_TRADES = (binance.TRADE, binance.HISTORICAL_TRADES)  # kind 'trade': live, then repaired
+_AGGS = (binance.AGG_TRADE, binance.AGG_TRADES)  # kind 'agg'
+_BOOK = (binance.BOOK_TICKER,)
 
 
 def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) -> str:
     """SELECT that types every line of $own (is_own) and $other files into one narrow row.
 
     ``data`` arrives minified from the reader, so "is an object" is a prefix test; json_type
-    would parse every payload a second time.
+    would parse every payload a second time. Every payload key (from the Binance map) is
+    pulled in one JSON parse, as the list ``j``; a column whose key differs between a stream
+    and its REST repair takes the first one present.
     """
+    keys: list[str] = []
 
-    def j(key: str) -> str:
-        return f"j[{_J[key]}]"
+    def j(column: str, messages: tuple[binance.Message, ...]) -> str:
+        """SQL: the value of ``column`` in ``messages``, as text."""
+        refs = []
+        for key in binance.keys_of(column, messages):
+            if key not in keys:
+                keys.append(key)
+            refs.append(f"j[{keys.index(key) + 1}]")
+        return refs[0] if len(refs) == 1 else f"coalesce({', '.join(refs)})"
 
+    trades = _TRADES + _AGGS
     lower = symbol.lower()
-    trade_px = f"coalesce({j('p')}, {j('price')})"
-    trade_qt = f"coalesce({j('q')}, {j('qty')})"
+    px = f"CASE WHEN kind0 = 'book' THEN {j('bid', _BOOK)} ELSE {j('price', trades)} END"
+    qt = f"CASE WHEN kind0 = 'book' THEN {j('bid_qty', _BOOK)} ELSE {j('qty', trades)} END"
+    typed = f"""
+            TRY_CAST(CASE kind0 WHEN 'trade' THEN {j("trade_id", _TRADES)}
+                                WHEN 'agg' THEN {j("trade_id", _AGGS)}
+                                WHEN 'book' THEN {j("update_id", _BOOK)} END
+                     AS BIGINT) AS id,
+            TRY_CAST(CASE kind0 WHEN 'agg' THEN {j("first_trade_id", _AGGS)} END AS BIGINT)
+                AS f_id,
+            TRY_CAST(CASE kind0 WHEN 'agg' THEN {j("last_trade_id", _AGGS)} END AS BIGINT)
+                AS l_id,
+            TRY_CAST({j("ts_event", trades)} AS BIGINT) * mult AS ts_us,
+            {_u(px, PRICE_T)} AS px,
+            {_u(qt, QTY_T)} AS qt,
+            {_u(f"CASE kind0 WHEN 'book' THEN {j('ask', _BOOK)} END", PRICE_T)} AS ask_px,
+            {_u(f"CASE kind0 WHEN 'book' THEN {j('ask_qty', _BOOK)} END", QTY_T)} AS ask_qt,
+            TRY_CAST({j("is_buyer_maker", trades)} AS BOOLEAN) AS ibm"""
     return f"""
     WITH src AS (
         {_src_sql(own, other)}
     ), x AS (
         SELECT is_own, recv_ns, conn, session, stream, data,
             split_part(stream, '@', 2) AS suffix,
-            json_extract_string(data, {[f"$.{k}" for k in _DATA_KEYS]}) AS j,
+            json_extract_string(data, {[f"$.{k}" for k in keys]}) AS j,
             CASE WHEN coalesce(unit, 'ms') = 'us' THEN 1 ELSE 1000 END AS mult,
             CASE
                 WHEN recv_ns IS NULL THEN 'bad'
                 WHEN session IS NOT NULL THEN 'session'
                 WHEN stream IS NULL OR NOT starts_with(data::VARCHAR, '{{') THEN 'bad'
                 WHEN split_part(stream, '@', 1) <> '{lower}' THEN 'other'
-                WHEN rest = 'historicalTrades' THEN 'trade'
-                WHEN rest = 'aggTrades' THEN 'agg'
+                WHEN rest = '{binance.HISTORICAL_TRADES.name}' THEN 'trade'
+                WHEN rest = '{binance.AGG_TRADES.name}' THEN 'agg'
                 WHEN rest IS NOT NULL THEN 'bad'
-                WHEN suffix = 'trade' THEN 'trade'
-                WHEN suffix = 'aggTrade' THEN 'agg'
-                WHEN suffix = 'bookTicker' THEN 'book'
+                WHEN suffix = '{binance.TRADE.name}' THEN 'trade'
+                WHEN suffix = '{binance.AGG_TRADE.name}' THEN 'agg'
+                WHEN suffix = '{binance.BOOK_TICKER.name}' THEN 'book'
                 ELSE 'other'
             END AS kind0
         FROM src
     ), y AS (
-        SELECT *,
-            TRY_CAST(CASE kind0 WHEN 'trade' THEN coalesce({j("t")}, {j("id")})
-                                WHEN 'agg' THEN {j("a")} WHEN 'book' THEN {j("u")} END
-                     AS BIGINT) AS id,
-            TRY_CAST(CASE kind0 WHEN 'agg' THEN {j("f")} END AS BIGINT) AS f_id,
-            TRY_CAST(CASE kind0 WHEN 'agg' THEN {j("l")} END AS BIGINT) AS l_id,
-            TRY_CAST(coalesce({j("T")}, {j("time")}) AS BIGINT) * mult AS ts_us,
-            {_u(f"CASE WHEN kind0 = 'book' THEN {j('b')} ELSE {trade_px} END", PRICE_T)} AS px,
-            {_u(f"CASE WHEN kind0 = 'book' THEN {j('B')} ELSE {trade_qt} END", QTY_T)} AS qt,
-            {_u(f"CASE kind0 WHEN 'book' THEN {j('a')} END", PRICE_T)} AS ask_px,
-            {_u(f"CASE kind0 WHEN 'book' THEN {j('A')} END", QTY_T)} AS ask_qt,
-            TRY_CAST(coalesce({j("m")}, {j("isBuyerMaker")}) AS BOOLEAN) AS ibm
+        SELECT *,{typed}
         FROM x
     ), z AS (
         SELECT *, CASE

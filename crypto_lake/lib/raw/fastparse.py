@@ -2,18 +2,20 @@
 
 Nearly every raw line is a live ``@trade``, ``@aggTrade`` or ``@bookTicker`` message in the
 collector's wrapper (see ``crypto_lake.lib.raw.lines``): minified JSON with integer ids and
-times and decimal strings. This module reads exactly those lines, straight into integer
-columns (prices and quantities as integers of 1e-8), about ten times faster than a general
-JSON reader. It is strict by design: any line outside that narrow grammar (whitespace,
-escapes, floats, nulls, duplicate keys, more than 8 decimals, session records, REST repairs,
-malformed text) is not guessed at but handed back as a *fallback* line, which the general
-DuckDB path in ``crypto_lake.lib.market.tick_staging`` types exactly as it always did. So for
-every line, the result is the one the general path would give;
+times and decimal strings, keys in the order of the Binance map (``crypto_lake.lib.raw.binance``,
+from which every payload key and literal here is derived). This module reads exactly those
+lines, straight into integer columns (prices and quantities as integers of 1e-8), about ten
+times faster than a general JSON reader. It is strict by design: any line outside that narrow
+grammar (whitespace, escapes, floats, nulls, duplicate keys, more than 8 decimals, session
+records, REST repairs, malformed text) is not guessed at but handed back as a *fallback* line,
+which the general DuckDB path in ``crypto_lake.lib.market.tick_staging`` types exactly as it
+always did. So for every line, the result is the one the general path would give;
 ``crypto_lake_tests/lib/test_fastparse.py`` proves it line by line and file by file.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numba
@@ -21,6 +23,9 @@ import numpy as np
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
+
+from crypto_lake.lib.raw import binance
+from crypto_lake.lib.raw.binance import AGG_TRADE, BOOK_TICKER, TRADE
 
 KIND_TRADE, KIND_AGG, KIND_BOOK, KIND_OTHER = 1, 2, 3, 4
 
@@ -31,14 +36,69 @@ INT64_MAX = np.iinfo(np.int64).max
 # top-level keys
 _K_RECV, _K_CONN, _K_UNIT, _K_STREAM, _K_DATA, _K_FALLBACK = 0, 1, 2, 3, 4, 5
 _N_TOP = 4
-# data keys
-_D_T, _D_P, _D_Q, _D_TT, _D_M, _D_A, _D_F, _D_L, _D_U, _D_B, _D_BB, _D_AA = range(12)
-_D_IGNORED = 12  # e, E, s, M: read and checked, not used
-_N_DATA = 12
+
+# Everything Binance-specific below is derived from the message map at import: the payload
+# keys the reader keeps (one slot each; a key two streams share shares its slot) and the
+# bytes of the template. Numba freezes these globals into the compiled code as constants.
+_SLOTS: dict[str, int] = {}
+
+
+def _slot(message: binance.Message, column: str) -> int:
+    return _SLOTS.setdefault(message.key(column), len(_SLOTS))
+
+
+def _shared(column: str, *messages: binance.Message) -> int:
+    """The slot of ``column`` in ``messages``, which the reader handles alike."""
+    slots = {_slot(m, column) for m in messages}
+    if len(slots) != 1:
+        raise ImportError(f"fastparse reads {column} of {messages} with one key")
+    return slots.pop()
+
+
+_D_T = _slot(TRADE, "trade_id")
+_D_P = _shared("price", TRADE, AGG_TRADE)
+_D_Q = _shared("qty", TRADE, AGG_TRADE)
+_D_TT = _shared("ts_event", TRADE, AGG_TRADE)
+_D_M = _shared("is_buyer_maker", TRADE, AGG_TRADE)
+_D_A = _slot(AGG_TRADE, "trade_id")
+_D_F = _slot(AGG_TRADE, "first_trade_id")
+_D_L = _slot(AGG_TRADE, "last_trade_id")
+_D_U = _slot(BOOK_TICKER, "update_id")
+_D_B = _slot(BOOK_TICKER, "bid")
+_D_BB = _slot(BOOK_TICKER, "bid_qty")
+_D_ASK = _slot(BOOK_TICKER, "ask")  # aggTrade's id is "a" too: the same slot
+_D_AA = _slot(BOOK_TICKER, "ask_qty")
+_N_DATA = len(_SLOTS)
+_D_IGNORED = _N_DATA  # e, E, s, M: read and checked, not used
+# payload key (one byte) -> slot, _D_IGNORED, or -1 for a key no stream has
+_KEY_SLOT = np.full(256, -1, dtype=np.int64)
+for _key in {k for m in binance.STREAMS.values() for k in m.keys}:
+    if len(_key) != 1:
+        raise ImportError(f"fastparse reads one-letter payload keys, not {_key!r}")
+    _KEY_SLOT[ord(_key)] = _SLOTS.get(_key, _D_IGNORED)
+
+
+def _u8(text: bytes | str) -> np.ndarray:
+    return np.frombuffer(text if isinstance(text, bytes) else text.encode(), dtype=np.uint8)
+
+
+def _before(column: str | None, *messages: binance.Message) -> bytes:
+    """The wire bytes before the value of ``column`` (None: after the last value), which
+    must be the same in each of ``messages``."""
+    texts = {dict(binance.wire_layout(m))[column] for m in messages}
+    if len(texts) != 1:
+        raise ImportError(f"fastparse reads the text around {column} of {messages} alike")
+    return texts.pop()
+
+
+def _head(message: binance.Message, first: str) -> bytes:
+    """From the '@' of the stream name to the payload's first varying value."""
+    return b"@" + message.name.encode() + b'","data":' + _before(first, message)
+
 
 # byte literals as constant arrays (numba freezes global arrays into the code)
-_L_AGGTRADE = np.frombuffer(b"aggTrade", dtype=np.uint8)
-_L_BOOKTICKER = np.frombuffer(b"bookTicker", dtype=np.uint8)
+_L_AGGTRADE = _u8(AGG_TRADE.name)
+_L_BOOKTICKER = _u8(BOOK_TICKER.name)
 _L_CONN = np.frombuffer(b"conn", dtype=np.uint8)
 _L_DATA = np.frombuffer(b"data", dtype=np.uint8)
 _L_FALSE = np.frombuffer(b"false", dtype=np.uint8)
@@ -46,11 +106,10 @@ _L_MS = np.frombuffer(b"ms", dtype=np.uint8)
 _L_RECV_NS = np.frombuffer(b"recv_ns", dtype=np.uint8)
 _L_REST = np.frombuffer(b"rest", dtype=np.uint8)
 _L_STREAM = np.frombuffer(b"stream", dtype=np.uint8)
-_L_TRADE = np.frombuffer(b"trade", dtype=np.uint8)
+_L_TRADE = _u8(TRADE.name)
 _L_TRUE = np.frombuffer(b"true", dtype=np.uint8)
 _L_UNIT = np.frombuffer(b"unit", dtype=np.uint8)
 _L_US = np.frombuffer(b"us", dtype=np.uint8)
-_L_QUOTE = np.frombuffer(b'"', dtype=np.uint8)
 _POW10 = np.array([10**i for i in range(9)], dtype=np.int64)
 
 # positions in the template reader's values of the quote and the first trade columns
@@ -61,25 +120,46 @@ _T_RECV = np.frombuffer(b'{"recv_ns":', dtype=np.uint8)
 _T_CONN = np.frombuffer(b',"conn":"', dtype=np.uint8)
 _T_UNIT = np.frombuffer(b'","unit":"', dtype=np.uint8)
 _T_STREAM = np.frombuffer(b'","stream":"', dtype=np.uint8)
-_T_TRADE = np.frombuffer(b'@trade","data":{"e":"trade","E":', dtype=np.uint8)
-_T_AGG = np.frombuffer(b'@aggTrade","data":{"e":"aggTrade","E":', dtype=np.uint8)
-_T_BOOK = np.frombuffer(b'@bookTicker","data":{"u":', dtype=np.uint8)
-_T_S = np.frombuffer(b',"s":"', dtype=np.uint8)
-_T_t = np.frombuffer(b'","t":', dtype=np.uint8)
-_T_a = np.frombuffer(b'","a":', dtype=np.uint8)
-_T_p = np.frombuffer(b',"p":"', dtype=np.uint8)
-_T_q = np.frombuffer(b'","q":"', dtype=np.uint8)
-_T_f = np.frombuffer(b'","f":', dtype=np.uint8)
-_T_l = np.frombuffer(b',"l":', dtype=np.uint8)
-_T_TT = np.frombuffer(b',"T":', dtype=np.uint8)
-_T_m = np.frombuffer(b',"m":', dtype=np.uint8)
-_T_M = np.frombuffer(b',"M":', dtype=np.uint8)
-_T_END = np.frombuffer(b"}}", dtype=np.uint8)
-_T_b = np.frombuffer(b'","b":"', dtype=np.uint8)
-_T_BB = np.frombuffer(b'","B":"', dtype=np.uint8)
-_T_aa = np.frombuffer(b'","a":"', dtype=np.uint8)
-_T_AA = np.frombuffer(b'","A":"', dtype=np.uint8)
-_T_QEND = np.frombuffer(b'"}}', dtype=np.uint8)
+# the stream name's first letter after '@' tells the stream
+_C_TRADE, _C_AGG, _C_BOOK = (ord(m.name[0]) for m in (TRADE, AGG_TRADE, BOOK_TICKER))
+_T_TRADE = _u8(_head(TRADE, "event_time"))
+_T_AGG = _u8(_head(AGG_TRADE, "event_time"))
+_T_BOOK = _u8(_head(BOOK_TICKER, "update_id"))
+_T_S = _u8(_before("symbol", TRADE, AGG_TRADE, BOOK_TICKER))
+_T_t = _u8(_before("trade_id", TRADE))
+_T_a = _u8(_before("trade_id", AGG_TRADE))
+_T_p = _u8(_before("price", TRADE, AGG_TRADE))
+_T_q = _u8(_before("qty", TRADE, AGG_TRADE))
+_T_f = _u8(_before("first_trade_id", AGG_TRADE))
+_T_l = _u8(_before("last_trade_id", AGG_TRADE))
+_T_TRADE_T = _u8(_before("ts_event", TRADE))
+_T_AGG_T = _u8(_before("ts_event", AGG_TRADE))
+_T_m = _u8(_before("is_buyer_maker", TRADE, AGG_TRADE))
+_T_M = _u8(_before("is_best_match", TRADE, AGG_TRADE))
+_T_END = _u8(_before(None, TRADE, AGG_TRADE) + b"}")  # and the line's "}"
+_T_b = _u8(_before("bid", BOOK_TICKER))
+_T_BB = _u8(_before("bid_qty", BOOK_TICKER))
+_T_aa = _u8(_before("ask", BOOK_TICKER))
+_T_AA = _u8(_before("ask_qty", BOOK_TICKER))
+_T_QEND = _u8(_before(None, BOOK_TICKER) + b"}")
+
+
+def map_fingerprint() -> str:
+    """A digest of the constants above, the Binance-specific ones derived from the map."""
+    constants = sorted(
+        (k, v.tobytes() if isinstance(v, np.ndarray) else v)
+        for k, v in globals().items()
+        if k.startswith(("_D_", "_C_", "_K_", "_L_", "_N_", "_T_", "_KEY_SLOT"))
+    )
+    return hashlib.sha256(repr(constants).encode()).hexdigest()[:16]
+
+
+# Numba's on-disk cache (``cache=``) is reused until *this* file changes, not when the map
+# does. So a map whose constants differ from this fingerprint gets a reader compiled afresh in
+# each process (correct, slower to start), and crypto_lake_tests/lib/test_binance.py fails
+# until the fingerprint is updated here, which changes this file and so renews the cache.
+MAP_FINGERPRINT = "f070e7e94c86dc27"
+_CACHE = map_fingerprint() == MAP_FINGERPRINT
 
 
 @intrinsic
@@ -102,7 +182,7 @@ def _unowned(typingctx, arr):
     return arr(arr), codegen
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=_CACHE, nogil=True, inline="always")
 def _eq(buf, s, e, lit):
     if e - s != len(lit):
         return False
@@ -112,7 +192,7 @@ def _eq(buf, s, e, lit):
     return True
 
 
-@numba.njit(cache=True, nogil=True, inline="always")  # the hottest call: ~20 % of a parse
+@numba.njit(cache=_CACHE, nogil=True, inline="always")  # the hottest call: ~20 % of a parse
 def _lit(buf, p, end, lit):
     """``p`` after the literal bytes ``lit`` at ``p``, or -1."""
     if p < 0 or p + len(lit) > end or not _eq(buf, p, p + len(lit), lit):
@@ -120,7 +200,7 @@ def _lit(buf, p, end, lit):
     return p + len(lit)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _str_after(buf, p, end, lit):
     """Index of the closing quote of the string that follows the literal ``lit`` at ``p``,
     or -1."""
@@ -128,7 +208,7 @@ def _str_after(buf, p, end, lit):
     return -1 if p < 0 else _string_end(buf, p, end)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _top_key(buf, s, e):
     n = e - s
     c = buf[s]
@@ -145,41 +225,16 @@ def _top_key(buf, s, e):
     return _K_FALLBACK  # rest, session and anything unknown: the general path decides
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _data_key(buf, s, e):
+    """The slot of the payload key ``buf[s:e]``: _D_IGNORED for keys read and not kept, -1
+    for any other key."""
     if e - s != 1:
         return -1
-    c = buf[s]
-    if c == 116:  # t
-        return _D_T
-    if c == 112:  # p
-        return _D_P
-    if c == 113:  # q
-        return _D_Q
-    if c == 84:  # T
-        return _D_TT
-    if c == 109:  # m
-        return _D_M
-    if c == 97:  # a
-        return _D_A
-    if c == 102:  # f
-        return _D_F
-    if c == 108:  # l
-        return _D_L
-    if c == 117:  # u
-        return _D_U
-    if c == 98:  # b
-        return _D_B
-    if c == 66:  # B
-        return _D_BB
-    if c == 65:  # A
-        return _D_AA
-    if c == 101 or c == 69 or c == 115 or c == 77:  # e E s M
-        return _D_IGNORED
-    return -1
+    return _KEY_SLOT[buf[s]]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _string_end(buf, p, end):
     """Index of the closing quote of a string starting after ``p``, or -1 (escape, control
     character or end of line: the general path decides)."""
@@ -193,7 +248,7 @@ def _string_end(buf, p, end):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _value(buf, p, end, starts, ends, types, slot):
     """Read one scalar value at ``p``; store its token in ``slot`` (unless -1).
     Returns the index after it, or -1 when the line needs the general path."""
@@ -228,7 +283,7 @@ def _value(buf, p, end, starts, ends, types, slot):
     return -1  # null, arrays, objects, junk
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _key(buf, p, end):
     """End quote of the key starting at ``p`` (a '"'), when a ':' follows; else -1."""
     if buf[p] != 34:
@@ -239,7 +294,7 @@ def _key(buf, p, end):
     return q
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=_CACHE, nogil=True, inline="always")
 def _member_end(buf, p, end):
     """After an object member's value at ``p``: (1, index after '}') at the object's end,
     (0, index after ',') when a member follows, (-1, -1) for anything else."""
@@ -252,7 +307,7 @@ def _member_end(buf, p, end):
     return 0, p + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _data_object(buf, p, end, dstarts, dends, dtypes):
     """Read the exchange payload object whose '{' is at ``p``; returns the index after its
     '}', or -1."""
@@ -281,7 +336,7 @@ def _data_object(buf, p, end, dstarts, dends, dtypes):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _line_object(buf, p, end, starts, ends, types, dstarts, dends, dtypes):
     """Read the raw line object whose '{' is at ``p``; returns the index after its '}', or
     -1 when the line needs the general path."""
@@ -317,7 +372,7 @@ _HIGH_NIBBLES = _U(0xF0F0F0F0F0F0F0F0)
 _PLUS_SIX = _U(0x0606060606060606)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=_CACHE, nogil=True, inline="always")
 def _load8(buf, i):
     """The 8 bytes at ``i`` as one little-endian word (the compiler makes it one load)."""
     return (_U(buf[i]) | (_U(buf[i + 1]) << _U(8)) | (_U(buf[i + 2]) << _U(16))
@@ -326,7 +381,7 @@ def _load8(buf, i):
             | (_U(buf[i + 7]) << _U(56)))  # fmt: skip
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=_CACHE, nogil=True, inline="always")
 def _eight_digits(w):
     """The value of the 8 ASCII digits in ``w`` (first digit in the lowest byte), or -1 when
     a byte is not a digit. Three multiplications instead of eight dependent steps."""
@@ -337,7 +392,7 @@ def _eight_digits(w):
     return np.int64(((w & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _int_of(buf, starts, ends, types, k):
     if types[k] != _INT:
         return False, 0
@@ -345,7 +400,7 @@ def _int_of(buf, starts, ends, types, k):
     return q == ends[k], v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _dec_of(buf, starts, ends, types, k, digits):
     if types[k] != _STR:
         return False, 0
@@ -353,7 +408,7 @@ def _dec_of(buf, starts, ends, types, k, digits):
     return q == ends[k], v
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=_CACHE, nogil=True, inline="always")
 def _int_at(buf, p, end):
     """(index after, value) of the canonical integer at ``p``; index -1 if there is none.
     One pass: the value is accumulated while the digits are scanned, eight at a time while
@@ -389,7 +444,7 @@ def _int_at(buf, p, end):
     return i, -v if neg else v
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=_CACHE, nogil=True, inline="always")
 def _dec_at(buf, p, end, digits):
     """(index of the closing quote, value in 1e-8) of the decimal string starting at ``p``.
     One pass: ``-?D{1,digits}(.D{1,8})?`` and then the quote, else -1 (more decimals would
@@ -439,7 +494,7 @@ def _dec_at(buf, p, end, digits):
     return i, -v if neg else v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _bool_at(buf, p, end):
     """(index after, 1/0) of true/false at ``p``; index -1 otherwise."""
     q = _lit(buf, p, end, _L_TRUE)
@@ -448,7 +503,7 @@ def _bool_at(buf, p, end):
     return _lit(buf, p, end, _L_FALSE), 0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _template(buf, p, end, lower, v):
     """Read a line written exactly as the collector writes live messages, keys in Binance's
     order, straight into ``v`` (kind, recv_ns, mult, repaired, id, first, last, T, px, qt,
@@ -474,7 +529,7 @@ def _template(buf, p, end, lower, v):
     p = _lit(buf, p, end, lower)
     if p < 0 or p + 1 >= end or v[1] < 0:
         return -1
-    if buf[p + 1] == 116:  # @trade
+    if buf[p + 1] == _C_TRADE:
         v[0] = KIND_TRADE
         p = _lit(buf, p, end, _T_TRADE)
         p, _ = _int_at(buf, p, end)
@@ -482,14 +537,14 @@ def _template(buf, p, end, lower, v):
         p = _lit(buf, p, end, _T_t)
         p, v[4] = _int_at(buf, p, end)
         v[5] = v[6] = v[4]
-    elif buf[p + 1] == 97:  # @aggTrade
+    elif buf[p + 1] == _C_AGG:
         v[0] = KIND_AGG
         p = _lit(buf, p, end, _T_AGG)
         p, _ = _int_at(buf, p, end)
         p = _str_after(buf, p, end, _T_S)
         p = _lit(buf, p, end, _T_a)
         p, v[4] = _int_at(buf, p, end)
-    elif buf[p + 1] == 98:  # @bookTicker
+    elif buf[p + 1] == _C_BOOK:
         v[0] = KIND_BOOK
         p = _lit(buf, p, end, _T_BOOK)
         p, v[4] = _int_at(buf, p, end)
@@ -509,15 +564,16 @@ def _template(buf, p, end, lower, v):
         p, v[6] = _int_at(buf, _lit(buf, p, end, _T_l), end)
         if v[5] == -1 and v[6] == -1:
             return -1  # an invalidated aggregate: the general path counts it
+        p = _lit(buf, p, end, _T_AGG_T)
     else:
-        p = _lit(buf, p, end, _L_QUOTE)
-    p, v[7] = _int_at(buf, _lit(buf, p, end, _T_TT), end)
+        p = _lit(buf, p, end, _T_TRADE_T)
+    p, v[7] = _int_at(buf, p, end)
     p, v[12] = _bool_at(buf, _lit(buf, p, end, _T_m), end)
     p, _ = _bool_at(buf, _lit(buf, p, end, _T_M), end)
     return _lit(buf, p, end, _T_END)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def parse_buffer(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end, tr_at,
                  bk_at):  # fmt: skip
     """Parse the lines of ``buf`` from offset ``at`` (a line's start): trades to ``tr``
@@ -537,7 +593,7 @@ def parse_buffer(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
                         np.zeros(_N_DATA, np.int8), np.zeros(13, np.int64))  # fmt: skip
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start, fb_end, tr_at,
                  bk_at, starts, ends, types, dstarts, dends, dtypes, v):  # fmt: skip
     """``parse_buffer`` with its scratch arrays. The caller holds every array argument for
@@ -658,7 +714,7 @@ def _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
             ok_id, tid = _int_of(buf, dstarts, dends, dtypes, _D_U)
             ok_px, px = _dec_of(buf, dstarts, dends, dtypes, _D_B, 10)
             ok_qt, qt = _dec_of(buf, dstarts, dends, dtypes, _D_BB, 10)
-            ok_apx, apx = _dec_of(buf, dstarts, dends, dtypes, _D_A, 10)
+            ok_apx, apx = _dec_of(buf, dstarts, dends, dtypes, _D_ASK, 10)
             ok_aqt, aqt = _dec_of(buf, dstarts, dends, dtypes, _D_AA, 10)
             fid = lid = tid
             in_day = recv_us >= start_us and recv_us < end_us

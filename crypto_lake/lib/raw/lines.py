@@ -7,7 +7,8 @@ Every line of a raw part file is one JSON object. Three kinds exist:
     {"recv_ns": 1700000000123456789, "conn": "ws-3", "unit": "us",
      "stream": "btcusdt@trade", "data": {...verbatim exchange payload...}}
 
-  ``unit`` is the unit of the payload's time fields ("ms" or "us").
+  ``unit`` is the unit of the payload's time fields ("ms" or "us"); the payloads' fields are
+  listed in ``crypto_lake.lib.raw.binance``.
 * repaired trades fetched from REST after a gap; ``data`` is the verbatim REST element
   (``historicalTrades`` or ``aggTrades`` shape) and ``rest`` names the endpoint::
 
@@ -40,13 +41,14 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import zstandard
 
+from crypto_lake.lib.raw.binance import REPAIR_SOURCES, TimeUnit
+
 RAW_SCHEMA_VERSION = 1
-TimeUnit = Literal["ms", "us"]
 SESSION_EVENTS = (
     "connect",  # socket open, before any data
     "subscribed",  # streams confirmed by the first message or the URL
@@ -56,7 +58,7 @@ SESSION_EVENTS = (
     "collector_start",  # "unclean": true when the previous run died without a stop
     "collector_stop",  # "unclean": true when written by the next start (see above)
 )
-REST_SOURCES = ("historicalTrades", "aggTrades")
+REST_SOURCES = tuple(REPAIR_SOURCES)  # historicalTrades, aggTrades
 
 
 class RawLineError(ValueError):
