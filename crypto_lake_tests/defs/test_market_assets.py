@@ -20,7 +20,14 @@ from crypto_lake.defs.market.assets import (
     partition_file,
     ticks,
 )
-from crypto_lake.defs.market.checks import bars_1s_klines_parity, bars_1s_rules, trades_conflicts
+from crypto_lake.defs.market.checks import (
+    SCHEMA_CONTRACT,
+    bars_1m_schema_contract,
+    bars_1s_klines_parity,
+    bars_1s_rules,
+    bars_1s_schema_contract,
+    trades_conflicts,
+)
 from crypto_lake.defs.market.partitions import market_key, range_tags
 from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE
 from crypto_lake_tests.defs import rawgen
@@ -34,6 +41,8 @@ CHAIN = [
     bars_1s_rules,
     bars_1s_klines_parity,
     trades_conflicts,
+    bars_1s_schema_contract,
+    bars_1m_schema_contract,
 ]
 RULE_NAMES = {r.rule: r.name for r in [*BAR_RULES, PARITY_RULE, CONFLICT_RULE]}
 DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m")
@@ -110,12 +119,13 @@ def built(tmp_path_factory) -> Iterator[Built]:
 def test_ranged_run_builds_every_partition_and_all_checks_pass(built: Built) -> None:
     result, lake, day = built.ranged, built.lake, DAYS[0]
     assert result.success
-    assert len(result.get_asset_check_evaluations()) == len(RULE_NAMES) * len(SYMBOLS)
+    # R1-R7, the conflict check, and the schema contracts of bars_1s and bars_1m
+    assert len(result.get_asset_check_evaluations()) == (len(RULE_NAMES) + 2) * len(SYMBOLS)
     mats = materialized(result)
     for symbol in SYMBOLS:
         key = f"{day}|{symbol}"
         checks = checks_of(result, key)  # one result per rule and partition
-        assert set(checks) == set(RULE_NAMES.values())
+        assert set(checks) == {*RULE_NAMES.values(), SCHEMA_CONTRACT}
         failed = {n: c.metadata for n, c in checks.items() if not c.passed}
         assert not failed, failed
         assert checks["r7_klines_parity"].metadata["rows_checked"].value > 0  # R7 compared
@@ -239,6 +249,10 @@ def test_blocking_checks_stop_bars_1m(built: Built, monkeypatch) -> None:
         assert "window_start" in worst  # names the bad seconds
         assert check.partition == f"{day}|{symbol}"
     assert checks["r3_ask_ge_bid"].passed
+    contract = checks[SCHEMA_CONTRACT]  # bars_1s's (bars_1m was not built): a warning
+    assert contract.asset_key == dg.AssetKey("bars_1s") and not contract.passed
+    assert contract.severity == dg.AssetCheckSeverity.WARN
+    assert contract.metadata["failures"].value >= 1
     assert ("bars_1s", f"{day}|{symbol}") in materialized(result)
     assert ("bars_1m", f"{day}|{symbol}") not in materialized(result)
     assert not partition_file(lake.layout, "bars_1m", symbol, day).exists()

@@ -25,7 +25,7 @@ DAY = DAYS[0]
 TABLES = ("trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m")
 RULES = {"r1_ohlc_order", "r2_positive_prices", "r3_ask_ge_bid", "r4_no_nan_ohlc",
          "r5_continuity", "r6_spread_sane", "r7_klines_parity",
-         "no_conflicting_trade_ids"}  # fmt: skip
+         "no_conflicting_trade_ids", "schema_contract"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

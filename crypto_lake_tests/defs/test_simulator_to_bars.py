@@ -29,6 +29,7 @@ import duckdb
 import pytest
 
 from crypto_lake.defs.market.assets import partition_file
+from crypto_lake.defs.market.checks import SCHEMA_CONTRACT
 from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.raw.catalog import RawCatalog, day_bounds_us
@@ -141,7 +142,7 @@ def test_simulator_capture_gives_bars_equal_to_reference_and_rest_klines(
         rules = [*BAR_RULES, PARITY_RULE, CONFLICT_RULE]
         for symbol in SYMBOLS:
             checks = checks_of(result, f"{day}|{symbol}")  # results of that partition
-            assert set(checks) == {r.name for r in rules}
+            assert set(checks) == {*(r.name for r in rules), SCHEMA_CONTRACT}
             assert all(checks[r.name].passed for r in rules if r.blocking)
             failed = {n: {k: v.value for k, v in c.metadata.items()}
                       for n, c in checks.items() if not c.passed}  # fmt: skip

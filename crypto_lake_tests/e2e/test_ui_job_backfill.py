@@ -51,6 +51,45 @@ query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
 """
 
 
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+RUN_TIMES = """
+query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime } } }
+"""
+
+
+def launch_market_run(dev: DagsterDev, trigger: str) -> str:
+    """A market_day_job run of DAYS[0] × SYMBOLS, as the refresh sensor or the finalize
+    schedule launches it (the same range and trigger tags)."""
+    tags = {"dagster/asset_partition_range_start": f"{DAYS[0]}|{SYMBOLS[0]}",
+            "dagster/asset_partition_range_end": f"{DAYS[0]}|{SYMBOLS[-1]}",
+            "crypto_lake/trigger": trigger}  # fmt: skip
+    launched = dev.graphql(LAUNCH_RUN, {"params": {
+        "selector": {"repositoryLocationName": "crypto_lake",
+                     "repositoryName": "__repository__", "jobName": "market_day_job"},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    }})["launchRun"]  # fmt: skip
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def wait_for_run(dev: DagsterDev, run_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = dev.graphql(RUN_TIMES, {"id": run_id})["runOrError"]
+        if run["status"] in RUN_DONE:
+            return run
+        time.sleep(1)
+    raise TimeoutError(f"run {run_id} not done\n{dev.log_path.read_text()[-3000:]}")
+
+
 @pytest.fixture
 def dagster_dev(tmp_path: Path):
     layout = LakeLayout(tmp_path / "lake")
@@ -191,6 +230,14 @@ def test_job_page_backfill_builds_every_partition(dagster_dev, tmp_path: Path) -
     ]
     assert not empty, f"trades without rows: {empty}"
     assert not errors, errors
+
+    # A refresh and a finalize of the same day launched together, through the real run queue
+    # and daemon: they write the same partitions, so one waits until the other has ended.
+    refresh, finalize = launch_market_run(dev, "refresh"), launch_market_run(dev, "finalize")
+    first, second = sorted((wait_for_run(dev, r) for r in (refresh, finalize)),
+                           key=lambda r: r["startTime"])  # fmt: skip
+    assert first["status"] == second["status"] == "SUCCESS", (first, second)
+    assert second["startTime"] >= first["endTime"], f"the runs overlapped: {first}, {second}"
 
 
 def _part_file(layout: LakeLayout, dataset: str, partition: str) -> Path:

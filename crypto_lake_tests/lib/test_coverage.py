@@ -14,7 +14,8 @@ import pytest
 
 from crypto_lake.lib.core.parquet_out import write_parquet
 from crypto_lake.lib.core.paths import LakeLayout
-from crypto_lake.lib.market.coverage import COLUMNS, build_coverage, render_hourly_chart
+from crypto_lake.lib.core.schema import COVERAGE
+from crypto_lake.lib.market.coverage import build_coverage, render_hourly_chart
 from crypto_lake.lib.market.views import build_lake_views
 from crypto_lake.lib.raw.catalog import day_bounds_us
 
@@ -93,7 +94,7 @@ def test_closed_day_counts_every_state_exactly(tmp_path: Path, closed_day) -> No
     out = tmp_path / "coverage" / "part-0.parquet"
     stats = build_coverage(bars, quotes, "BTCUSDT", DAY, out, intervals, now_us=END_US)
     table = pq.read_table(out)
-    assert table.column_names == [name for name, _ in COLUMNS]
+    assert table.column_names == COVERAGE.names
     rows = minute_rows(out)
     assert len(rows) == 1440 and sorted(rows) == list(range(1440))
     assert rows[0]["minute"] == datetime(2024, 3, 1, tzinfo=UTC)
@@ -193,7 +194,7 @@ def test_views_bind_on_a_fresh_lake_and_read_a_partition(tmp_path: Path, closed_
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM coverage_daily").fetchall() == [(0,)]
         cols = {r[0] for r in con.execute("DESCRIBE coverage").fetchall()}
-        assert cols == {name for name, _ in COLUMNS} | {"exchange"}
+        assert cols == {*COVERAGE.names, "exchange"}
     bars, quotes, intervals = closed_day
     out = layout.market_partition_dir("coverage", "BTCUSDT", DAY) / "part-0.parquet"
     stats = build_coverage(bars, quotes, "BTCUSDT", DAY, out, intervals, now_us=END_US)

@@ -7,6 +7,7 @@ import dagster as dg
 
 from crypto_lake.defs.macro.partitions import dxy_partitions, macro_partitions, split_macro_key
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.defs.table_schemas import asset_description, column_schema, table_metadata
 from crypto_lake.lib.macro.store import (
     DXY_WEIGHTS,
     PartitionOutcome,
@@ -23,14 +24,7 @@ warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.Bet
 YAHOO_POOL = "yahoo"
 COVERAGE_CHECK = "in_session_minutes_complete"
 
-BAR_COLUMNS = dg.TableSchema(
-    columns=[
-        dg.TableColumn("ticker", "string", description="Yahoo ticker, e.g. ES=F"),
-        dg.TableColumn("ts", "timestamp[us, UTC]", description="minute start, UTC"),
-        *(dg.TableColumn(c, "float64") for c in ("open", "high", "low", "close")),
-        dg.TableColumn("volume", "int64", description="0 for FX"),
-    ]
-)
+BAR_COLUMNS = column_schema("macro_1m")  # lib/core/schema.py
 
 
 def yahoo_settings(lake: LakeResource) -> YahooSettings:
@@ -108,15 +102,16 @@ def coverage_check(outcomes: list[PartitionOutcome], max_missing: float) -> dg.A
     # One run per day covers every ticker (UI backfills and the schedule alike).
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[dg.AssetCheckSpec(COVERAGE_CHECK, asset="macro_minute")],
+    description=asset_description(
+        "macro_1m",
+        "A refresh merges Yahoo's answer into what is stored: an empty or failed answer leaves "
+        "the file as it was. Metadata per partition: stored rows, what this fetch brought "
+        "(`got_nothing`), and the minutes missing inside the ticker's trading hours (weekends "
+        "and holidays don't count).",
+    ),
+    metadata=table_metadata("macro_1m"),
 )
 def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """1-minute OHLCV bars of macro/FX tickers from Yahoo Finance (yfinance), UTC, regular
-    trading hours, one file per ticker and UTC day under `macro_1m/`. Columns ticker, ts,
-    open, high, low, close, volume; unique by (ticker, ts). A refresh merges Yahoo's answer
-    into what is stored and never removes a stored bar: an empty or failed answer leaves the
-    file as it was. Metadata per partition: stored rows, what this fetch brought
-    (`got_nothing`), and the minutes missing inside the ticker's trading hours (weekends and
-    holidays don't count)."""
     settings, now = yahoo_settings(lake), datetime.now(UTC)
     outcomes: list[PartitionOutcome] = []
     failures: dict[str, str] = {}
@@ -154,14 +149,14 @@ def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     # MultiToSingleDimensionPartitionMapping would only add a warning.
     deps=["macro_minute"],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    description=asset_description(
+        "dxy_synthetic_1m", "Never shrinks what is stored (inputs: the asset macro_minute)."
+    ),
+    metadata=table_metadata("dxy_synthetic_1m"),
 )
 def dxy_synthetic_minute(
     context: dg.AssetExecutionContext, lake: LakeResource
 ) -> dg.MaterializeResult:
-    """Synthetic US Dollar Index per UTC minute from the FX bars of macro_minute, with ICE's
-    formula: 50.14348112 × EURUSD^-0.576 × USDJPY^0.136 × GBPUSD^-0.119 × USDCAD^0.091 ×
-    USDSEK^0.042 × USDCHF^0.036. Only minutes where all six FX inputs have a bar are computed
-    (columns ts, open, close). Never shrinks what is stored."""
     for day in sorted(context.partition_keys):
         out = refresh_dxy(lake.layout, day)
         if out.missing_inputs:
@@ -170,6 +165,7 @@ def dxy_synthetic_minute(
             {
                 "dagster/row_count": out.stored_rows,
                 "dagster/uri": dg.MetadataValue.path(str(out.path)),
+                "dagster/column_schema": column_schema("dxy_synthetic_1m"),
                 "computed_minutes": out.rows,
                 "got_nothing": out.rows == 0,
                 "minutes_with_some_inputs_missing": out.minutes_with_some_inputs,

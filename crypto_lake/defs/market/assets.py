@@ -9,6 +9,7 @@ run claims, also for a backfill launched from a job page, whose runs Dagster's s
 reports as one partition. ``materialize_partitions`` records exactly the partitions built.
 """
 
+import time
 import warnings
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -32,13 +33,15 @@ from crypto_lake.defs.market.stats import (
     tick_stats_metadata,
 )
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.defs.table_schemas import asset_description, table_metadata
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s, last_trade_price
 from crypto_lake.lib.market.dedup import trade_conflicts_path
 from crypto_lake.lib.market.klines import fetch_klines, write_klines
+from crypto_lake.lib.market.outages import with_unrecorded_tail
 from crypto_lake.lib.market.parallel import map_partitions
 from crypto_lake.lib.market.ticks import TickStats, build_ticks
-from crypto_lake.lib.raw.catalog import RawCatalog
+from crypto_lake.lib.raw.catalog import RawCatalog, day_bounds_us
 from crypto_lake.lib.raw.heartbeat import recording_until
 
 # BackfillPolicy is beta in Dagster 1.13. We rely on it on purpose (a UI backfill becomes one
@@ -64,20 +67,15 @@ def partition_file(layout: LakeLayout, dataset: str, symbol: str, day: str) -> P
         dg.AssetSpec(
             "trades",
             deps=["raw_market_events"],
-            description=(
-                "Every trade of the day (UTC, by exchange trade time), parsed from the sealed raw "
-                "files, deduplicated by trade id and sorted by (trade time, id). Columns: symbol, "
-                "trade_id, ts_event, ts_recv, price, qty, quote_qty, is_buyer_maker, repaired."
-            ),
+            description=asset_description("trades"),
+            metadata=table_metadata("trades"),
             kinds={"parquet", "duckdb"},
         ),
         dg.AssetSpec(
             "quotes",
             deps=["raw_market_events"],
-            description=(
-                "Best bid/ask changes (bookTicker) received during the day, deduplicated by "
-                "update id. Columns: symbol, update_id, ts_recv, bid, bid_qty, ask, ask_qty."
-            ),
+            description=asset_description("quotes"),
+            metadata=table_metadata("quotes"),
             kinds={"parquet", "duckdb"},
         ),
     ],
@@ -105,6 +103,12 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
                             layout.quarantine_root / symbol / day,
                             seconds_out=layout.tick_seconds_path(symbol, day),
                             conflicts_out=trade_conflicts_path(layout, symbol, day))  # fmt: skip
+        recording = recording_until(layout.heartbeat_path, symbol)
+        stats.outages, stats.outage_kinds = with_unrecorded_tail(
+            stats.outages, stats.outage_kinds, day_bounds_us(day)[1], stats.max_ts_recv_us,
+            now_us=time.time_ns() // 1000, recorded_after=catalog.recorded_after(symbol, day),
+            connected_since_us=None if recording is None else recording.since_us,
+        )  # fmt: skip
         save_outages(layout, symbol, day, stats)
         return stats
 
@@ -115,9 +119,9 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
         trades_out = partition_file(layout, "trades", symbol, day)
         quotes_out = partition_file(layout, "quotes", symbol, day)
         tmeta, qmeta = tick_stats_metadata(stats)
-        trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows), **tmeta}
+        trades_meta[key] = {**base_metadata(trades_out, stats.trade_rows, "trades"), **tmeta}
         trades_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(trades_out))
-        quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows), **qmeta}
+        quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows, "quotes"), **qmeta}
         quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
         context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
     numeric_t = ["dagster/row_count", "duplicates_dropped", "bad_lines", "trade_id_gaps_open",
@@ -135,13 +139,13 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     group_name=GROUP,
     pool=MARKET_POOL,
     kinds={"parquet", "duckdb"},
+    description=asset_description(
+        "bars_1s",
+        "Checked by R1–R7 (R1, R2, R4 block downstream assets) and by its schema contract.",
+    ),
+    metadata=table_metadata("bars_1s"),
 )
 def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
-    """1-second bars on a continuous UTC grid (86,400 rows for a closed day; today up to the
-    last complete second): OHLC, volumes, trade count, VWAP, taker-buy volume, first/last trade
-    id, last best bid/ask, mid, spread, and flags (live, repaired, empty, outage). Empty seconds
-    carry the previous close with zero volume, like Binance's 1 s klines. Byte-identical output
-    for the same input. Checked by R1–R7 (R1, R2, R4 block downstream assets)."""
     layout = lake.layout
     per: dict[str, dict[str, Any]] = {}
     for day, symbol in partition_pairs(run_partition_keys(context)):
@@ -162,7 +166,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
             recording=recording_until(layout.heartbeat_path, symbol),
         )
         key = f"{day}|{symbol}"
-        per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats)}
+        per[key] = {**base_metadata(out, stats.rows, "bars_1s"), **bar_stats_metadata(stats)}
         per[key][PREVIOUS_CLOSE] = previous_close_text(previous_close)
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
     numeric = ["dagster/row_count", "missing_seconds", "empty_rows", "outage_seconds",
@@ -178,11 +182,15 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
     pool=MARKET_POOL,
     kinds={"parquet", "duckdb"},
     output_required=False,  # a partition its gate refuses gets no materialization
+    description=asset_description(
+        "bars_1m",
+        "Compared with Binance's official 1 m klines by check R7. A partition whose latest "
+        "result of a blocking check (R1, R2, R4) failed is not built, whichever run asks; the "
+        "others are.",
+    ),
+    metadata=table_metadata("bars_1m"),
 )
 def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource):
-    """1-minute rollup of `bars_1s` (same columns where they make sense). Compared with
-    Binance's official 1 m klines by check R7. A partition whose latest result of a blocking
-    check (R1, R2, R4) failed is not built, whichever run asks; the others are."""
     layout = lake.layout
     per: dict[str, dict[str, Any]] = {}
     refused: dict[str, list[str]] = {}
@@ -195,7 +203,7 @@ def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource):
             continue
         out = partition_file(layout, "bars_1m", symbol, day)
         stats = build_bars_1m(partition_file(layout, "bars_1s", symbol, day), out)
-        per[key] = {**base_metadata(out, stats.rows), **bar_stats_metadata(stats, 60)}
+        per[key] = {**base_metadata(out, stats.rows, "bars_1m"), **bar_stats_metadata(stats, 60)}
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
     yield from materialize_partitions(
         context, "bars_1m", per, ["dagster/row_count", "missing_rows", "trade_count"]
@@ -234,10 +242,12 @@ def _day_bounds_ms(day: str) -> tuple[int, int]:
     pool=MARKET_POOL,
     kinds={"parquet", "binance"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
+    description=asset_description(
+        "klines_1m", "Fetched in pages of 1000, honouring Retry-After; also kept as history."
+    ),
+    metadata=table_metadata("klines_1m"),
 )
 def binance_klines_1m(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Binance's official 1-minute klines for the day from the REST API (paged by 1000,
-    honouring Retry-After). Input of check R7 (our 1 m rollup must equal them) and history."""
     layout = lake.layout
     base_url = lake.config.binance.rest_base_url
     per: dict[str, dict[str, Any]] = {}
@@ -247,7 +257,7 @@ def binance_klines_1m(context: dg.AssetExecutionContext, lake: LakeResource):
         out = partition_file(layout, "klines_1m", symbol, day)
         write_klines(rows, out, symbol=symbol)
         key = f"{day}|{symbol}"
-        per[key] = base_metadata(out, len(rows))
+        per[key] = base_metadata(out, len(rows), "klines_1m")
         per[key]["source"] = dg.MetadataValue.url(f"{base_url}/api/v3/klines")
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
     yield from materialize_partitions(context, "binance_klines_1m", per, ["dagster/row_count"])

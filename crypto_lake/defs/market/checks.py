@@ -19,6 +19,8 @@ check with severity WARN and the reason, never a pass.
 
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -32,6 +34,7 @@ from crypto_lake.defs.market.partitions import (
 )
 from crypto_lake.defs.market.quality import BAR_RULES, CONFLICT_RULE, PARITY_RULE, CheckRule
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.core.schema import dataset
 from crypto_lake.lib.market.dedup import load_trade_conflicts
 from crypto_lake.lib.qa.rules import RuleResult, evaluate_r7, evaluate_rules
 
@@ -196,3 +199,86 @@ def trades_conflicts(
         return {CONFLICT_RULE.rule: conflict_result(load_trade_conflicts(lake.layout, symbol, day))}
 
     yield from _rules_per_partition(context, [CONFLICT_RULE], CONFLICT_SPECS, judge)
+
+
+# --- the tables' pandera contracts (lib/core/contracts.py) -------------------------------------
+SCHEMA_CONTRACT = "schema_contract"
+
+
+def _contract_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name=SCHEMA_CONTRACT,
+        asset=asset,
+        blocking=False,
+        description=f"The partition's {asset} file matches its table definition "
+        "(crypto_lake/lib/core/schema.py): the Arrow schema, and the pandera contract: dtypes, "
+        "nullability, value bounds, row rules, unique key and row order.",
+        partitions_def=market_partitions,
+    )
+
+
+def contract_evaluation(asset: str, key: str, path: Path, target: Any) -> dg.AssetCheckEvaluation:
+    """One partition's file against its contract, as the UI shows it (WARN: the writers
+    already check the columns, so a failure is a value that breaks a rule of the table)."""
+    from crypto_lake.lib.core.contracts import validate_file  # pandera: when a check runs
+
+    version = dataset(asset).version
+    meta: dict[str, Any] = {"schema_version": version}
+    if not path.exists():
+        passed, description, rows, count = False, f"Skipped: no {asset} file", 0, 0
+        failures: list[dict[str, Any]] = []
+    else:
+        res = validate_file(path, asset)
+        passed, rows, count, failures = res.passed, res.rows, res.failure_count, res.failures
+        description = f"{asset} v{version}: " + ("contract holds" if passed else
+                                                  f"{count} contract failure(s)")  # fmt: skip
+    meta.update({
+        "rows_checked": rows,
+        "failures": count,
+        "skipped": dg.MetadataValue.bool(not path.exists()),
+        "failure_cases": dg.MetadataValue.md(markdown_table(failures[:MAX_WORST_ROWS])),
+    })  # fmt: skip
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(asset),
+        check_name=SCHEMA_CONTRACT,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        partition=key,
+        target_materialization_data=target,
+        blocking=False,
+        metadata=meta,
+    )
+
+
+def _contract_check(asset: str, closed_days_only: bool = False) -> dg.AssetChecksDefinition:
+    """``closed_days_only``: today's partitions (rebuilt every few minutes by the refresh) are
+    left unevaluated; the finalize run after midnight evaluates the whole day once."""
+    spec = _contract_spec(asset)
+
+    @dg.multi_asset_check(
+        name=f"{asset}_{SCHEMA_CONTRACT}",
+        specs=[spec],
+        can_subset=False,
+        description=f"{asset}'s pandera contract, one result per partition.",
+    )
+    def check(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        key_of = dg.AssetKey(asset)
+        today = datetime.now(UTC).date().isoformat()
+        for day, symbol in partition_pairs(run_partition_keys(context)):
+            key = f"{day}|{symbol}"
+            if closed_days_only and day >= today:
+                context.log.info(f"{asset} {key}: contract evaluated once the day is closed")
+                continue
+            path = partition_file(lake.layout, asset, symbol, day)
+            yield contract_evaluation(asset, key, path, _target(context.instance, key, key_of))
+        yield from _outputs([spec])
+
+    return check
+
+
+# About 1.4 s per day of 1 s bars (86,400 rows as pandas objects): once per closed day.
+bars_1s_schema_contract = _contract_check("bars_1s", closed_days_only=True)
+bars_1m_schema_contract = _contract_check("bars_1m")  # 1,440 rows: cheap

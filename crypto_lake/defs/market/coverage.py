@@ -20,6 +20,7 @@ from crypto_lake.defs.market.partitions import (
 )
 from crypto_lake.defs.market.stats import load_outage_intervals
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.defs.table_schemas import asset_description, table_metadata
 from crypto_lake.lib.core.charts import png_data_uri
 from crypto_lake.lib.market.coverage import (
     STATES,
@@ -41,14 +42,14 @@ COUNT_KEYS = ["dagster/row_count", *STAT_COUNTS, "lost_stretches"]
     group_name=GROUP,
     pool=MARKET_POOL,
     kinds={"parquet", "duckdb"},
+    description=asset_description(
+        "coverage",
+        "The metadata gives the day's percentages and an hourly chart; the DuckDB views "
+        "`coverage` and `coverage_daily` answer it across symbols.",
+    ),
+    metadata=table_metadata("coverage"),
 )
 def coverage(context: dg.AssetExecutionContext, lake: LakeResource):
-    """What the lake can be trusted for: per symbol and UTC minute, the seconds observed live
-    (connected, trades or not), repaired from REST, lost to an outage (collector running,
-    connection down), unrecorded (collector not running, or missing from the bars) and still
-    pending (today, after the last bar), plus trade and quote counts and whether best bid/ask
-    was being recorded. The metadata gives the day's percentages and an hourly chart; the
-    DuckDB views `coverage` and `coverage_daily` answer it across symbols."""
     layout = lake.layout
     per: dict[str, dict[str, Any]] = {}
     for day, symbol in partition_pairs(run_partition_keys(context)):
@@ -62,7 +63,7 @@ def coverage(context: dg.AssetExecutionContext, lake: LakeResource):
             load_outage_intervals(layout, symbol, day),
         )
         key = f"{day}|{symbol}"
-        per[key] = {**base_metadata(out, stats.minutes), **coverage_metadata(stats)}
+        per[key] = {**base_metadata(out, stats.minutes, "coverage"), **coverage_metadata(stats)}
         context.log.info(f"{key}: {stats.pct_live} % live, {stats.stretch_count} lost stretches")
     yield from materialize_partitions(
         context, "coverage", per, COUNT_KEYS,

@@ -8,13 +8,9 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
+from crypto_lake.defs.table_schemas import COLUMN_SCHEMA, column_schema
+
 PREVIEW_ROWS = 5
-
-
-def column_schema(path: Path) -> dg.TableSchema:
-    """The Parquet file's columns as a Dagster table schema (``dagster/column_schema``)."""
-    schema = pq.read_schema(path)
-    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
 
 
 def _cell(value: Any) -> str:
@@ -43,14 +39,15 @@ def parquet_preview(path: Path, rows: int = PREVIEW_ROWS) -> str:
     return markdown_table(head)
 
 
-def base_metadata(path: Path, rows: int) -> dict[str, dg.RawMetadataValue]:
-    """Standard metadata every market table records."""
+def base_metadata(path: Path, rows: int, dataset: str) -> dict[str, dg.RawMetadataValue]:
+    """Standard metadata every market table records; the column schema is the registered one
+    of ``dataset`` (lib/core/schema.py), which its writer checked the file against."""
     meta: dict[str, dg.RawMetadataValue] = {
         "dagster/row_count": rows,
         "dagster/uri": dg.MetadataValue.path(str(path)),
     }
     if path.exists():
-        meta["dagster/column_schema"] = column_schema(path)
+        meta[COLUMN_SCHEMA] = column_schema(dataset)
         meta["bytes"] = path.stat().st_size
     return meta
 

@@ -28,6 +28,7 @@ from crypto_lake.defs.market.partitions import (
     run_partition_keys,
 )
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.defs.table_schemas import table_metadata
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.qa import pipeline as qa
 from crypto_lake.lib.qa.config import QAConfig, qa_config_from
@@ -114,6 +115,7 @@ def _uri(layout: LakeLayout, kind: str, pairs: list[tuple[str, str, Any]]) -> di
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     kinds={"parquet", "duckdb"},
+    metadata=table_metadata("qa_violations"),  # the table schema (lib/core/schema.py)
 )
 def qa_violations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """R1–R7 violations of bars_1s as rows (rule, severity critical/major/minor, second, how
@@ -145,6 +147,7 @@ def qa_violations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     kinds={"parquet", "scikitlearn"},
+    metadata=table_metadata("qa_anomalies"),  # the table schema (lib/core/schema.py)
 )
 def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Anomaly events from three detectors over bars_1s features (spread bps, log volume, VWAP
@@ -178,6 +181,7 @@ def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     kinds={"parquet"},
+    metadata=table_metadata("qa_verdicts"),  # the table schema (lib/core/schema.py)
 )
 def qa_verdicts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """PASS / REVIEW / FAIL per symbol and hour with bars, and for the day so far: score =

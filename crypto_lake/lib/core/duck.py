@@ -22,7 +22,7 @@ def connect(
     jobs: UTC, no progress bar."""
     con = duckdb.connect(str(database), read_only=read_only)
     con.execute("SET enable_progress_bar = false")
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: its cursors (per-thread use) too
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if memory_limit:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crypto_lake.lib.core.fsutil import atomic_path
+from crypto_lake.lib.core.schema import check_schema
 
 ROW_GROUP_SIZE = 262_144  # fixed, so the same rows always give the same bytes
 # Dictionary encoding only for the symbol: the tick and bar columns are near unique or
@@ -45,6 +46,27 @@ def write_parquet_groups(
             del first
             for a in range(size, n, size):
                 writer.write_table(rows(a, min(a + size, n)), row_group_size=size)
+
+
+def write_dataset(table: pa.Table, out: Path, dataset: str) -> None:
+    """``write_parquet`` of a table of a registered dataset (``schema.DATASETS``), after
+    checking its columns: names, order and Arrow types (``schema.SchemaMismatch`` otherwise)."""
+    check_schema(dataset, table.schema)
+    write_parquet(table, out)
+
+
+def write_dataset_groups(
+    out: Path, n: int, rows: Callable[[int, int], pa.Table], dataset: str
+) -> None:
+    """``write_parquet_groups`` of a registered dataset, every row group checked as in
+    ``write_dataset``."""
+
+    def checked(a: int, b: int) -> pa.Table:
+        table = rows(a, b)
+        check_schema(dataset, table.schema)
+        return table
+
+    write_parquet_groups(out, n, checked)
 
 
 def _writer_options(schema: pa.Schema, dictionary: Sequence[str]) -> dict:

@@ -52,25 +52,14 @@ import pyarrow.parquet as pq
 from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.schema import DXY_SYNTHETIC_1M, MACRO_1M, Dataset, check_schema
 from crypto_lake.lib.core.symbols import validate_day, validate_ticker
 from crypto_lake.lib.macro.calendar import SessionCoverage, session_coverage
 from crypto_lake.lib.macro.yahoo import YahooSettings, fetch_minute_bars
 
 BAR_FILE = "data.parquet"
-BAR_SCHEMA = pa.schema(
-    [
-        ("ticker", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.int64()),
-    ]
-)
-DXY_SCHEMA = pa.schema(
-    [("ts", pa.timestamp("us", tz="UTC")), ("open", pa.float64()), ("close", pa.float64())]
-)
+BAR_SCHEMA = MACRO_1M.arrow_schema()  # lib/core/schema.py
+DXY_SCHEMA = DXY_SYNTHETIC_1M.arrow_schema()
 DXY_CONSTANT = 50.14348112
 DXY_WEIGHTS: dict[str, float] = {
     "EURUSD=X": -0.576,
@@ -227,8 +216,10 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table | None:
     return pq.read_table(path).cast(schema)
 
 
-def write_if_changed(path: Path, table: pa.Table) -> bool:
-    """Atomically write ``table`` unless the file already holds exactly these bytes."""
+def write_if_changed(path: Path, table: pa.Table, dataset: str) -> bool:
+    """Atomically write ``table`` of ``dataset`` (``macro_1m`` or ``dxy_synthetic_1m``, its
+    columns checked against lib/core/schema.py) unless the file already holds these bytes."""
+    check_schema(dataset, table.schema)
     data = parquet_bytes(table)
     if path.exists() and path.read_bytes() == data:
         return False
@@ -300,7 +291,7 @@ def refresh_partition(
     merged = merge_bars(stored, norm.table) if len(norm.table) else stored
     changed = False
     if merged is not None and len(merged):
-        changed = write_if_changed(path, merged)
+        changed = write_if_changed(path, merged, MACRO_1M.name)
     rows = 0 if merged is None else len(merged)
     ts = np.array([], "datetime64[s]") if merged is None else _ts_array(merged)
     return PartitionOutcome(
@@ -379,7 +370,7 @@ def refresh_dxy(layout: LakeLayout, day: str) -> DxyOutcome:
             for s in (stored, fresh)
         ]
         merged = dedup_sorted(pa.concat_tables(keyed)).drop_columns(["ticker"]).cast(DXY_SCHEMA)
-    changed = write_if_changed(path, merged) if len(merged) else False
+    changed = write_if_changed(path, merged, DXY_SYNTHETIC_1M.name) if len(merged) else False
     return DxyOutcome(
         day=day,
         rows=len(fresh),
@@ -404,26 +395,34 @@ def macro_view_statements(layout: LakeLayout) -> list[str]:
     """
     macro_glob = layout.root / "macro_1m" / "*" / "*" / "*.parquet"
     dxy_glob = layout.root / "dxy_synthetic_1m" / "*" / "*.parquet"
-    macro_cols = "ticker, ts, open, high, low, close, volume, date"
     macro_src = (
-        f"SELECT {macro_cols} FROM read_parquet('{_sql_str(macro_glob)}', "
-        "hive_partitioning = true, hive_types = {'date': DATE})"
+        _hive_select(MACRO_1M, macro_glob)
         if any(layout.root.glob("macro_1m/*/*/*.parquet"))
-        else "SELECT NULL::VARCHAR AS ticker, NULL::TIMESTAMPTZ AS ts, NULL::DOUBLE AS open, "
-        "NULL::DOUBLE AS high, NULL::DOUBLE AS low, NULL::DOUBLE AS close, "
-        "NULL::BIGINT AS volume, NULL::DATE AS date WHERE false"
+        else _empty_select(MACRO_1M)
     )
     dxy_src = (
-        f"SELECT ts, open, close, date FROM read_parquet('{_sql_str(dxy_glob)}', "
-        "hive_partitioning = true, hive_types = {'date': DATE})"
+        _hive_select(DXY_SYNTHETIC_1M, dxy_glob)
         if any(layout.root.glob("dxy_synthetic_1m/*/*.parquet"))
-        else "SELECT NULL::TIMESTAMPTZ AS ts, NULL::DOUBLE AS open, NULL::DOUBLE AS close, "
-        "NULL::DATE AS date WHERE false"
+        else _empty_select(DXY_SYNTHETIC_1M)
     )
     return [
         f"CREATE OR REPLACE VIEW macro_minute AS {macro_src}",
         f"CREATE OR REPLACE VIEW dxy_synthetic_minute AS {dxy_src}",
     ]
+
+
+def _hive_select(dataset: Dataset, glob: Path) -> str:
+    """The dataset's columns and the hive column date, from its files."""
+    return (
+        f"SELECT {', '.join(dataset.names)}, date FROM read_parquet('{_sql_str(glob)}', "
+        "hive_partitioning = true, hive_types = {'date': DATE})"
+    )
+
+
+def _empty_select(dataset: Dataset) -> str:
+    """An empty relation of the same columns, so queries bind before any file exists."""
+    cols = [*dataset.duckdb_columns(), ("date", "DATE")]
+    return "SELECT " + ", ".join(f"NULL::{t} AS {n}" for n, t in cols) + " WHERE false"
 
 
 def _sql_str(path: Path) -> str:

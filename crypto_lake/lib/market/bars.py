@@ -28,7 +28,8 @@ import pyarrow as pa
 
 from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.logs import get_logger
-from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.parquet_out import write_dataset
+from crypto_lake.lib.core.schema import BARS_1M, BARS_1S
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.market import fastbars
 from crypto_lake.lib.market.columns import PRICE_T
@@ -127,20 +128,21 @@ SELECT sec, open, high, low, close, volume_base, volume_quote, trade_count, take
     is_outage
 FROM j
 """
+_T = {c.name: c.duckdb for c in BARS_1S.columns}  # the output types (lib/core/schema.py)
 _PROJECT_SQL = f"""
 SELECT $symbol AS symbol,
     make_timestamptz(sec * {US}) AS window_start,
     coalesce(open, c) AS open, coalesce(high, c) AS high,
     coalesce(low, c) AS low, coalesce(close, c) AS close,
-    coalesce(volume_base, 0)::DECIMAL(38,8) AS volume_base,
-    coalesce(volume_quote, 0)::DECIMAL(38,16) AS volume_quote,
+    coalesce(volume_base, 0)::{_T["volume_base"]} AS volume_base,
+    coalesce(volume_quote, 0)::{_T["volume_quote"]} AS volume_quote,
     coalesce(trade_count, 0)::BIGINT AS trade_count,
     CASE WHEN volume_base > 0 THEN (volume_quote::DOUBLE / volume_base::DOUBLE) END AS vwap,
-    coalesce(taker_buy_base, 0)::DECIMAL(38,8) AS taker_buy_base,
+    coalesce(taker_buy_base, 0)::{_T["taker_buy_base"]} AS taker_buy_base,
     first_trade_id, last_trade_id,
     bid, ask, bid_qty, ask_qty,
     (bid::DOUBLE + ask::DOUBLE) / 2 AS mid,
-    (ask - bid)::DECIMAL(18,8) AS spread,
+    (ask - bid)::{_T["spread"]} AS spread,
     (ask - bid)::DOUBLE / ((bid::DOUBLE + ask::DOUBLE) / 2) * 10000 AS spread_bps,
     coalesce(has_live, false) AS is_live,
     coalesce(has_repaired, false) AS is_repaired,
@@ -212,7 +214,7 @@ def build_bars_1s(
             "prev_close": None if previous_close is None else str(previous_close),
         }
         table = con.sql(_BARS_1S_SQL, params=params).to_arrow_table()
-    write_parquet(table, out)
+    write_dataset(table, out, "bars_1s")
     stats = bar_stats(con, table)
     stats.grid_complete = grid_end == day_end_us
     log.info("bars_1s %s %s: %d rows, %d empty", symbol, day, stats.rows, stats.empty_seconds)
@@ -249,7 +251,8 @@ def last_trade_price(trades_path: Path) -> Decimal | None:
 
 
 # The 1-minute rollup of read_parquet($bars); also used by rule R7.
-BARS_1M_SELECT = """
+_T1M = {c.name: c.duckdb for c in BARS_1M.columns}
+BARS_1M_SELECT = f"""
 SELECT any_value(symbol) AS symbol,
     time_bucket(INTERVAL 1 minute, window_start) AS window_start,
     coalesce(arg_min(open, window_start) FILTER (WHERE NOT is_empty),
@@ -257,12 +260,12 @@ SELECT any_value(symbol) AS symbol,
     coalesce(max(high) FILTER (WHERE NOT is_empty), arg_min(open, window_start)) AS high,
     coalesce(min(low) FILTER (WHERE NOT is_empty), arg_min(open, window_start)) AS low,
     arg_max(close, window_start) AS close,
-    sum(volume_base)::DECIMAL(38,8) AS volume_base,
-    sum(volume_quote)::DECIMAL(38,16) AS volume_quote,
+    sum(volume_base)::{_T1M["volume_base"]} AS volume_base,
+    sum(volume_quote)::{_T1M["volume_quote"]} AS volume_quote,
     sum(trade_count)::BIGINT AS trade_count,
     CASE WHEN sum(volume_base) > 0
          THEN sum(volume_quote)::DOUBLE / sum(volume_base)::DOUBLE END AS vwap,
-    sum(taker_buy_base)::DECIMAL(38,8) AS taker_buy_base,
+    sum(taker_buy_base)::{_T1M["taker_buy_base"]} AS taker_buy_base,
     min(first_trade_id) AS first_trade_id, max(last_trade_id) AS last_trade_id,
     arg_max(bid, window_start) AS bid, arg_max(ask, window_start) AS ask,
     arg_max(bid_qty, window_start) AS bid_qty, arg_max(ask_qty, window_start) AS ask_qty,
@@ -290,7 +293,7 @@ def build_bars_1m(
     """
     con = con or connect()
     table = con.sql(_BARS_1M_SQL, params={"bars": str(bars_1s_path)}).to_arrow_table()
-    write_parquet(table, out)
+    write_dataset(table, out, "bars_1m")
     stats = bar_stats(con, table)
     stats.grid_complete = stats.rows == 1440
     return stats

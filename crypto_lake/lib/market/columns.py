@@ -23,14 +23,17 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from crypto_lake.lib.core import schema
+
 T = TypeVar("T")
 
-TS_US = pa.timestamp("us", tz="UTC")
+# The tick tables' types, as lib/core/schema.py declares them.
+TS_US = schema.TS
 INT64 = pa.int64()
-PRICE = pa.decimal128(18, 8)
-QTY = pa.decimal128(20, 8)
-PRICE_T, QTY_T = "DECIMAL(18,8)", "DECIMAL(20,8)"  # the same types in DuckDB SQL
-QUOTE_QTY = pa.decimal128(38, 16)
+PRICE = schema.PRICE
+QTY = schema.QTY
+PRICE_T, QTY_T = schema.duckdb_type(PRICE), schema.duckdb_type(QTY)  # the same in DuckDB SQL
+QUOTE_QTY = schema.QUOTE_VOLUME
 
 _local = threading.local()
 

@@ -44,7 +44,7 @@ import duckdb
 from crypto_lake.lib.core.charts import palette_png
 from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.logs import get_logger
-from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.parquet_out import write_dataset
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.raw.catalog import day_bounds_us
 
@@ -55,15 +55,6 @@ MINUTE_US = 60 * US
 KINDS = ("outage", "unrecorded")
 STATES = ("live", "repaired", "outage", "unrecorded")  # the lost/kept states, chart order
 MAX_STRETCHES = 20
-
-# The coverage table's columns (DuckDB types), for the views of a fresh lake.
-COLUMNS: list[tuple[str, str]] = [
-    ("symbol", "VARCHAR"), ("date", "DATE"), ("minute", "TIMESTAMPTZ"),
-    ("seconds_live", "INTEGER"), ("seconds_repaired", "INTEGER"),
-    ("seconds_outage", "INTEGER"), ("seconds_unrecorded", "INTEGER"),
-    ("seconds_pending", "INTEGER"), ("trade_count", "BIGINT"), ("quote_count", "BIGINT"),
-    ("quotes_recorded", "BOOLEAN"),
-]  # fmt: skip
 
 _MINUTES_SQL = f"""
 WITH b AS (
@@ -239,7 +230,7 @@ def build_coverage(
         "iv_kind": [str(k) for _, _, k in intervals],
     }
     table = con.sql(_MINUTES_SQL, params=params).to_arrow_table()
-    write_parquet(table, out)
+    write_dataset(table, out, "coverage")
     stats = coverage_stats(con, table, symbol, day)
     stats.grid_end_us = grid_end
     log.info("coverage %s %s: %d minutes, %s %% live", symbol, day, stats.minutes, stats.pct_live)

@@ -19,31 +19,15 @@ import orjson
 import pyarrow as pa
 
 from crypto_lake.lib.core.logs import get_logger
-from crypto_lake.lib.core.parquet_out import write_parquet
+from crypto_lake.lib.core.parquet_out import write_dataset
+from crypto_lake.lib.core.schema import KLINES_1M
 from crypto_lake.lib.core.symbols import validate_symbol
 
 log = get_logger("klines")
 
 PAGE = 1000
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
-PRICE = pa.decimal128(18, 8)
-VOLUME = pa.decimal128(38, 8)
-KLINES_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("open_time", pa.timestamp("us", tz="UTC")),
-        ("open", PRICE),
-        ("high", PRICE),
-        ("low", PRICE),
-        ("close", PRICE),
-        ("volume", VOLUME),
-        ("close_time", pa.timestamp("us", tz="UTC")),
-        ("quote_volume", VOLUME),
-        ("trade_count", pa.int64()),
-        ("taker_buy_base", VOLUME),
-        ("taker_buy_quote", VOLUME),
-    ]
-)
+KLINES_SCHEMA = KLINES_1M.arrow_schema()  # lib/core/schema.py
 
 
 class KlinesError(RuntimeError):
@@ -167,5 +151,5 @@ def klines_table(rows: list[list], symbol: str, unit: str = "ms") -> pa.Table:
 def write_klines(rows: list[list], out: Path, *, symbol: str, unit: str = "ms") -> int:
     """Write kline arrays as one deterministic zstd Parquet file (atomic); returns row count."""
     table = klines_table(rows, symbol, unit)
-    write_parquet(table, Path(out))
+    write_dataset(table, Path(out), "klines_1m")
     return table.num_rows

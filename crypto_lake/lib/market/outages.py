@@ -128,6 +128,28 @@ def _leading_outage(
     return [(start_us, first[0], UNRECORDED if first[1] == "collector_start" else OUTAGE)]
 
 
+def with_unrecorded_tail(
+    outages: list[tuple[int, int]], kinds: list[str], end_us: int, last_recv_us: int | None,
+    *, now_us: int, recorded_after: bool, connected_since_us: int | None,
+) -> tuple[list[tuple[int, int]], list[str]]:  # fmt: skip
+    """A closed day's outages plus the stretch after its last received line when nothing
+    vouches that recording went on: no raw file after the day (``recorded_after``) and no
+    collector connected to the symbol now since before that line (``connected_since_us``,
+    from the heartbeat). A collector that died and has not started again wrote no stop and
+    no start yet; without this its last hours would look like a quiet market."""
+    if (
+        now_us < end_us
+        or last_recv_us is None
+        or last_recv_us >= end_us
+        or recorded_after
+        or (connected_since_us is not None and connected_since_us <= last_recv_us)
+    ):
+        return outages, kinds
+    merged = _disjoint([(a, b, k) for (a, b), k in zip(outages, kinds, strict=True)]
+                       + [(last_recv_us, end_us, UNRECORDED)])  # fmt: skip
+    return [(a, b) for a, b, _ in merged], [k for _, _, k in merged]
+
+
 def trade_id_gaps(
     first_ids: np.ndarray, last_ids: np.ndarray, limit: int = 10_000
 ) -> list[tuple[int, int]]:

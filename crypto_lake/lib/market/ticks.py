@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.logs import get_logger
-from crypto_lake.lib.core.parquet_out import write_parquet_groups
+from crypto_lake.lib.core.parquet_out import write_dataset_groups
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.market import columns, fastbars
 from crypto_lake.lib.market.dedup import (
@@ -240,8 +240,9 @@ def _write_trades(
     stats.trade_id_conflicts = len(ids)
     stats.conflicting_trade_ids = ids[:MAX_LISTED_CONFLICTS].tolist()
     stats.trade_duplicates = dropped - (conflicts.shape[1] - len(ids))  # identical copies
-    written = writer.submit(write_parquet_groups, out, trades.shape[1],
-                            lambda a, b: _trades_table(bufs, symbol, trades[:, a:b]))  # fmt: skip
+    written = writer.submit(write_dataset_groups, out, trades.shape[1],
+                            lambda a, b: _trades_table(bufs, symbol, trades[:, a:b]),
+                            "trades")  # fmt: skip
     stats.trade_rows = n = trades.shape[1]
     if not n:
         return written, trades, conflicts
@@ -266,7 +267,7 @@ def _write_quotes(
     def quote_rows(a: int, b: int) -> pa.Table:
         return _quotes_table(bufs, symbol, quotes[:, a:b])
 
-    write_parquet_groups(out, quotes.shape[1], quote_rows)
+    write_dataset_groups(out, quotes.shape[1], quote_rows, "quotes")
     return quotes
 
 

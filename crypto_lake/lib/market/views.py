@@ -15,47 +15,21 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from crypto_lake.lib.core import schema
 from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.logs import get_logger
-from crypto_lake.lib.core.paths import EXCHANGE, LakeLayout
+from crypto_lake.lib.core.paths import EXCHANGE, MARKET_DATASETS, LakeLayout
 from crypto_lake.lib.market import coverage
 
 log = get_logger("views")
 
-# Columns of each dataset (for the empty views of a fresh lake); hive columns come last.
-_PRICE, _QTY, _VOL, _QVOL = "DECIMAL(18,8)", "DECIMAL(20,8)", "DECIMAL(38,8)", "DECIMAL(38,16)"
-_BARS = [
-    ("symbol", "VARCHAR"), ("window_start", "TIMESTAMPTZ"), ("open", _PRICE),
-    ("high", _PRICE), ("low", _PRICE), ("close", _PRICE), ("volume_base", _VOL),
-    ("volume_quote", _QVOL), ("trade_count", "BIGINT"), ("vwap", "DOUBLE"),
-    ("taker_buy_base", _VOL), ("first_trade_id", "BIGINT"), ("last_trade_id", "BIGINT"),
-    ("bid", _PRICE), ("ask", _PRICE), ("bid_qty", _QTY), ("ask_qty", _QTY), ("mid", "DOUBLE"),
-    ("spread", _PRICE), ("spread_bps", "DOUBLE"), ("is_live", "BOOLEAN"),
-    ("is_repaired", "BOOLEAN"), ("is_empty", "BOOLEAN"), ("is_outage", "BOOLEAN"),
-]  # fmt: skip
+# Columns of each dataset (lib/core/schema.py), for the empty views of a fresh lake; the hive
+# columns exchange and date come last (coverage's own date column is that one).
+_HIVE = [("exchange", "VARCHAR"), ("date", "DATE")]
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
-    "trades": [
-        ("symbol", "VARCHAR"), ("trade_id", "BIGINT"), ("ts_event", "TIMESTAMPTZ"),
-        ("ts_recv", "TIMESTAMPTZ"), ("price", _PRICE), ("qty", _QTY), ("quote_qty", _QVOL),
-        ("is_buyer_maker", "BOOLEAN"), ("repaired", "BOOLEAN"), ("first_trade_id", "BIGINT"),
-        ("last_trade_id", "BIGINT"), ("trade_count", "BIGINT"),
-    ],
-    "quotes": [
-        ("symbol", "VARCHAR"), ("update_id", "BIGINT"), ("ts_recv", "TIMESTAMPTZ"),
-        ("bid", _PRICE), ("bid_qty", _QTY), ("ask", _PRICE), ("ask_qty", _QTY),
-    ],
-    "bars_1s": _BARS,
-    "bars_1m": [*_BARS, ("seconds", "INTEGER"), ("trade_seconds", "INTEGER"),
-                ("outage_seconds", "INTEGER")],
-    "klines_1m": [
-        ("symbol", "VARCHAR"), ("open_time", "TIMESTAMPTZ"), ("open", _PRICE),
-        ("high", _PRICE), ("low", _PRICE), ("close", _PRICE), ("volume", _VOL),
-        ("close_time", "TIMESTAMPTZ"), ("quote_volume", _VOL), ("trade_count", "BIGINT"),
-        ("taker_buy_base", _VOL), ("taker_buy_quote", _VOL),
-    ],
-    # the hive column date is added to every empty view, so not listed twice
-    "coverage": [c for c in coverage.COLUMNS if c[0] != "date"],
-}  # fmt: skip
+    name: [c for c in schema.dataset(name).duckdb_columns() if c[0] not in dict(_HIVE)]
+    for name in MARKET_DATASETS
+}
 VIEW_DATASETS = tuple(SCHEMAS)
 
 _COMPARE_SQL = """
@@ -95,7 +69,7 @@ def dataset_source(layout: LakeLayout, dataset: str) -> str:
             f"SELECT * FROM read_parquet({sql_literal(glob)}, hive_partitioning = true, "
             "union_by_name = true)"
         )
-    cols = [*SCHEMAS[dataset], ("exchange", "VARCHAR"), ("date", "DATE")]
+    cols = [*SCHEMAS[dataset], *_HIVE]
     return "SELECT " + ", ".join(f"NULL::{t} AS {n}" for n, t in cols) + " WHERE false"
 
 

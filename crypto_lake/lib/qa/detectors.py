@@ -32,22 +32,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crypto_lake.lib.core.schema import QA_ANOMALIES
 from crypto_lake.lib.qa.config import IsolationForestConfig, JumpConfig, ZScoreConfig
 
 FEATURES = ("spread_bps", "log_volume", "vwap_drift_bps", "ret_bps")
 DETECTORS = ("iforest", "zscore", "jump")
-ANOMALY_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("detector", pa.string()),
-        ("start", pa.timestamp("s", tz="UTC")),
-        ("end", pa.timestamp("s", tz="UTC")),
-        ("seconds", pa.int32()),  # flagged seconds inside [start, end]
-        ("feature", pa.string()),  # the feature that scored highest in the event
-        ("score", pa.float64()),  # |z| (zscore), sigmas (jump), anomaly score (iforest)
-        ("value", pa.float64()),  # that feature's value at the peak second
-    ]
-)
+ANOMALY_SCHEMA = QA_ANOMALIES.arrow_schema()  # lib/core/schema.py
 
 
 @dataclass(frozen=True)

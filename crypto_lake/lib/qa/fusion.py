@@ -26,28 +26,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from crypto_lake.lib.core.schema import QA_VERDICTS
 from crypto_lake.lib.qa.config import FusionConfig
 
 VERDICTS = ("PASS", "REVIEW", "FAIL")
-VERDICT_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("scope", pa.string()),  # "hour" (fusion window) or "day" (the whole run range)
-        ("window_start", pa.timestamp("s", tz="UTC")),
-        ("window_end", pa.timestamp("s", tz="UTC")),  # exclusive
-        ("rows", pa.int64()),  # bars present in the window
-        ("schema_score", pa.float64()),
-        ("detector_score", pa.float64()),
-        ("ai_confidence", pa.float64()),
-        ("score", pa.float64()),
-        ("critical", pa.int64()),  # violation rows by severity
-        ("major", pa.int64()),
-        ("minor", pa.int64()),
-        ("anomalies", pa.int64()),  # anomaly events (all detectors) starting in the window
-        ("verdict", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+VERDICT_SCHEMA = QA_VERDICTS.arrow_schema()  # lib/core/schema.py
 
 
 def verdict_for(score: float, critical: int, major: int, cfg: FusionConfig) -> tuple[str, str]:

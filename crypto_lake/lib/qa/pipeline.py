@@ -31,29 +31,24 @@ import pyarrow.parquet as pq
 from crypto_lake.lib.core.fsutil import atomic_path
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.schema import QA_ANOMALIES, QA_VERDICTS, QA_VIOLATIONS, check_schema
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.qa import detectors as det
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.fusion import VERDICT_SCHEMA, fuse
-from crypto_lake.lib.qa.violations import VIOLATION_SCHEMA, find_violations
+from crypto_lake.lib.qa.violations import find_violations
 
 log = get_logger("qa.pipeline")
 NO_BARS = "not evaluated (no bars yet)"
 NO_BARS_IN_WINDOW = "not evaluated (no bars in the window yet)"
 NOT_RECORDED = "not evaluated (nothing recorded: every second is an outage)"
-SCHEMAS = {
-    "violations": VIOLATION_SCHEMA,
-    "anomalies": det.ANOMALY_SCHEMA,
-    "verdicts": VERDICT_SCHEMA,
-}
+# The QA datasets by kind (their definitions: lib/core/schema.py).
+DATASETS = {"violations": QA_VIOLATIONS, "anomalies": QA_ANOMALIES, "verdicts": QA_VERDICTS}
+SCHEMAS = {kind: d.arrow_schema() for kind, d in DATASETS.items()}
 # The column that places each QA row in time (what merge_window filters on).
 TIME_COLUMN = {"violations": "ts", "anomalies": "start", "verdicts": "window_start"}
 # A total order per dataset, so merged files are identical whatever the run history.
-SORT_KEYS = {
-    "violations": ["ts", "rule", "detail"],
-    "anomalies": ["start", "detector", "end"],
-    "verdicts": ["scope", "window_start", "window_end"],
-}
+SORT_KEYS = {kind: list(d.sort_keys) for kind, d in DATASETS.items()}
 
 
 @dataclass
@@ -231,9 +226,8 @@ def merge_window(
             inside = pc.or_(inside, pc.equal(old["scope"], "day"))
         kept = old.filter(pc.invert(inside))
     merged = pa.concat_tables([kept, rows.cast(schema)])
-    merged = merged.sort_by(
-        [(k, "descending" if k == "scope" else "ascending") for k in SORT_KEYS[kind]]
-    )
+    merged = merged.sort_by(DATASETS[kind].sort_order())
+    check_schema(DATASETS[kind].name, merged.schema)
     with atomic_path(path) as tmp:
         pq.write_table(merged, tmp, compression="zstd")
     return merged
@@ -308,6 +302,7 @@ def verdicts_step(
     verdicts = day_verdicts(layout, symbol, day, until, cfg)
     if not verdicts.num_rows:
         return None
+    check_schema(QA_VERDICTS.name, verdicts.schema)
     with atomic_path(qa_file(layout, "verdicts", day, symbol)) as tmp:
         pq.write_table(verdicts, tmp, compression="zstd")
     return verdicts

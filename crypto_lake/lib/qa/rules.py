@@ -31,6 +31,7 @@ from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.logs import setup_logging
 from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.core.schema import QA_VIOLATIONS
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.market.bars import BARS_1M_SELECT
 
@@ -334,15 +335,8 @@ SELECT 'R7' AS rule, epoch_us(minute) // {US} AS ts, 60 AS seconds,
            kl_quote_volume, kl_taker_buy) AS detail
 FROM ({_R7_SQL}) WHERE bad
 """
-VIOLATION_ROWS_SCHEMA = pa.schema(
-    [
-        ("rule", pa.string()),
-        ("severity", pa.string()),
-        ("ts", pa.timestamp("s", tz="UTC")),  # the offending second (gap start, R7 minute)
-        ("seconds", pa.int32()),  # seconds the row stands for: 1, a gap's length, 60 for R7
-        ("detail", pa.string()),
-    ]
-)
+# qa_violations without the symbol (lib/core/schema.py)
+VIOLATION_ROWS_SCHEMA = pa.schema([f for f in QA_VIOLATIONS.arrow_schema() if f.name != "symbol"])
 
 
 def violation_rows(

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lake.lib.qa.rules import VIOLATION_ROWS_SCHEMA, violation_rows
+from crypto_lake.lib.core.schema import QA_VIOLATIONS
+from crypto_lake.lib.qa.rules import violation_rows
 
-VIOLATION_SCHEMA = pa.schema([pa.field("symbol", pa.string()), *VIOLATION_ROWS_SCHEMA])
+VIOLATION_SCHEMA = QA_VIOLATIONS.arrow_schema()  # lib/core/schema.py
 
 
 def find_violations(

@@ -53,6 +53,7 @@ from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
 from crypto_lake.lib.core.symbols import InvalidNameError, validate_day, validate_symbol
+from crypto_lake.lib.raw import binance
 from crypto_lake.lib.raw.lines import open_raw
 
 log = get_logger("raw_catalog")
@@ -151,8 +152,14 @@ def scan_raw_files(
         return {str(path): stats}
 
 
+# Trade time: @trade/@aggTrade use T, REST historicalTrades uses time (the Binance map)
+_TRADE_MESSAGES = (*binance.TRADE_STREAMS.values(), *binance.REPAIR_SOURCES.values())
+_TRADE_TIME_PATHS = [f"$.{key}" for key in binance.keys_of("ts_event", _TRADE_MESSAGES)]
+_IS_TRADE_STREAM = " OR ".join(f"stream LIKE '%@{name}'" for name in binance.TRADE_STREAMS)
+
+
 def _scan(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> dict:
-    # Trade time: @trade/@aggTrade use T, REST historicalTrades uses time; unit ms or µs.
+    # times in ms or µs, by the line's unit
     sql = f"""
         SELECT filename,
                count(*) AS lines,
@@ -164,8 +171,8 @@ def _scan(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> dict:
         FROM (
             SELECT filename, recv_ns, session, stream, data,
                    -- only trade payloads are parsed (quotes have no exchange time)
-                   CASE WHEN session IS NULL AND (stream LIKE '%@trade' OR stream LIKE '%@aggTrade')
-                        THEN TRY_CAST(list_max(json_extract_string(data, ['$.T', '$.time']))
+                   CASE WHEN session IS NULL AND ({_IS_TRADE_STREAM})
+                        THEN TRY_CAST(list_max(json_extract_string(data, {_TRADE_TIME_PATHS}))
                                       AS BIGINT)
                              * CASE WHEN coalesce(unit, 'ms') = 'us' THEN 1 ELSE 1000 END
                    END AS ev
@@ -453,6 +460,11 @@ class RawCatalog:
         for d in days:
             out.extend(self._read_day(d, symbol))
         return out
+
+    def recorded_after(self, symbol: str, day: str) -> bool:
+        """Whether a sealed file of ``symbol`` sits in a folder after ``day`` (catalogued;
+        ``files_for`` records the next day's folder first): the collector wrote on after it."""
+        return any(self._read_day(d, symbol) for d in self.days() if d > day)
 
     def days(self) -> list[str]:
         """Folder days that have catalogued files, ascending."""
