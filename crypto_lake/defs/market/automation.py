@@ -9,7 +9,7 @@ Critical checks gate inside the run: `bars_1m` is not built when R1/R2/R4 fail.
 """
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -49,6 +49,24 @@ def _touched_days(record_partition: str | None, metadata: dict) -> set[str]:
     return days
 
 
+def records_after(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, after_storage_id: int
+) -> Iterator[dg.EventLogRecord]:
+    """The materialization records of ``asset_key`` after ``after_storage_id``, oldest
+    first, fetched a page at a time."""
+    last = after_storage_id
+    while True:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=last),
+            limit=PAGE,
+            ascending=True,
+        )
+        yield from result.records
+        if len(result.records) < PAGE:
+            return
+        last = result.records[-1].storage_id
+
+
 def materialized_since(
     instance: dg.DagsterInstance,
     asset_key: dg.AssetKey,
@@ -60,22 +78,15 @@ def materialized_since(
     the storage id to continue from."""
     touched: dict[str, set[str]] = {}
     last = after_storage_id
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=last),
-            limit=PAGE,
-            ascending=True,
-        )
-        for record in result.records:
-            last = max(last, record.storage_id)
-            mat = record.asset_materialization
-            if mat is None or mat.partition is None:
-                continue
-            _, symbol = split_key(mat.partition)
-            for day in days_of(mat.partition, dict(mat.metadata)):
-                touched.setdefault(day, set()).add(symbol)
-        if len(result.records) < PAGE:
-            return touched, last
+    for record in records_after(instance, asset_key, after_storage_id):
+        last = max(last, record.storage_id)
+        mat = record.asset_materialization
+        if mat is None or mat.partition is None:
+            continue
+        _, symbol = split_key(mat.partition)
+        for day in days_of(mat.partition, dict(mat.metadata)):
+            touched.setdefault(day, set()).add(symbol)
+    return touched, last
 
 
 def new_raw_partitions(

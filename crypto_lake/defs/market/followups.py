@@ -25,9 +25,9 @@ from dagster._core.storage.asset_check_execution_record import (
 
 from crypto_lake.defs.market.assets import partition_file
 from crypto_lake.defs.market.automation import (
-    PAGE,
     block_requests,
     materialized_since,
+    records_after,
     run_in_flight,
     valid_days,
 )
@@ -149,23 +149,16 @@ def klines_without_parity(
     bars = instance.get_materialized_partitions(BARS)
     todo: dict[str, set[str]] = {}
     last = after_storage_id
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=KLINES, after_storage_id=last),
-            limit=PAGE,
-            ascending=True,
-        )
-        for record in result.records:
-            run = instance.get_run_by_id(record.run_id)
-            if run is not None and not run.is_finished:
-                return todo, last  # its own R7 may still come: look again next time
-            last = record.storage_id
-            partition = record.partition_key
-            if partition in bars and not parity_current(instance, partition, record.timestamp):
-                day, symbol = split_key(partition)
-                todo.setdefault(day, set()).add(symbol)
-        if len(result.records) < PAGE:
-            return todo, last
+    for record in records_after(instance, KLINES, after_storage_id):
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and not run.is_finished:
+            break  # its own R7 may still come: look again next time
+        last = record.storage_id
+        partition = record.partition_key
+        if partition in bars and not parity_current(instance, partition, record.timestamp):
+            day, symbol = split_key(partition)
+            todo.setdefault(day, set()).add(symbol)
+    return todo, last
 
 
 def bars_without_klines(instance: dg.DagsterInstance, today: str) -> dict[str, set[str]]:
