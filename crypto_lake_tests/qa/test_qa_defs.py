@@ -222,3 +222,28 @@ def test_qa_before_the_bars_then_after_their_refresh(tmp_path):
     assert f"| {SYMBOLS[1]} | not evaluated" not in report
     assert f"| {CONFIG.symbols[5]} | not evaluated (no bars yet) |" in report
     assert "REVIEW 0, FAIL 0" in report
+
+
+def test_a_job_page_run_records_every_partition_it_wrote(tmp_path):
+    """A job-page backfill's run carries the range tags and the dimension tags of one
+    partition, and Dagster records a whole-run result for that one only: every partition the
+    QA assets wrote must still show as materialized, once."""
+    from crypto_lake.definitions import defs
+
+    layout = LakeLayout(tmp_path / "lake")
+    for symbol in SYMBOLS:
+        _write(layout, symbol, None)
+    tagged = market_key(DAY, SYMBOLS[1])
+    dims = {f"dagster/partition/{d}": k for d, k in tagged.keys_by_dimension.items()}
+    job = defs().resolve_job_def("qa_daily_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, tags={**range_tags([DAY], SYMBOLS), **dims},
+            resources={"lake": LakeResource(lake_root=str(layout.root))},
+        )  # fmt: skip
+        assert result.success
+        for asset in ("qa_violations", "qa_anomalies", "qa_verdicts", "qa_report"):
+            records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+            assert sorted(r.partition_key for r in records) == [f"{DAY}|{s}" for s in SYMBOLS]
+    for symbol in SYMBOLS:
+        assert qa_file(layout, "verdicts", DAY, symbol).exists()

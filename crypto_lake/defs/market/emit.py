@@ -86,3 +86,15 @@ def _result(
     if run_totals is not None:
         totals.update(run_totals(totals))
     return dg.MaterializeResult(asset_key=asset_key, metadata=totals)
+
+
+def record_unreported(
+    context: Any, asset_key: str, claimed: Collection[str], metadata: dict[str, Any]
+) -> None:
+    """For a step that returns one result for its whole run (QA): the partitions it handled
+    that Dagster would not record (a job-page backfill's run reports one) get a
+    materialization each, so the UI shows every partition the run really wrote."""
+    recorded = set(dagster_partition_keys(context))
+    for key in sorted(set(claimed) - recorded):
+        context.log_event(dg.AssetMaterialization(asset_key=asset_key, partition=key,
+                                                  metadata=metadata))  # fmt: skip

@@ -21,6 +21,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crypto_lake.defs.market.emit import record_unreported
 from crypto_lake.defs.market.partitions import (
     CONFIG,
     market_partitions,
@@ -82,6 +83,13 @@ def _windows(context: Any, layout: LakeLayout) -> tuple[Work, list[str]]:
     return work, skipped
 
 
+def _record_others(context: Any, asset: str) -> None:
+    """Materializations for the run's partitions Dagster would not record (job-page runs)."""
+    note = f"written by run {context.run.run_id}; the run's totals are on its other result"
+    keys = [f"{d}|{s}" for d, s in _pairs(context)]
+    record_unreported(context, asset, keys, {"note": dg.MetadataValue.text(note)})
+
+
 def _coverage_metadata(work: Work, skipped: list[str]) -> dict[str, Any]:
     return {
         "partitions": len(work),
@@ -128,6 +136,7 @@ def qa_violations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     tables = [t for t in tables if t is not None]
     rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["violations"].empty_table()
     by_sev = Counter(rows["severity"].to_pylist())
+    _record_others(context, "qa_violations")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows.num_rows,
@@ -161,6 +170,7 @@ def qa_anomalies(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     rows = pa.concat_tables(tables) if tables else qa.SCHEMAS["anomalies"].empty_table()
     by_det = Counter(rows["detector"].to_pylist())
     top = rows.sort_by([("score", "descending")]) if rows.num_rows else rows
+    _record_others(context, "qa_anomalies")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows.num_rows,
@@ -207,6 +217,7 @@ def qa_verdicts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
         "anomalies",
         "reason",
     ]
+    _record_others(context, "qa_verdicts")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows.num_rows,
@@ -272,6 +283,7 @@ def qa_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
         markdown, path = build_day_report(
             layout, day, top_rows=cfg.report_top_rows, cfg=cfg, symbols=list(CONFIG.symbols)
         )
+    _record_others(context, "qa_report")
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(markdown or "_no day in this run_"),
