@@ -22,12 +22,15 @@ from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.parquet_out import write_dataset
 from crypto_lake.lib.core.schema import KLINES_1M
 from crypto_lake.lib.core.symbols import validate_symbol
+from crypto_lake.lib.raw import binance
 
 log = get_logger("klines")
 
 PAGE = 1000
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 KLINES_SCHEMA = KLINES_1M.arrow_schema()  # lib/core/schema.py
+# positions in a REST kline row (lib/raw/binance.py)
+_OPEN, _CLOSE = binance.KLINES.key("open_time"), binance.KLINES.key("close_time")
 
 
 class KlinesError(RuntimeError):
@@ -112,14 +115,14 @@ def fetch_klines(
         if not isinstance(page, list):
             raise KlinesError(f"klines: unexpected answer {str(page)[:200]}")
         full = len(page) >= PAGE
-        page = [r for r in page if isinstance(r, list) and cursor <= int(r[0]) < end_ms]
+        page = [r for r in page if isinstance(r, list) and cursor <= int(r[_OPEN]) < end_ms]
         # A kline still open when we asked is partial: keep closed intervals only, so the
         # stored file (and R7's comparison with our bars) never holds a half-built minute.
-        page = [r for r in page if int(r[6]) < closed_before_ms]
+        page = [r for r in page if int(r[_CLOSE]) < closed_before_ms]
         if not page:
             break
         rows.extend(page)
-        cursor = int(page[-1][0]) + step
+        cursor = int(page[-1][_OPEN]) + step
         if not full:
             break
     return rows
@@ -129,20 +132,16 @@ def klines_table(rows: list[list], symbol: str, unit: str = "ms") -> pa.Table:
     """REST kline arrays -> Arrow (exact decimals, UTC µs timestamps), deduplicated, sorted."""
     symbol = validate_symbol(symbol)
     mult = 1000 if unit == "ms" else 1
-    by_open = {int(r[0]): r for r in rows}
+    by_open = {int(r[_OPEN]): r for r in rows}
     ordered = [by_open[k] for k in sorted(by_open)]
 
-    def dec(i: int) -> list[Decimal]:
-        return [Decimal(r[i]) for r in ordered]
+    def values(f: binance.Field) -> list:
+        if f.kind == "decimal":
+            return [Decimal(r[f.key]) for r in ordered]
+        return [int(r[f.key]) * (mult if f.kind == "time" else 1) for r in ordered]
 
-    cols = {
-        "symbol": [symbol] * len(ordered),
-        "open_time": [int(r[0]) * mult for r in ordered],
-        "open": dec(1), "high": dec(2), "low": dec(3), "close": dec(4), "volume": dec(5),
-        "close_time": [int(r[6]) * mult for r in ordered],
-        "quote_volume": dec(7), "trade_count": [int(r[8]) for r in ordered],
-        "taker_buy_base": dec(9), "taker_buy_quote": dec(10),
-    }  # fmt: skip
+    cols = {f.column: values(f) for f in binance.KLINES.fields if f.column in KLINES_SCHEMA.names}
+    cols["symbol"] = [symbol] * len(ordered)
     return pa.table(
         {f.name: pa.array(cols[f.name], f.type) for f in KLINES_SCHEMA}, schema=KLINES_SCHEMA
     )

@@ -21,7 +21,8 @@ and its kind:
 
 The collector (ids, times, repair endpoint), both raw readers (the compiled
 ``crypto_lake.lib.raw.fastparse`` and the SQL of ``crypto_lake.lib.market.tick_staging``),
-the raw catalog and the exchange simulator (frames and REST answers) take keys from here.
+the raw catalog, the klines reader (``crypto_lake.lib.market.klines``) and the exchange
+simulator (frames and REST answers) take keys from here.
 Depth streams join when the book is recorded.
 """
 
