@@ -1,4 +1,4 @@
-"""QA's R1–R7 rows come from lib.rules: each rule catches its fault, clean bars give no rows,
+"""QA's R1–R7 rows come from lib.qa.rules: each rule catches its fault, clean bars give no rows,
 and QA agrees with the asset checks' evaluate_rules on the same partition."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ of the file and overridable like any key, e.g. ``CRYPTO_LAKE__QA__JUMP__K_SIGMA=
       jump: {k_sigma: 6.8, spread_stable_bps: 50, cooldown_seconds: 5, min_trade_count: 5}
       fusion: {pass_score: 0.85, review_score: 0.65}
 
-Defaults are the SPEC values. This module imports nothing from ``lib.config`` (which imports
+Defaults are the SPEC values. This module imports nothing from ``lib.core.config`` (which imports
 it), so there is no cycle.
 """
 

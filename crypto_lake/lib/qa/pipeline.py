@@ -1,7 +1,7 @@
 """The QA pipeline for one symbol and time window, and its files in the lake.
 
 ``run_qa_files`` is what the QA assets run for each (day, symbol) partition: the R1–R7 rows
-of lib.rules over the day's bars_1s (the very files the asset checks read), detector events
+of lib.qa.rules over the day's bars_1s (the very files the asset checks read), detector events
 over the watched seconds of the window plus enough history for their trailing windows, then
 fusion. Results are stored per day and symbol as
 ``qa/{violations,anomalies,verdicts}/date=D/{SYMBOL}.parquet``.
@@ -156,7 +156,7 @@ def partition_state(
     layout: LakeLayout, symbol: str, day: str
 ) -> tuple[tuple[int, int] | None, str]:
     """(the seconds the day's bars_1s cover, "") or (None, NO_BARS / NOT_RECORDED): a
-    partition whose every second is an outage has nothing to judge, as in lib.rules."""
+    partition whose every second is an outage has nothing to judge, as in lib.qa.rules."""
     files = _parquet_files(layout.market_partition_dir("bars_1s", symbol, day))
     tables = []
     for f in files:
