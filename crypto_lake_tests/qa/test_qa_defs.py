@@ -82,13 +82,15 @@ def test_all_qa_assets_materialize_and_write_their_files(ran):
     assert Path(layout.qa_report_path(DAY)).exists()
 
 
-def test_fail_verdict_fails_the_blocking_check(ran):
+def test_fail_verdict_fails_the_blocking_check_of_its_partition_only(ran):
     _, result = ran
-    (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "no_fail_verdict"
-    assert not check.passed
-    assert check.severity == dg.AssetCheckSeverity.ERROR
-    assert f"{DAY}|{SYMBOLS[1]}" in check.metadata["failing_partitions"].value
+    checks = {c.partition: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {f"{DAY}|{s}" for s in SYMBOLS}
+    assert all(c.check_name == "no_fail_verdict" for c in checks.values())
+    failing, passing = checks[f"{DAY}|{SYMBOLS[1]}"], checks[f"{DAY}|{SYMBOLS[0]}"]
+    assert not failing.passed and failing.severity == dg.AssetCheckSeverity.ERROR
+    assert failing.metadata["verdict"].value == "FAIL"
+    assert passing.passed and passing.metadata["verdict"].value == "PASS"
 
 
 def test_report_metadata_carries_the_charts(ran):

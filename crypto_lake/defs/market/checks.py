@@ -63,7 +63,7 @@ CONFLICT_SPECS = [_spec(CONFLICT_RULE, [])]
 PARITY_SPECS = [_spec(PARITY_RULE, ["binance_klines_1m"])]
 
 
-def _target(instance: dg.DagsterInstance, key: str, asset: dg.AssetKey = BARS) -> Any:
+def target_of(instance: dg.DagsterInstance, key: str, asset: dg.AssetKey = BARS) -> Any:
     """The materialization a partition's result is about (for the UI's link)."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData as Target,
@@ -121,7 +121,7 @@ def conflict_result(conflicts: list[dict]) -> RuleResult:
                       len(conflicts))  # fmt: skip
 
 
-def _outputs(specs: list[dg.AssetCheckSpec]) -> Iterator[dg.Output]:
+def check_outputs(specs: list[dg.AssetCheckSpec]) -> Iterator[dg.Output]:
     """The step's outputs: empty values downstream steps wait for (results are logged)."""
     for spec in specs:
         yield dg.Output(None, output_name=spec.get_python_identifier())
@@ -141,14 +141,14 @@ def _rules_per_partition(
     asset = dg.AssetKey(rules[0].asset)
     for day, symbol in partition_pairs(run_partition_keys(context)):
         key = f"{day}|{symbol}"
-        results, target = judge(day, symbol), _target(context.instance, key, asset)
+        results, target = judge(day, symbol), target_of(context.instance, key, asset)
         for rule in rules:
             yield evaluation(rule, key, results[rule.rule], target)
         failed = [r.rule for r in rules if not results[r.rule].passed]
         skipped = [r.rule for r in rules if results[r.rule].skipped]
         context.log.info(f"{key}: skipped {skipped}" if skipped else
                          f"{key}: failed {failed}" if failed else f"{key}: passed")  # fmt: skip
-    yield from _outputs(specs)
+    yield from check_outputs(specs)
 
 
 @dg.multi_asset_check(
@@ -273,8 +273,8 @@ def _contract_check(asset: str, closed_days_only: bool = False) -> dg.AssetCheck
                 context.log.info(f"{asset} {key}: contract evaluated once the day is closed")
                 continue
             path = partition_file(lake.layout, asset, symbol, day)
-            yield contract_evaluation(asset, key, path, _target(context.instance, key, key_of))
-        yield from _outputs([spec])
+            yield contract_evaluation(asset, key, path, target_of(context.instance, key, key_of))
+        yield from check_outputs([spec])
 
     return check
 

@@ -14,6 +14,7 @@ blocking ``no_fail_verdict`` check stop everything downstream of ``qa_verdicts``
 
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crypto_lake.defs.market.checks import check_outputs, target_of
 from crypto_lake.defs.market.emit import record_unreported
 from crypto_lake.defs.market.partitions import (
     CONFIG,
@@ -230,36 +232,46 @@ def qa_verdicts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     )
 
 
-@dg.asset_check(
-    asset=qa_verdicts,
+NO_FAIL = dg.AssetCheckSpec(
+    name="no_fail_verdict",
+    asset="qa_verdicts",
     blocking=True,
-    description="Fails when any symbol-day of the run has a FAIL verdict (a critical rule "
-    "break or a fusion score below 0.65); archiving waits for this check.",
+    description="Fails for a symbol-day with a FAIL verdict (a critical rule break or a fusion "
+    "score below 0.65); archiving waits for this check. One result per (date, symbol).",
+    partitions_def=market_partitions,
 )
+
+
+@dg.multi_asset_check(name="qa_verdicts_no_fail", specs=[NO_FAIL], can_subset=False,
+                      description="no_fail_verdict, one result per partition.")  # fmt: skip
 def no_fail_verdict(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
-) -> dg.AssetCheckResult:
-    layout = lake.layout
-    pairs = _pairs(context)  # none for an unpartitioned run: nothing to judge
-    failing, unjudged = [], 0
-    for day, symbol in pairs:
-        v = qa.read_qa(layout, "verdicts", day, [symbol])
-        v = v.filter(pc.equal(v["scope"], "day"))
-        unjudged += not v.num_rows
-        v = v.filter(pc.equal(v["verdict"], "FAIL"))
-        failing += [f"{day}|{symbol}: {r}" for r in v["reason"].to_pylist()]
-    return dg.AssetCheckResult(
-        passed=not failing,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "partitions_checked": len(pairs) - unjudged,
-            "not_evaluated": unjudged,  # no bars yet: no verdict to judge
-            "failing": len(failing),
-            "failing_partitions": dg.MetadataValue.md(
-                "\n".join(f"- {f}" for f in failing) or "_none_"
-            ),
-        },
-    )
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Per partition, like R1–R7 (``crypto_lake.defs.market.checks``): one symbol's FAIL
+    fails that partition's check only. A symbol-day with no verdict (no bars in its window)
+    is skipped: a WARN failure that says so, never a pass."""
+    asset = dg.AssetKey("qa_verdicts")
+    for day, symbol in _pairs(context):
+        key = f"{day}|{symbol}"
+        v = qa.read_qa(lake.layout, "verdicts", day, [symbol])
+        v = v.filter(pc.equal(v["scope"], "day")).to_pylist()
+        if not v:
+            passed, severity, description = False, dg.AssetCheckSeverity.WARN, (
+                "Skipped: no verdict for this symbol-day (no bars in its window)")  # fmt: skip
+            meta: dict[str, Any] = {"skipped": dg.MetadataValue.bool(True)}
+        else:
+            row = v[-1]
+            passed, severity = row["verdict"] != "FAIL", dg.AssetCheckSeverity.ERROR
+            description = f"verdict {row['verdict']} (score {row['score']:.3f}): {row['reason']}"
+            meta = {"verdict": row["verdict"], "score": float(row["score"]),
+                    "critical": int(row["critical"]), "major": int(row["major"]),
+                    "skipped": dg.MetadataValue.bool(False)}  # fmt: skip
+        yield dg.AssetCheckEvaluation(
+            asset_key=asset, check_name=NO_FAIL.name, passed=passed, severity=severity,
+            description=description, partition=key, blocking=False, metadata=meta,
+            target_materialization_data=target_of(context.instance, key, asset),
+        )  # fmt: skip
+    yield from check_outputs([NO_FAIL])
 
 
 @dg.asset(
