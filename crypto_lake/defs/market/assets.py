@@ -11,7 +11,7 @@ reports as one partition. ``materialize_partitions`` records exactly the partiti
 
 import time
 import warnings
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from crypto_lake.defs.market.partitions import (
     market_partitions,
     partition_pairs,
     run_partition_keys,
+    shift_day,
 )
 from crypto_lake.defs.market.quality import gate_failures
 from crypto_lake.defs.market.stats import (
@@ -152,7 +153,9 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
         out = partition_file(layout, "bars_1s", symbol, day)
         # Seconds before the day's first trade carry the previous day's last price; if that
         # day's trades are (re)built later, `bars_after_previous_day` rebuilds these bars.
-        previous_close = last_trade_price(partition_file(layout, "trades", symbol, _prev(day)))
+        previous_close = last_trade_price(
+            partition_file(layout, "trades", symbol, shift_day(day, -1))
+        )
         stats = build_bars_1s(
             partition_file(layout, "trades", symbol, day),
             partition_file(layout, "quotes", symbol, day),
@@ -223,10 +226,6 @@ PREVIOUS_CLOSE = "previous_close"
 def previous_close_text(price: Decimal | None) -> str:
     """How bars_1s metadata records the previous day's last price it used."""
     return "none" if price is None else str(price)
-
-
-def _prev(day: str) -> str:
-    return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
 
 
 def _day_bounds_ms(day: str) -> tuple[int, int]:

@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
+import pyarrow.parquet as pq
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus as Status,
@@ -31,7 +31,7 @@ from crypto_lake.defs.market.automation import (
     run_in_flight,
     valid_days,
 )
-from crypto_lake.defs.market.partitions import CONFIG, split_key
+from crypto_lake.defs.market.partitions import CONFIG, shift_day, split_key
 from crypto_lake.defs.market.quality import PARITY_RULE
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.core.paths import LakeLayout
@@ -63,28 +63,21 @@ parity_job = dg.define_asset_job(
 )
 
 
-def _next_day(day: str) -> str:
-    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-
-
 def starts_from_stale_close(layout: LakeLayout, symbol: str, day: str) -> bool:
     """Whether ``day``'s bars_1s open with empty seconds carrying another price than the
     previous day's last trade (as its trades file says now)."""
     bars = partition_file(layout, "bars_1s", symbol, day)
     if not bars.exists():
         return False
-    first = duckdb.sql(
-        "SELECT close, trade_count FROM read_parquet(?) ORDER BY window_start LIMIT 1",
-        params=[str(bars)],
-    ).fetchall()
-    if not first or first[0][1] > 0:  # the day opens with a trade: nothing was carried
+    file = pq.ParquetFile(bars)
+    if file.metadata.num_rows == 0:
         return False
-    expected = last_trade_price(partition_file(layout, "trades", symbol, day_before(day)))
-    return first[0][0] != expected
-
-
-def day_before(day: str) -> str:
-    return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+    # sorted by window_start: row 0 is the day's first second
+    first = file.read_row_group(0, columns=["close", "trade_count"]).slice(0, 1).to_pylist()
+    if first[0]["trade_count"] > 0:  # it opens with a trade: nothing was carried
+        return False
+    expected = last_trade_price(partition_file(layout, "trades", symbol, shift_day(day, -1)))
+    return first[0]["close"] != expected
 
 
 def stale_next_days(
@@ -93,7 +86,7 @@ def stale_next_days(
     """{day: symbols} whose bars_1s start from a previous close that trades materialized
     after ``after_storage_id`` changed, and the storage id to continue from."""
     touched, last = materialized_since(instance, TRADES, after_storage_id)
-    next_days = {_next_day(d): s for d, s in touched.items()}
+    next_days = {shift_day(d, 1): s for d, s in touched.items()}
     stale: dict[str, set[str]] = {}
     for day in valid_days(next_days):
         for symbol in sorted(next_days[day]):

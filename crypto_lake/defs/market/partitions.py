@@ -130,15 +130,18 @@ def range_tags(days: Iterable[str], symbols: Sequence[str]) -> dict[str, str]:
     }
 
 
-def contiguous_day_blocks(days: Iterable[str]) -> list[list[str]]:
-    """Group ISO days into runs of consecutive days (one run per block)."""
+def shift_day(day: str, days: int) -> str:
+    """The ISO day ``days`` after ``day`` (before it when negative)."""
     from datetime import date, timedelta
 
+    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
+
+
+def contiguous_day_blocks(days: Iterable[str]) -> list[list[str]]:
+    """Group ISO days into runs of consecutive days (one run per block)."""
     blocks: list[list[str]] = []
     for d in sorted(set(days)):
-        if blocks and date.fromisoformat(blocks[-1][-1]) + timedelta(days=1) == date.fromisoformat(
-            d
-        ):
+        if blocks and shift_day(blocks[-1][-1], 1) == d:
             blocks[-1].append(d)
         else:
             blocks.append([d])
