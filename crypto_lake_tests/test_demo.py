@@ -207,9 +207,13 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             assert launched["__typename"] == "LaunchRunSuccess", launched
         raw = tmp_path / "lake" / "raw" / "binance" / "BTCUSDT"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not list(raw.glob("*/part-*.jsonl")):
+
+        def sealed() -> list[Path]:  # zstd by default: part-NNNNNN.jsonl.zst
+            return [p for p in raw.glob("*/part-*") if not p.name.endswith(".open")]
+
+        while time.monotonic() < deadline and not sealed():
             time.sleep(0.5)
-        assert list(raw.glob("*/part-*.jsonl")), "no sealed raw file"
+        assert sealed(), "no sealed raw file"
         # A newcomer sees bars and passing checks within 5 minutes of starting the demo.
         seen = None
         while seen is None and time.monotonic() - started < 300:

@@ -35,6 +35,7 @@ from crypto_lake.defs.market.stats import (
 )
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.defs.table_schemas import asset_description, table_metadata
+from crypto_lake.lib.archive.day import with_compacted
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s, last_trade_price
 from crypto_lake.lib.market.dedup import trade_conflicts_path
@@ -93,8 +94,9 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     trades_meta: dict[str, dict[str, Any]] = {}
     quotes_meta: dict[str, dict[str, Any]] = {}
     # The sealed files on disk for each partition, whether or not the raw_file_sensor has
-    # catalogued them yet (files_for looks at the day's folders first).
-    jobs = [(day, symbol, catalog.files_for(symbol, day))
+    # catalogued them yet (files_for looks at the day's folders first); a day folder with a
+    # verified compacted archive is read from that one file (its minute files may be gone).
+    jobs = [(day, symbol, with_compacted(layout, symbol, day, catalog.files_for(symbol, day)))
             for day, symbol in partition_pairs(run_partition_keys(context))]  # fmt: skip
 
     def build(job: tuple[str, str, list[Path]]) -> TickStats:

@@ -65,25 +65,50 @@ def clear_hint(rule: CheckRule) -> str:
     )
 
 
+def latest_check(
+    instance: dg.DagsterInstance, asset: str, check: str, partition_key: str
+) -> tuple[dg.AssetCheckEvaluation, str] | None:
+    """The latest completed evaluation of ``asset``'s check ``check`` for one partition, and
+    the id of the run that recorded it."""
+    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status={Status.SUCCEEDED, Status.FAILED},
+        partition_filter=PartitionKeyFilter(key=partition_key),
+    )  # fmt: skip
+    if not records or records[0].event is None:
+        return None
+    return records[0].event.dagster_event.event_specific_data, records[0].run_id
+
+
 def gate_failures(instance: dg.DagsterInstance, partition_key: str) -> list[str]:
     """Why ``partition_key`` must not feed downstream assets: one line per blocking check
     whose latest completed evaluation for that partition failed; empty when none did."""
-    done = {Status.SUCCEEDED, Status.FAILED}
     reasons = []
     for rule in GATES:
-        key = dg.AssetCheckKey(dg.AssetKey(rule.asset), rule.name)
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=1, status=done, partition_filter=PartitionKeyFilter(key=partition_key)
-        )
-        if not records or records[0].status != Status.FAILED:
+        latest = latest_check(instance, rule.asset, rule.name, partition_key)
+        if latest is None or latest[0].passed:
             continue
-        evaluation = records[0].event.dagster_event.event_specific_data
+        evaluation, run_id = latest
         if evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue  # skipped (nothing recorded): a warning, not a failed rule
         violations = evaluation.metadata.get("violations")
         count = f"{violations.value} violations, " if violations is not None else ""
         reasons.append(
-            f"{rule.name} ({rule.rule}) failed ({count}run {records[0].run_id[:8]}): "
-            f"{clear_hint(rule)}"
+            f"{rule.name} ({rule.rule}) failed ({count}run {run_id[:8]}): {clear_hint(rule)}"
         )
+    return reasons
+
+
+def gates_not_passed(instance: dg.DagsterInstance, partition_key: str) -> list[str]:
+    """Stricter than ``gate_failures``, for archiving: one line per blocking check whose
+    latest evaluation for the partition is missing, skipped or failed."""
+    reasons = []
+    for rule in GATES:
+        latest = latest_check(instance, rule.asset, rule.name, partition_key)
+        if latest is None:
+            reasons.append(f"{rule.name} ({rule.rule}) has no result for this partition: "
+                           f"materialize {rule.asset} with its checks")  # fmt: skip
+        elif not latest[0].passed:
+            reasons.append(f"{rule.name} ({rule.rule}) did not pass: "
+                           f"{latest[0].description or 'failed'}; {clear_hint(rule)}")  # fmt: skip
     return reasons

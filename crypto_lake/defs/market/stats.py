@@ -91,11 +91,6 @@ def bar_stats_metadata(stats: BarStats, seconds_per_row: int = 1) -> dict[str, A
     return meta
 
 
-def _outages_path(layout: LakeLayout, symbol: str, day: str):
-    # Outside the table folders, so hive readers of trades/quotes see only Parquet.
-    return layout.state_dir / "outages" / f"symbol={symbol}" / f"{day}.json"
-
-
 def save_outages(layout: LakeLayout, symbol: str, day: str, stats: TickStats) -> None:
     """Persist the day's unrecorded intervals, ``[start_us, end_us, kind]`` each (kind
     "outage": the collector ran without a live connection; "unrecorded": it did not run or
@@ -103,13 +98,13 @@ def save_outages(layout: LakeLayout, symbol: str, day: str, stats: TickStats) ->
     apart."""
     kinds = stats.outage_kinds or [OUTAGE] * len(stats.outages)
     data = json.dumps([[int(a), int(b), k] for (a, b), k in zip(stats.outages, kinds, strict=True)])
-    atomic_write_bytes(_outages_path(layout, symbol, day), data.encode(), durable=False)
+    atomic_write_bytes(layout.outages_path(symbol, day), data.encode(), durable=False)
 
 
 def load_outage_intervals(layout: LakeLayout, symbol: str, day: str) -> list[tuple[int, int, str]]:
     """The saved intervals as ``(start_us, end_us, kind)``; files of the older two-element
     format read as kind "outage"."""
-    path = _outages_path(layout, symbol, day)
+    path = layout.outages_path(symbol, day)
     if not path.exists():
         return []
     return [(int(row[0]), int(row[1]), str(row[2]) if len(row) > 2 else OUTAGE)

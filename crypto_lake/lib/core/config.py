@@ -53,7 +53,8 @@ class BinanceConfig(_Section):
 
 class CollectorConfig(_Section):
     rotate_seconds: float = Field(60.0, gt=0)
-    compression: Literal["none", "gzip", "zstd"] = "none"
+    # Sealed files: zstd by default (measured 7.7x smaller than plain, and read faster).
+    compression: Literal["none", "gzip", "zstd"] = "zstd"
     heartbeat_seconds: float = Field(5.0, gt=0)
     silence_timeout_seconds: float = Field(30.0, gt=0)
     max_connection_age_seconds: float = Field(23.5 * 3600, gt=0)
@@ -102,6 +103,27 @@ class MacroConfig(_Section):
     max_missing_fraction: float = Field(0.05, ge=0, le=1)
 
 
+class ArchiveConfig(_Section):
+    """Compacted dailies, GCS copies and raw retention (SPEC §9; crypto_lake/lib/archive)."""
+
+    # GCS bucket for the copies; None keeps the archive local only. The client is
+    # dagster-gcp's GCSResource: credentials from GOOGLE_APPLICATION_CREDENTIALS (never this
+    # file), an emulator or other endpoint from STORAGE_EMULATOR_HOST.
+    bucket: str | None = None
+    prefix: str = "crypto-lake"  # object names: {prefix}/archive/{dataset}/symbol=.../...
+    gcs_project: str | None = None
+    upload_attempts: int = Field(5, ge=1)
+    backoff_base_seconds: float = Field(0.5, ge=0)
+    backoff_cap_seconds: float = Field(30.0, ge=0)
+    timeout_seconds: float = Field(120.0, gt=0)
+    archive_cron: str = "40 0 * * *"  # after dagster.finalize_cron: archives yesterday
+    retention_cron: str = "30 2 * * *"
+    # Sealed raw minute files older than this many days are deleted once safely archived.
+    retention_days: int = Field(7, ge=1)
+    disk_warn_fraction: float = Field(0.8, gt=0, le=1)
+    disk_fail_fraction: float = Field(0.9, gt=0, le=1)
+
+
 class Config(_Section):
     lake_root: Path = Path("./lake")
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
@@ -110,6 +132,7 @@ class Config(_Section):
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     macro: MacroConfig = Field(default_factory=MacroConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     # QA detector and fusion parameters (SPEC §7); the model lives with the QA code.
     qa: QAConfig = Field(default_factory=QAConfig)
 

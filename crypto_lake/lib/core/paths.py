@@ -13,6 +13,11 @@ from crypto_lake.lib.core.symbols import validate_day, validate_symbol, validate
 EXCHANGE = "binance"
 MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "coverage")
 QA_DATASETS = ("violations", "anomalies", "verdicts")
+# What the archive keeps per symbol-day (SPEC §9): the raw lines compacted into one zstd file,
+# and a copy of each table's partition file; each file has a .meta.json sidecar.
+RAW_ARCHIVE = "raw"
+ARCHIVE_TABLES = ("trades", "quotes", "bars_1s", "bars_1m", "coverage")
+ARCHIVE_DATASETS = (RAW_ARCHIVE, *ARCHIVE_TABLES)
 
 # part-000042.jsonl, part-000042.jsonl.gz, part-000042.jsonl.zst, part-000042.jsonl.open
 _PART_RE = re.compile(r"^part-(\d{6,})\.jsonl(\.gz|\.zst)?(\.open)?$")
@@ -106,6 +111,24 @@ class LakeLayout:
     def qa_report_path(self, day: str | date) -> Path:
         return self.root / "qa" / "reports" / f"{validate_day(day)}.md"
 
+    # archive ---------------------------------------------------------------------------------
+    @property
+    def archive_root(self) -> Path:
+        return self.root / "archive"
+
+    def archive_file(self, dataset: str, symbol: str, day: str | date) -> Path:
+        """``archive/{dataset}/symbol={SYMBOL}/{DAY}.parquet``; the raw lines' compacted file is
+        ``archive/raw/symbol={SYMBOL}/{DAY}.jsonl.zst``."""
+        if dataset not in ARCHIVE_DATASETS:
+            raise ValueError(f"unknown archive dataset {dataset!r}; known: {ARCHIVE_DATASETS}")
+        suffix = ".jsonl.zst" if dataset == RAW_ARCHIVE else ".parquet"
+        folder = self.archive_root / dataset / f"symbol={validate_symbol(symbol)}"
+        return folder / f"{validate_day(day)}{suffix}"
+
+    def archive_sidecar(self, dataset: str, symbol: str, day: str | date) -> Path:
+        """The ``{DAY}.meta.json`` beside an archive file."""
+        return self.archive_file(dataset, symbol, day).with_name(f"{validate_day(day)}.meta.json")
+
     # state -----------------------------------------------------------------------------------
     @property
     def state_dir(self) -> Path:
@@ -116,6 +139,12 @@ class LakeLayout:
         the bars step recomputes it from the tick tables when it is missing or stale)."""
         name = f"{validate_day(day)}.parquet"
         return self.state_dir / "seconds" / f"symbol={validate_symbol(symbol)}" / name
+
+    def outages_path(self, symbol: str, day: str | date) -> Path:
+        """A partition's unrecorded intervals (JSON), saved by the ticks step for the bars and
+        coverage steps; outside the table folders, so hive readers see only Parquet."""
+        return self.state_dir / "outages" / f"symbol={validate_symbol(symbol)}" / (
+            f"{validate_day(day)}.json")  # fmt: skip
 
     @property
     def heartbeat_path(self) -> Path:

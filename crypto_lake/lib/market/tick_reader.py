@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from crypto_lake.lib.archive.compact import raw_file_day
 from crypto_lake.lib.core.fsutil import advise
 from crypto_lake.lib.market import columns
 from crypto_lake.lib.raw import fastparse
@@ -61,13 +62,42 @@ class _Scratch:
         with open_raw(path, self.zstd) as fh:
             while True:
                 if n == len(self.data):
-                    bigger = np.empty(2 * len(self.data), dtype=np.uint8)
-                    bigger[:n] = self.data
-                    self.data = bigger
+                    self._grow(n, 2 * n)
                 got = fh.readinto(memoryview(self.data)[n:])
                 if not got:
                     return self.data[:n]
                 n += got
+
+    def _grow(self, n: int, need: int) -> None:
+        """Room for ``need`` bytes in ``data``, its first ``n`` kept."""
+        if need > len(self.data):
+            bigger = np.empty(max(need, 2 * len(self.data)), dtype=np.uint8)
+            bigger[:n] = self.data[:n]
+            self.data = bigger
+
+    def _chunks(self, path: Path) -> Iterator[np.ndarray]:
+        """A file's bytes: a part file whole; any other (a compacted day: a GB of lines) in
+        pieces of whole lines of about ``_CHUNK_BYTES``, so memory stays that of a part."""
+        if raw_file_day(path) == path.parent.name:
+            yield self._read(path)
+            return
+        n = 0
+        with open_raw(path, self.zstd) as fh:
+            while True:
+                self._grow(n, n + _CHUNK_BYTES)
+                got = 1
+                while got and n < len(self.data):
+                    got = fh.readinto(memoryview(self.data)[n:])
+                    n += got
+                cut = _after_last_newline(self.data, n)
+                if not got or cut:  # at the end: the rest, newline or not
+                    cut = n if not got else cut
+                    if cut:
+                        yield self.data[:cut]
+                    self.data[: n - cut] = self.data[cut:n]
+                    n -= cut
+                if not got:
+                    return
 
     def _room(self, rows: int) -> None:
         """Capacity for ``rows`` more rows of each kind, and for ``rows`` fallback lines."""
@@ -86,8 +116,7 @@ class _Scratch:
         """Parse ``paths`` (all own files or all neighbour files), rows in file order."""
         self.n_tr = self.n_bk = self.n_other = 0
         self.fallback, self.fallback_files, self.long_lines = [], [], []
-        for path in paths:
-            buf = self._read(path)
+        for path, buf in ((p, b) for p in paths for b in self._chunks(p)):
             at, rows, fallback = 0, len(buf) // _LINE_BYTES + 1, len(self.fallback)
             while True:  # once, unless the file has more lines than guessed
                 self._room(rows)
@@ -104,7 +133,7 @@ class _Scratch:
                 if at >= len(buf):
                     break
                 rows *= 2
-            if len(self.fallback) > fallback:
+            if len(self.fallback) > fallback and str(path) not in self.fallback_files[-1:]:
                 self.fallback_files.append(str(path))
         return self
 
@@ -123,6 +152,21 @@ class _Scratch:
 # Room for a file's rows is guessed from its size (raw lines average about 200 bytes);
 # counting its lines first would cost a pass over every byte.
 _LINE_BYTES = 128
+
+
+def _after_last_newline(data: np.ndarray, n: int) -> int:
+    """Index after the last newline in ``data[:n]`` (0: none), searched from the end."""
+    hi = n
+    while hi > 0:
+        lo = max(0, hi - (1 << 20))
+        ends = np.flatnonzero(data[lo:hi] == 10)
+        if len(ends):
+            return lo + int(ends[-1]) + 1
+        hi = lo
+    return 0
+
+
+_CHUNK_BYTES = 64 << 20  # a compacted day is read in pieces of about this size
 _FILES_PER_JOB = 8  # files parsed per thread hand-off (a thread switch per file costs)
 
 

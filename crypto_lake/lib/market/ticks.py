@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from crypto_lake.lib.archive.compact import raw_file_day
 from crypto_lake.lib.core.duck import connect
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.parquet_out import write_dataset_groups
@@ -301,12 +302,13 @@ def _quotes_table(bufs: columns.Buffers, symbol: str, m: np.ndarray) -> pa.Table
 
 
 def _split_files(raw_files: list[Path], day: str) -> tuple[list[str], list[str]]:
-    """Own-folder files (whose bad lines this day quarantines) and neighbour files."""
+    """Files of the day's own folder (whose bad lines this day quarantines; a compacted day
+    counts as its folder) and neighbour files, each in receive order."""
     own, other = [], []
-    for p in sorted(Path(f) for f in raw_files):
-        (own if p.parent.name in (day, "") or not _is_day_name(p.parent.name) else other).append(
-            str(p)
-        )
+    days = {Path(f): raw_file_day(f) for f in raw_files}
+    for p in sorted(days, key=lambda p: (days[p] or "", p.name, str(p))):
+        d = days[p]
+        (own if d in (day, None) or not _is_day_name(d) else other).append(str(p))
     return own, other
 
 
