@@ -16,8 +16,9 @@ import pytest
 from crypto_lake.defs.archive.assets import OVERRIDE_TAG, refusals
 from crypto_lake.defs.market.assets import partition_file
 from crypto_lake.defs.market.partitions import CONFIG, range_tags
+from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.archive.day import archive_files, archive_status, object_name, read_sidecar
-from crypto_lake.lib.core.paths import ARCHIVE_DATASETS, ARCHIVE_TABLES
+from crypto_lake.lib.core.paths import ARCHIVE_DATASETS, ARCHIVE_TABLES, LakeLayout
 from crypto_lake_tests.archive.gcs_server import (
     GcsTestEnv,
     fresh_bucket,
@@ -67,7 +68,7 @@ def sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_archive_flow(built, monkeypatch):
+def test_archive_flow(built, monkeypatch, tmp_path):
     """One instance through the whole story (a Dagster instance per test)."""
     archives_checked_days_and_refuses_a_qa_fail(*built)
     a_damaged_archive_is_not_counted(*built)
@@ -78,6 +79,7 @@ def test_archive_flow(built, monkeypatch):
         fresh_bucket(emulator, proxy, monkeypatch) as env,
     ):
         copies_are_verified_retried_and_not_repeated(*built, env, monkeypatch)
+        restore_job_rebuilds_the_day_on_a_fresh_lake(*built, tmp_path / "fresh")
         retention_then_finalize_from_the_compacted_day(*built, monkeypatch)
     disk_headroom_warns_and_fails_at_its_thresholds(built[1], monkeypatch)
 
@@ -187,6 +189,28 @@ def copies_are_verified_retried_and_not_repeated(
     assert env.proxy.count("upload") == 0  # second run: everything already there
     latest = instance.fetch_materializations(dg.AssetKey("gcs_archive_copy"), limit=1).records
     assert latest[0].asset_materialization.metadata["already_present"].value == 12
+
+
+def restore_job_rebuilds_the_day_on_a_fresh_lake(lake: Lake, instance, fresh):
+    """The restore job (launchpad config: day, symbols) on an empty lake root: every table
+    rebuilt from the bucket byte-identical to the original lake's."""
+    from crypto_lake.definitions import defs
+
+    job = defs().resolve_job_def("restore_job")
+    config = {"day": DAY, "symbols": SYMBOLS[:1]}
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"restore_from_bucket": {"config": config}}},
+        resources={"lake": LakeResource(lake_root=str(fresh))},
+    )  # fmt: skip
+    assert result.success, result.all_events
+    fresh_layout = LakeLayout(fresh)
+    for name in ARCHIVE_TABLES:
+        assert sha(partition_file(fresh_layout, name, SYMBOLS[0], DAY)) == sha(
+            partition_file(lake.layout, name, SYMBOLS[0], DAY)
+        )
+    report = result.output_for_node("restore_from_bucket")
+    assert report == 1
 
 
 def retention_then_finalize_from_the_compacted_day(lake: Lake, instance, monkeypatch):

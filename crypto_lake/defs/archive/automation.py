@@ -68,14 +68,14 @@ def delete_archived_raw(context: dg.OpExecutionContext, lake: LakeResource) -> d
     for error in result.errors:
         context.log.error(error)
     context.log.info(f"deleted {len(result.deleted)} raw files ({result.bytes_freed} bytes) of "
-                     f"{len(plan.verified)} archived day folders")  # fmt: skip
+                     f"{len({p.parent for p in result.deleted})} archived day folders")  # fmt: skip
     kept = "\n".join(f"- {k}: {r}" for k, r in sorted(plan.kept.items())) or "_none_"
     return dg.Output(
         len(result.deleted),
         metadata={
             "deleted_files": len(result.deleted),
             "bytes_freed": result.bytes_freed,
-            "folders_deleted": len(plan.verified) - len(result.skipped),
+            "folders_deleted": len({p.parent for p in result.deleted}),
             "folders_kept": len(plan.kept),
             "kept": dg.MetadataValue.md(kept),
             "errors": len(result.errors),

@@ -292,25 +292,27 @@ class ArchiveStatus:
 
     symbol: str
     day: str
+    datasets: tuple[str, ...] = ARCHIVE_DATASETS  # the files asked about
     problems: list[str] = field(default_factory=list)
     sidecars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
-        return not self.problems and len(self.sidecars) == len(ARCHIVE_DATASETS)
+        return not self.problems and set(self.sidecars) == set(self.datasets)
 
 
 def archive_status(layout: LakeLayout, symbol: str, day: str, *, deep: bool = False,
                    datasets: tuple[str, ...] = ARCHIVE_DATASETS) -> ArchiveStatus:  # fmt: skip
-    """Check every archive file of a symbol-day against its sidecar."""
-    status = ArchiveStatus(symbol, day)
+    """Check every archive file of a symbol-day against its sidecar; each problem starts with
+    the dataset it concerns."""
+    status = ArchiveStatus(symbol, day, tuple(datasets))
     for name in datasets:
         path = layout.archive_file(name, symbol, day)
         sidecar = read_sidecar(layout.archive_sidecar(name, symbol, day))
         problems = check_file(path, sidecar, deep=deep)
         if sidecar is not None and (sidecar.get("symbol"), sidecar.get("date")) != (symbol, day):
             problems.append(f"{path.name}: sidecar is for another partition")
-        status.problems += problems
+        status.problems += [f"{name}: {p}" for p in problems]
         if not problems:
             status.sidecars[name] = sidecar
     return status

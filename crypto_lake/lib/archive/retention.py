@@ -54,6 +54,8 @@ class FolderCheck:
 
 @dataclass
 class RetentionPlan:
+    """What ``plan_retention`` decided: the files to delete and why every other folder stays."""
+
     today: date
     retention_days: int
     delete: list[Path] = field(default_factory=list)  # sealed part files
@@ -65,6 +67,8 @@ class RetentionPlan:
 
 @dataclass
 class RetentionResult:
+    """What ``apply_retention`` did."""
+
     deleted: list[Path] = field(default_factory=list)
     bytes_freed: int = 0
     folders_removed: list[Path] = field(default_factory=list)
@@ -97,7 +101,7 @@ def check_folder(layout: LakeLayout, symbol: str, day: str, *, deep: bool = True
         return FolderCheck(f"archive of {', '.join(bad)} not verified: {detail}")
     raw = status.sidecars[RAW_ARCHIVE]
     listed = frozenset(raw.get("parts") or ())
-    if extra := []:
+    if extra := [p.name for p in parts if p.name not in listed]:
         return FolderCheck(f"{', '.join(extra)} not in the compacted file (arrived after it)")
     size = sum(p.stat().st_size for p in parts)
     if len(parts) == len(listed) and size != raw.get("input_bytes"):
@@ -154,6 +158,8 @@ def plan_retention(layout: LakeLayout, *, today: date, retention_days: int,
         plan.verified[key] = check.sha256
         plan.delete += check.files
         plan.delete_bytes += sum(p.stat().st_size for p in check.files)
+    log.info("retention plan: %d of %d day folders may go (%d files, %d bytes)",
+             len(plan.verified), plan.folders, len(plan.delete), plan.delete_bytes)  # fmt: skip
     return plan
 
 
@@ -212,6 +218,8 @@ def apply_retention(layout: LakeLayout, plan: RetentionPlan, *,
 
 @dataclass(frozen=True)
 class DiskUsage:
+    """Bytes of one file system, as ``shutil.disk_usage`` reports them."""
+
     total: int
     used: int
     free: int  # available to unprivileged users
