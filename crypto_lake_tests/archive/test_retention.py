@@ -27,7 +27,8 @@ import zstandard
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from crypto_lake.lib.archive.day import archive_day, archive_files
+from crypto_lake.lib.archive.compact import CompactError
+from crypto_lake.lib.archive.day import archive_day, archive_files, archive_status
 from crypto_lake.lib.archive.retention import (
     RetentionPlan,
     apply_retention,
@@ -587,3 +588,30 @@ def test_disk_usage_reads_the_file_system(tmp_path):
     assert usage.total > 0 and usage.used + usage.free <= usage.total
     assert usage.fraction == pytest.approx(usage.used / (usage.used + usage.free))
     assert 0 <= usage.fraction <= 1
+
+
+def test_archiving_again_after_retention_keeps_the_compacted_day(tmp_path):
+    """A re-run of the archive after retention deleted the minute files must not replace the
+    compacted day with an empty one; a folder that lost parts and gained new ones refuses."""
+    layout = LakeLayout(tmp_path)
+    day = day_before(10)
+    make_folder(layout, "BTCUSDT", day, parts=[("none", True), ("zstd", True)])
+    raw = layout.archive_file("raw", "BTCUSDT", day)
+    sidecar = layout.archive_sidecar("raw", "BTCUSDT", day)
+    first, first_sidecar = raw.read_bytes(), sidecar.read_bytes()
+    archive_day(layout, "BTCUSDT", day)  # nothing changed: nothing rewritten
+    assert sidecar.read_bytes() == first_sidecar
+    apply_retention(layout, plan(layout))
+    assert not layout.raw_day_dir("BTCUSDT", day).exists()
+    again = archive_day(layout, "BTCUSDT", day)
+    assert raw.read_bytes() == first and "raw" not in again.written
+    assert (
+        sidecar.read_bytes() == first_sidecar
+        and archive_status(layout, "BTCUSDT", day, deep=True).complete
+    )
+    # one of the two parts back, and a new one: neither the old nor a new archive is whole
+    write_part(layout, "BTCUSDT", day, 0, "none", part_lines("BTCUSDT", day, 0))
+    write_part(layout, "BTCUSDT", day, 7, "none", part_lines("BTCUSDT", day, 7))
+    with pytest.raises(CompactError, match="lacks"):
+        archive_day(layout, "BTCUSDT", day)
+    assert raw.read_bytes() == first
