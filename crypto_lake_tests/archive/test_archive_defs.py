@@ -126,15 +126,27 @@ def archives_checked_days_and_refuses_a_qa_fail(lake: Lake, instance: dg.Dagster
         assert side["qa_override"]["reason"] == "reviewed by hand: feed glitch"
 
 
+def intact(instance: dg.DagsterInstance, days: list[str]) -> dict[str, dg.AssetCheckEvaluation]:
+    """archive_intact's result per partition, from a run of archive_verify_job."""
+    result = run(instance, "archive_verify_job", range_tags(days, SYMBOLS))
+    return {e.partition: e for e in result.get_asset_check_evaluations()}
+
+
 def a_damaged_archive_is_not_counted(lake: Lake, instance: dg.DagsterInstance):
-    if not archive_status(lake.layout, SYMBOLS[0], DAY).complete:
-        assert run(instance, "archive_job", range_tags([DAY], SYMBOLS[:1])).success
+    """A truncated table file or a flipped byte in the raw file: the archive does not verify,
+    and archive_intact fails for that partition in the UI; archive_job repairs it."""
+    btc, eth = (f"{DAY}|{s}" for s in SYMBOLS)
+    results = intact(instance, [DAY])
+    assert results[btc].passed and results[eth].passed
     path = lake.layout.archive_file("bars_1s", SYMBOLS[0], DAY)
     good = path.read_bytes()
     try:
         path.write_bytes(good[:-10])  # truncated
         status = archive_status(lake.layout, SYMBOLS[0], DAY)
-        assert not status.complete and any("bars_1s" in p for p in status.problems)
+        assert not status.complete and any(p.startswith("bars_1s:") for p in status.problems)
+        results = intact(instance, [DAY])
+        assert not results[btc].passed and "bars_1s" in results[btc].description
+        assert results[btc].severity == dg.AssetCheckSeverity.ERROR and results[eth].passed
     finally:
         path.write_bytes(good)
     raw = lake.layout.archive_file("raw", SYMBOLS[0], DAY)
@@ -142,8 +154,11 @@ def a_damaged_archive_is_not_counted(lake: Lake, instance: dg.DagsterInstance):
     data[len(data) // 2] ^= 0xFF
     raw.write_bytes(bytes(data))
     assert not archive_status(lake.layout, SYMBOLS[0], DAY, deep=True).complete
+    assert not intact(instance, [DAY])[btc].passed
     assert run(instance, "archive_job", range_tags([DAY], SYMBOLS[:1])).success  # repaired
     assert archive_status(lake.layout, SYMBOLS[0], DAY, deep=True).complete
+    never = intact(instance, [DAYS[1]])[f"{DAYS[1]}|{SYMBOLS[0]}"]
+    assert not never.passed and never.severity == dg.AssetCheckSeverity.WARN  # not archived
 
 
 def unfinished_or_unchecked_days_are_refused(_lake: Lake, instance: dg.DagsterInstance):
