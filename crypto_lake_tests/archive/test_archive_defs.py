@@ -81,6 +81,7 @@ def test_archive_flow(built, monkeypatch, tmp_path):
         copies_are_verified_retried_and_not_repeated(*built, env, monkeypatch)
         restore_job_rebuilds_the_day_on_a_fresh_lake(*built, tmp_path / "fresh")
         retention_then_finalize_from_the_compacted_day(*built, monkeypatch)
+    an_open_file_refuses_only_its_partition(*built)
     disk_headroom_warns_and_fails_at_its_thresholds(built[1], monkeypatch)
 
 
@@ -179,12 +180,25 @@ def copies_are_verified_retried_and_not_repeated(
     configuration (archive.bucket, STORAGE_EMULATOR_HOST) behind a proxy that fails and
     corrupts requests: a 503 is retried, a corrupted upload is detected and uploaded again,
     and a second run uploads nothing. Only BTCUSDT is copied."""
+    from crypto_lake.defs.archive.automation import archive_copies
+
+    def sensor(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+        resources = {"lake": LakeResource(lake_root=str(lake.layout.root))}
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as c:
+            return archive_copies(c)
+
+    assert isinstance(sensor(None), dg.SkipReason)  # no bucket: idle
     monkeypatch.setenv("CRYPTO_LAKE__ARCHIVE__BUCKET", env.bucket_name)
     monkeypatch.setenv("CRYPTO_LAKE__ARCHIVE__BACKOFF_BASE_SECONDS", "0.01")
-    tags = range_tags([DAY], SYMBOLS[:1])
+    asked = sensor(None)  # every archived partition, in its own copy run
+    (request,) = asked.run_requests
+    assert request.job_name == "gcs_copy_job" and request.tags == {
+        **range_tags([DAY], SYMBOLS), "crypto_lake/trigger": "copy"}  # fmt: skip
+    assert isinstance(sensor(asked.cursor), dg.SkipReason)  # nothing new, retry not due
+    tags = range_tags([DAY], SYMBOLS[:1])  # only BTCUSDT is copied here
     env.proxy.fail_next(1, status=503)
     env.proxy.corrupt_uploads(1)
-    result = run(instance, "archive_job", tags)
+    result = run(instance, "gcs_copy_job", tags)
     assert result.success
     assert env.proxy.count("upload", fault="corrupt_upload") == 1
     assert env.proxy.count(fault="status") == 1
@@ -200,7 +214,8 @@ def copies_are_verified_retried_and_not_repeated(
         assert name in meta["object_table"].value
     assert not [b.name for b in env.client.list_blobs(env.bucket_name) if "incoming" in b.name]
     env.proxy.reset()
-    assert run(instance, "archive_job", tags).success
+    assert run(instance, "archive_job", tags).success  # archived again: unchanged
+    assert run(instance, "gcs_copy_job", tags).success
     assert env.proxy.count("upload") == 0  # second run: everything already there
     latest = instance.fetch_materializations(dg.AssetKey("gcs_archive_copy"), limit=1).records
     assert latest[0].asset_materialization.metadata["already_present"].value == 12
@@ -257,6 +272,21 @@ def retention_then_finalize_from_the_compacted_day(lake: Lake, instance, monkeyp
     trades = [m for m in mats if m.asset_key.to_user_string() == "trades"]
     # the compacted day, and the next day's first part (the day's last trades)
     assert trades and trades[0].metadata["raw_files"].value <= 2
+
+
+def an_open_file_refuses_only_its_partition(lake: Lake, instance: dg.DagsterInstance):
+    """A day folder still being written (an .open part) is not archived; the run fails naming
+    it, and the other symbol of that day is archived."""
+    day = DAYS[1]
+    opened = lake.layout.raw_day_dir(SYMBOLS[0], day) / "part-999999.jsonl.open"
+    opened.write_bytes(b"")
+    result = run(instance, "archive_job", range_tags([day], SYMBOLS))
+    opened.unlink()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "still being written" in str(failure.event_specific_data.error)
+    assert set(archived(instance)) >= {f"{day}|{SYMBOLS[1]}"}
+    assert f"{day}|{SYMBOLS[0]}" not in archived(instance)
 
 
 def disk_headroom_warns_and_fails_at_its_thresholds(instance, monkeypatch):

@@ -42,6 +42,7 @@ from crypto_lake.defs.market.quality import gates_not_passed, latest_check
 from crypto_lake.defs.market.stats import load_outage_intervals
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.archive import gcs
+from crypto_lake.lib.archive.compact import CompactError
 from crypto_lake.lib.archive.day import archive_day, archive_files, archive_status, object_name
 from crypto_lake.lib.core.paths import ARCHIVE_TABLES, RAW_ARCHIVE, LakeLayout
 from crypto_lake.lib.qa import pipeline as qa
@@ -93,7 +94,7 @@ def refusals(instance: dg.DagsterInstance, key: str, override: str | None,
         reasons.append("no_fail_verdict has no result for this partition: run the QA assets")
     elif not latest[0].passed and not (override and _is_fail_verdict(latest[0])):
         reasons.append(f"no_fail_verdict did not pass ({latest[0].description}); to archive "
-                       f"anyway, launch with the tag {OVERRIDE_TAG}=<reason>")  # fmt: skip
+                       f"anyway, launch with the tag {OVERRIDE_TAG}=REASON")  # fmt: skip
     return reasons
 
 
@@ -150,7 +151,7 @@ def _archive_metadata(layout: LakeLayout, result) -> dict[str, Any]:
                       + [f"| {r['dataset']} | {r['rows']} | {r['bytes']} | {r['sha256']}… | "
                          f"{r['file']} |" for r in rows])  # fmt: skip
     return {
-        "dagster/uri": dg.MetadataValue.path(str(result.files[RAW_ARCHIVE].parent.parent.parent)),
+        "dagster/uri": dg.MetadataValue.path(str(result.files[RAW_ARCHIVE])),
         "archived_files": len(result.files),
         "archive_bytes": total,
         "raw_lines": raw["rows"],
@@ -181,7 +182,7 @@ def _archive_metadata(layout: LakeLayout, result) -> dict[str, Any]:
     "one zstd file (line count and content SHA256), trades, quotes, bars_1s, bars_1m and coverage "
     "as one Parquet file each, and a .meta.json sidecar per file. Only when the day was finalized, "
     "its blocking checks passed and its QA verdict is not FAIL (or the run has the tag "
-    f"{OVERRIDE_TAG}=<reason>).",
+    f"{OVERRIDE_TAG}=REASON, recorded in the sidecars).",
 )
 def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource):
     layout = lake.layout
@@ -199,7 +200,12 @@ def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource):
             continue
         ctx = _context(layout, symbol, day, context.run.run_id, override,
                        _previous_close(context.instance, key))  # fmt: skip
-        result = archive_day(layout, symbol, day, context=ctx)
+        try:
+            result = archive_day(layout, symbol, day, context=ctx)
+        except (CompactError, OSError) as exc:  # an open or unreadable part, a missing table
+            refused[key] = [str(exc)]
+            context.log.error(f"daily_archive {key} not archived: {exc}")
+            continue
         status = archive_status(layout, symbol, day, deep=True)
         if not status.complete:
             refused[key] = status.problems
@@ -210,7 +216,7 @@ def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource):
         context.log.info(f"{key}: archived {per[key]['archive_bytes']} bytes, raw "
                          f"{per[key]['compression_ratio']}x smaller, verified")  # fmt: skip
     numeric = ["archived_files", "archive_bytes", "raw_lines", "raw_compacted_bytes"]
-    yield from materialize_partitions(context, "daily_archive", per, numeric)
+    yield from materialize_partitions(context, "daily_archive", per, numeric, separately=True)
     if refused:
         lines = "\n".join(f"- {k}: {'; '.join(r)}" for k, r in sorted(refused.items()))
         raise dg.Failure(
@@ -277,7 +283,7 @@ def gcs_archive_copy(context: dg.AssetExecutionContext, lake: LakeResource):
             continue
         per[key] = _copy_metadata(copies)
     numeric = ["objects", "uploaded", "already_present", "bytes"]
-    yield from materialize_partitions(context, "gcs_archive_copy", per, numeric)
+    yield from materialize_partitions(context, "gcs_archive_copy", per, numeric, separately=True)
     if failed:
         lines = "\n".join(f"- {k}: {r}" for k, r in sorted(failed.items()))
         raise dg.Failure(description=f"{len(failed)} partition(s) not copied:\n{lines}")
@@ -286,7 +292,7 @@ def gcs_archive_copy(context: dg.AssetExecutionContext, lake: LakeResource):
 def _copy_metadata(copies: list) -> dict[str, Any]:
     rows = "\n".join(f"| {c.uri} | {c.size} | {c.md5} | {c.crc32c} | {c.action} |" for c in copies)
     return {
-        "dagster/uri": dg.MetadataValue.url(copies[0].uri.rsplit("/", 1)[0]),
+        "dagster/uri": dg.MetadataValue.url(copies[0].uri),  # the raw lines' object
         "objects": len(copies),
         "uploaded": sum(c.action == "uploaded" for c in copies),
         "already_present": sum(c.action == "present" for c in copies),

@@ -3,27 +3,81 @@
 ``archive_yesterday`` runs after ``finalize_yesterday`` and covers every symbol of yesterday
 in one ranged run; partitions that may not be archived yet are listed in the failed run (see
 ``crypto_lake.defs.archive.assets``) and archived by a later run or a UI backfill once they
-may. ``raw_retention`` deletes sealed raw minute files only when their day's archive is whole
+may. ``archive_copies`` copies what was archived in runs of its own: a refused partition fails
+its archive run, which would skip a copy step in the same run for every other partition.
+``raw_retention_job`` deletes sealed raw minute files only when their day's archive is whole
 and re-verified (and copied, when a bucket is configured): ``crypto_lake.lib.archive.retention``.
 """
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from crypto_lake.defs.archive.assets import archive_bucket, daily_archive, gcs_archive_copy
-from crypto_lake.defs.market.automation import TRIGGER_TAG
-from crypto_lake.defs.market.partitions import CONFIG, range_tags
+from crypto_lake.defs.market.automation import TRIGGER_TAG, block_requests, run_in_flight
+from crypto_lake.defs.market.partitions import CONFIG, range_tags, split_key
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.archive import gcs, retention
 from crypto_lake.lib.archive.day import object_name
 
 archive_job = dg.define_asset_job(
     name="archive_job",
-    selection=[daily_archive, gcs_archive_copy],
-    description="Archive closed, checked days under archive/ and copy them to the bucket "
-    "(when archive.bucket is set), for a block of days × symbols in one run.",
+    selection=[daily_archive],
+    description="Archive closed, checked days under archive/, for a block of days × symbols "
+    "in one run (the archive_copies sensor then copies them to the bucket).",
 )
+copy_job = dg.define_asset_job(
+    name="gcs_copy_job",
+    selection=[gcs_archive_copy],
+    description="Copy archived partitions to the bucket, verified.",
+)
+COPY_TRIGGER = "copy"
+COPY_RETRY_SECONDS = 3600
+ARCHIVE, COPY = dg.AssetKey("daily_archive"), dg.AssetKey("gcs_archive_copy")
+
+
+def uncopied(instance: dg.DagsterInstance) -> dict[str, set[str]]:
+    """{day: symbols} archived since their last verified copy (or never copied)."""
+    event = dg.DagsterEventType.ASSET_MATERIALIZATION
+    archived = instance.get_latest_storage_id_by_partition(ARCHIVE, event)
+    copied = instance.get_latest_storage_id_by_partition(COPY, event)
+    todo: dict[str, set[str]] = {}
+    for partition, storage_id in archived.items():
+        if copied.get(partition, -1) < storage_id:
+            day, symbol = split_key(partition)
+            todo.setdefault(day, set()).add(symbol)
+    return todo
+
+
+@dg.sensor(
+    name="archive_copies",
+    job=copy_job,
+    minimum_interval_seconds=CONFIG.dagster.refresh_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Copies every archived partition to the bucket once archived (or archived "
+    "again), in its own run, so one partition the archive refuses holds back no copy; copies "
+    "that failed are tried again every hour. Idle without archive.bucket.",
+)
+def archive_copies(context: dg.SensorEvaluationContext, lake: LakeResource):
+    if not lake.config.archive.bucket:
+        return dg.SkipReason("archive.bucket is not set: the archive stays local")
+    state = json.loads(context.cursor) if context.cursor else {}
+    if run_in_flight(context.instance, copy_job.name, COPY_TRIGGER):
+        return dg.SkipReason("previous copy run still in progress")
+    event = dg.DagsterEventType.ASSET_MATERIALIZATION
+    newest = max(context.instance.get_latest_storage_id_by_partition(ARCHIVE, event).values(),
+                 default=0)  # fmt: skip
+    now = datetime.now(UTC).timestamp()
+    if newest <= state.get("archive_id", 0) and now < state.get("retry_at", 0):
+        return dg.SkipReason("no new archive; failed copies are tried again hourly")
+    todo = uncopied(context.instance)
+    cursor = json.dumps({"archive_id": newest, "retry_at": now + COPY_RETRY_SECONDS})
+    requests = block_requests(todo, COPY_TRIGGER, newest, copy_job.name)
+    if not requests:
+        return dg.SensorResult(skip_reason="every archived partition is copied", cursor=cursor)
+    context.log.info(f"copying {sum(len(s) for s in todo.values())} archived partitions")
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
 @dg.schedule(

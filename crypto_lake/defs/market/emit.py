@@ -30,6 +30,7 @@ def materialize_partitions(
     *,
     observed: Collection[str] | None = None,
     run_totals: RunTotals | None = None,
+    separately: bool = False,
 ) -> Iterator[dg.MaterializeResult]:
     """Yield the step's result for ``asset_key`` given the metadata of each partition built.
 
@@ -42,12 +43,14 @@ def materialize_partitions(
       (Dagster attaches one result to every partition of a ranged output).
     - Dagster records a subset (job-page backfill): that subset's result as above, and one
       materialization with full metadata for each other built partition.
-    - Dagster would record partitions that were not built: no output; each built partition
-      gets its own materialization.
+    - Dagster would record partitions that were not built, or ``separately`` (an asset whose
+      partitions' metadata must each be complete in the UI: hashes, object URIs): no output;
+      each built partition gets its own materialization (the asset is declared
+      ``output_required=False``).
     """
     recorded = set(dagster_partition_keys(context))
     built = set(per_partition)
-    if recorded <= built:
+    if recorded <= built and not separately:
         for key in sorted(built - recorded):
             context.log_event(
                 dg.AssetMaterialization(asset_key=asset_key, partition=key,
