@@ -45,6 +45,7 @@ from crypto_lake.lib.archive import gcs
 from crypto_lake.lib.archive.compact import CompactError
 from crypto_lake.lib.archive.day import archive_day, archive_files, archive_status, object_name
 from crypto_lake.lib.core.paths import ARCHIVE_TABLES, RAW_ARCHIVE, LakeLayout
+from crypto_lake.lib.market.parallel import map_partitions
 from crypto_lake.lib.qa import pipeline as qa
 from crypto_lake.lib.raw.catalog import day_bounds_us
 
@@ -191,6 +192,7 @@ def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource):
     now_us = time.time_ns() // 1000
     per: dict[str, dict[str, Any]] = {}
     refused: dict[str, list[str]] = {}
+    jobs = []
     for day, symbol in partition_pairs(run_partition_keys(context)):
         key = f"{day}|{symbol}"
         reasons = refusals(context.instance, key, override, now_us)
@@ -200,23 +202,30 @@ def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource):
             continue
         ctx = _context(layout, symbol, day, context.run.run_id, override,
                        _previous_close(context.instance, key))  # fmt: skip
-        try:
-            result = archive_day(layout, symbol, day, context=ctx)
+        jobs.append((key, symbol, day, ctx))
+
+    def archive(job: tuple[str, str, str, dict[str, Any]]):
+        """Archive and re-read one partition: (result, problems)."""
+        _, symbol, day, ctx = job
+        try:  # zstd on 2 threads, 2 partitions at a time: fastest measured (bench_archive)
+            result = archive_day(layout, symbol, day, context=ctx, zstd_threads=2)
         except (CompactError, OSError) as exc:  # an open or unreadable part, a missing table
-            refused[key] = [str(exc)]
-            context.log.error(f"daily_archive {key} not archived: {exc}")
-            continue
-        status = archive_status(layout, symbol, day, deep=True)
-        if not status.complete:
-            refused[key] = status.problems
-            context.log.error(f"daily_archive {key}: written but does not verify: "
-                              + "; ".join(status.problems))  # fmt: skip
+            return None, [str(exc)]
+        return result, archive_status(layout, symbol, day, deep=True).problems
+
+    for (key, *_), (result, problems) in map_partitions(archive, jobs):
+        if result is None or problems:
+            refused[key] = problems
+            context.log.error(f"daily_archive {key} not archived: " + "; ".join(problems))
             continue
         per[key] = _archive_metadata(layout, result)
         context.log.info(f"{key}: archived {per[key]['archive_bytes']} bytes, raw "
                          f"{per[key]['compression_ratio']}x smaller, verified")  # fmt: skip
     numeric = ["archived_files", "archive_bytes", "raw_lines", "raw_compacted_bytes"]
-    yield from materialize_partitions(context, "daily_archive", per, numeric, separately=True)
+    # gcs_archive_copy in the same run needs the step's output: a ranged result (run totals),
+    # with every partition's whole metadata (hashes, files) in its own observation.
+    observed = {k for meta in per.values() for k in meta if not k.startswith("dagster/")}
+    yield from materialize_partitions(context, "daily_archive", per, numeric, observed=observed)
     if refused:
         lines = "\n".join(f"- {k}: {'; '.join(r)}" for k, r in sorted(refused.items()))
         raise dg.Failure(

@@ -62,42 +62,13 @@ class _Scratch:
         with open_raw(path, self.zstd) as fh:
             while True:
                 if n == len(self.data):
-                    self._grow(n, 2 * n)
+                    bigger = np.empty(2 * len(self.data), dtype=np.uint8)
+                    bigger[:n] = self.data
+                    self.data = bigger
                 got = fh.readinto(memoryview(self.data)[n:])
                 if not got:
                     return self.data[:n]
                 n += got
-
-    def _grow(self, n: int, need: int) -> None:
-        """Room for ``need`` bytes in ``data``, its first ``n`` kept."""
-        if need > len(self.data):
-            bigger = np.empty(max(need, 2 * len(self.data)), dtype=np.uint8)
-            bigger[:n] = self.data[:n]
-            self.data = bigger
-
-    def _chunks(self, path: Path) -> Iterator[np.ndarray]:
-        """A file's bytes: a part file whole; any other (a compacted day: a GB of lines) in
-        pieces of whole lines of about ``_CHUNK_BYTES``, so memory stays that of a part."""
-        if raw_file_day(path) == path.parent.name:
-            yield self._read(path)
-            return
-        n = 0
-        with open_raw(path, self.zstd) as fh:
-            while True:
-                self._grow(n, n + _CHUNK_BYTES)
-                got = 1
-                while got and n < len(self.data):
-                    got = fh.readinto(memoryview(self.data)[n:])
-                    n += got
-                cut = _after_last_newline(self.data, n)
-                if not got or cut:  # at the end: the rest, newline or not
-                    cut = n if not got else cut
-                    if cut:
-                        yield self.data[:cut]
-                    self.data[: n - cut] = self.data[cut:n]
-                    n -= cut
-                if not got:
-                    return
 
     def _room(self, rows: int) -> None:
         """Capacity for ``rows`` more rows of each kind, and for ``rows`` fallback lines."""
@@ -114,28 +85,45 @@ class _Scratch:
     def parse(self, paths: list[Path], lower: np.ndarray, start_us: int, end_us: int,
               keep_other: bool) -> _Scratch:  # fmt: skip
         """Parse ``paths`` (all own files or all neighbour files), rows in file order."""
+        self._reset()
+        for path in paths:
+            self._parse(path, self._read(path), lower, start_us, end_us, keep_other)
+        return self
+
+    def parse_piece(self, path: Path, piece: bytes, lower: np.ndarray, start_us: int,
+                    end_us: int, keep_other: bool) -> _Scratch:  # fmt: skip
+        """Parse one piece of whole lines of a compacted day (``_pieces``)."""
+        self._reset()
+        if len(self.data) < len(piece):
+            self.data = np.empty(len(piece), dtype=np.uint8)
+        buf = self.data[: len(piece)]
+        buf[:] = np.frombuffer(piece, dtype=np.uint8)
+        self._parse(path, buf, lower, start_us, end_us, keep_other)
+        return self
+
+    def _reset(self) -> None:
         self.n_tr = self.n_bk = self.n_other = 0
         self.fallback, self.fallback_files, self.long_lines = [], [], []
-        for path, buf in ((p, b) for p in paths for b in self._chunks(p)):
-            at, rows, fallback = 0, len(buf) // _LINE_BYTES + 1, len(self.fallback)
-            while True:  # once, unless the file has more lines than guessed
-                self._room(rows)
-                self.n_tr, self.n_bk, n_other, m, at = fastparse.parse_buffer(
-                    buf, at, lower, start_us, end_us, keep_other, self.tr, self.bk,
-                    self.fb_s, self.fb_e, self.n_tr, self.n_bk,
-                )  # fmt: skip
-                self.n_other += n_other
-                if m and int((self.fb_e[:m] - self.fb_s[:m]).max()) > MAX_LINE_BYTES:
-                    self._set_aside_long_lines(buf, path, m)
-                else:
-                    self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes()
-                                      for i in range(m)]  # fmt: skip
-                if at >= len(buf):
-                    break
-                rows *= 2
-            if len(self.fallback) > fallback and str(path) not in self.fallback_files[-1:]:
-                self.fallback_files.append(str(path))
-        return self
+
+    def _parse(self, path: Path, buf: np.ndarray, lower: np.ndarray, start_us: int, end_us: int,
+               keep_other: bool) -> None:  # fmt: skip
+        at, rows, fallback = 0, len(buf) // _LINE_BYTES + 1, len(self.fallback)
+        while True:  # once, unless the file has more lines than guessed
+            self._room(rows)
+            self.n_tr, self.n_bk, n_other, m, at = fastparse.parse_buffer(
+                buf, at, lower, start_us, end_us, keep_other, self.tr, self.bk,
+                self.fb_s, self.fb_e, self.n_tr, self.n_bk,
+            )  # fmt: skip
+            self.n_other += n_other
+            if m and int((self.fb_e[:m] - self.fb_s[:m]).max()) > MAX_LINE_BYTES:
+                self._set_aside_long_lines(buf, path, m)
+            else:
+                self.fallback += [buf[self.fb_s[i] : self.fb_e[i]].tobytes() for i in range(m)]
+            if at >= len(buf):
+                break
+            rows *= 2
+        if len(self.fallback) > fallback:
+            self.fallback_files.append(str(path))
 
     def _set_aside_long_lines(self, buf: np.ndarray, path: Path, m: int) -> None:
         """The ``m`` fallback lines of ``buf``, those longer than MAX_LINE_BYTES (DuckDB's JSON
@@ -154,19 +142,49 @@ class _Scratch:
 _LINE_BYTES = 128
 
 
-def _after_last_newline(data: np.ndarray, n: int) -> int:
-    """Index after the last newline in ``data[:n]`` (0: none), searched from the end."""
-    hi = n
-    while hi > 0:
-        lo = max(0, hi - (1 << 20))
-        ends = np.flatnonzero(data[lo:hi] == 10)
-        if len(ends):
-            return lo + int(ends[-1]) + 1
-        hi = lo
-    return 0
+def _pieces(path: Path) -> Iterator[tuple[bytes, int]]:
+    """A compacted day's lines (one file of a GB or more) in pieces of whole lines of about
+    ``_CHUNK_BYTES``, each with the bytes of the file it took (to size the day from)."""
+    rest, at = b"", 0
+    with open(path, "rb") as raw:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        while chunk := reader.read(_CHUNK_BYTES):
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # one line longer than a piece: read on
+                rest = data
+                continue
+            yield data[:cut], raw.tell() - at
+            rest, at = data[cut:], raw.tell()
+    if rest:
+        yield rest, 0
 
 
-_CHUNK_BYTES = 64 << 20  # a compacted day is read in pieces of about this size
+Job = tuple[str, object, bool, int]  # kind ("files" | "piece"), what, own?, bytes on disk
+
+
+def _jobs(own: list[str], other: list[str], sizes: dict[Path, int]) -> Iterator[Job]:
+    """The parse jobs in file order: up to ``_FILES_PER_JOB`` part files each, or one piece of
+    a compacted day, so a day in one file is still parsed on every thread."""
+    for group, is_own in ((own, True), (other, False)):
+        batch: list[Path] = []
+        for path in map(Path, group):
+            if raw_file_day(path) == path.parent.name or not path.name.endswith(".zst"):
+                batch.append(path)
+                if len(batch) == _FILES_PER_JOB:
+                    yield "files", batch, is_own, sum(sizes.get(p, 0) for p in batch)
+                    batch = []
+                continue
+            if batch:
+                yield "files", batch, is_own, sum(sizes.get(p, 0) for p in batch)
+                batch = []
+            for piece, weight in _pieces(path):
+                yield "piece", (path, piece), is_own, weight
+        if batch:
+            yield "files", batch, is_own, sum(sizes.get(p, 0) for p in batch)
+
+
+_CHUNK_BYTES = 8 << 20  # pieces of a compacted day: about a job of minute files (8 x 1 MB)
 _FILES_PER_JOB = 8  # files parsed per thread hand-off (a thread switch per file costs)
 
 
@@ -174,51 +192,55 @@ def fast_parse(
     own: list[str], other: list[str], symbol: str, start_us: int, end_us: int, threads: int,
     bufs: columns.Buffers,
 ) -> Parsed:  # fmt: skip
-    """Every file through the compiled reader, ``threads`` jobs of a few files at a time (it
-    releases the GIL), at most one job ahead per thread; rows in file order.
+    """Every file through the compiled reader, ``threads`` jobs of a few files (or of one
+    piece of a compacted day) at a time (it releases the GIL), at most one job ahead per
+    thread; rows in file order.
 
     Once the first job is in, the day's matrices are sized for the whole day from its rows
     per file byte: growing them step by step would copy every row about twice more, into
     memory touched for the first time, which is slow (see ``columns``). A wrong estimate
     costs nothing worse: too high leaves untouched address space, too low grows as before.
     """
-    jobs = [([Path(f) for f in group[i : i + _FILES_PER_JOB]], is_own)
-            for group, is_own in ((own, True), (other, False))
-            for i in range(0, len(group), _FILES_PER_JOB)]  # fmt: skip
     lower = np.frombuffer(symbol.lower().encode(), dtype=np.uint8)
     out = Parsed(bufs)
     threads = max(1, threads)
     free = list(bufs.objects("scratch", 2 * threads, _Scratch))
     pending: deque = deque()
     sizes = _file_sizes(own)
-    first = sum(sizes.get(p, 0) for p in jobs[0][0]) if jobs and jobs[0][1] else 0
-    sized = not first  # jobs are taken in order: the first one sizes the day
+    first = 0  # bytes on disk of the first job, when it is of the day's own files
+    sized = False  # jobs are taken in order: the first one sizes the day
 
     def take(is_own: bool, job: Future) -> None:
         nonlocal sized
         s = job.result()
         if not sized:
             sized = True
-            rest = (sum(sizes.values()) - first) / first * 1.1
-            out.trades.reserve(s.n_tr + int(s.n_tr * rest))
-            out.quotes.reserve(s.n_bk + int(s.n_bk * rest))
+            if first:
+                rest = (sum(sizes.values()) - first) / first * 1.1
+                out.trades.reserve(s.n_tr + int(s.n_tr * rest))
+                out.quotes.reserve(s.n_bk + int(s.n_bk * rest))
         out.trades.append(s.tr[:, : s.n_tr])
         out.quotes.append(s.bk[:, : s.n_bk])
         out.other += s.n_other
         (out.fallback_own if is_own else out.fallback_other).extend(s.fallback)
-        if is_own:
-            out.fallback_files += s.fallback_files
+        if is_own:  # a compacted day's pieces: its name once
+            out.fallback_files += [f for f in s.fallback_files if f not in out.fallback_files[-1:]]
             out.long_lines += s.long_lines
         free.append(s)
 
     with _no_cyclic_gc(), ThreadPoolExecutor(threads + 1) as pool:
         # read ahead, in order, so the reader threads rarely wait on a cold disk
         pool.submit(advise, [Path(f) for f in own + other], os.POSIX_FADV_WILLNEED)
-        for paths, is_own in jobs:
+        for n, (kind, what, is_own, weight) in enumerate(_jobs(own, other, sizes)):
+            if n == 0 and is_own:
+                first = weight
             if not free:
                 take(*pending.popleft())
             s = free.pop()
-            pending.append((is_own, pool.submit(s.parse, paths, lower, start_us, end_us, is_own)))
+            args = (lower, start_us, end_us, is_own)
+            job = pool.submit(s.parse, what, *args) if kind == "files" else pool.submit(
+                s.parse_piece, *what, *args)  # fmt: skip
+            pending.append((is_own, job))
         while pending:
             take(*pending.popleft())
     return out
