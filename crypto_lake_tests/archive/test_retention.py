@@ -615,3 +615,12 @@ def test_archiving_again_after_retention_keeps_the_compacted_day(tmp_path):
     with pytest.raises(CompactError, match="lacks"):
         archive_day(layout, "BTCUSDT", day)
     assert raw.read_bytes() == first
+
+
+def test_a_day_without_a_raw_folder_is_not_archived(tmp_path):
+    """No raw folder and no archive: nothing claims an (empty) raw archive for the day."""
+    layout = LakeLayout(tmp_path)
+    day = day_before(10)
+    with pytest.raises(CompactError, match="does not exist"):
+        archive(layout, "BTCUSDT", day)
+    assert not layout.archive_sidecar("raw", "BTCUSDT", day).exists()

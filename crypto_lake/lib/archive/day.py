@@ -133,6 +133,11 @@ def archive_day(
     old = {n: read_sidecar(layout.archive_sidecar(n, symbol, day)) for n in ARCHIVE_DATASETS}
     raw = _current_raw(layout, symbol, day, old[RAW_ARCHIVE])
     if raw is None:
+        if not layout.raw_day_dir(symbol, day).is_dir():
+            raise CompactError(
+                f"raw/binance/{symbol}/{day} does not exist: no raw lines to archive (restore "
+                "the day from the bucket if it was archived)"
+            )
         compacted = compact_raw(layout, symbol, day, threads=zstd_threads)
         raw = _raw_sidecar(layout, compacted)
         out.written.append(RAW_ARCHIVE)
@@ -150,7 +155,7 @@ def archive_day(
             and not check_file(dest, kept)
             and file_sha256(src)[0] == kept["sha256"]
         ):
-            table = {k: v for k, v in kept.items() if k not in common and k not in _WHEN}
+            table = {k: kept[k] for k in TABLE_KEYS if k in kept}
         else:
             table = _copy_table(name, src, dest, layout)
             out.written.append(name)
