@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import re
 import sys
 import threading
@@ -329,7 +330,9 @@ class Emulator:
 
 @contextlib.contextmanager
 def running_emulator() -> Iterator[Emulator]:
-    """gcp-storage-emulator on 127.0.0.1, a free port, data in memory."""
+    """gcp-storage-emulator on 127.0.0.1, a free port, data in memory. Its per-request INFO
+    lines are dropped: its server thread outlives the test whose log capture it would write to."""
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
     server = create_server("127.0.0.1", 0, in_memory=True)
     server.start()
     try:
