@@ -11,11 +11,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import zstandard
 
 US = 1_000_000
 
 
 def _lines(path: Path):
+    if path.name.endswith(".zst"):  # the collector's default sealing
+        with open(path, "rb") as raw:
+            data = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
+        yield from data.splitlines(keepends=True)
+        return
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
         yield from fh
