@@ -82,6 +82,7 @@ def test_archive_flow(built, monkeypatch, tmp_path):
         restore_job_rebuilds_the_day_on_a_fresh_lake(*built, tmp_path / "fresh")
         retention_then_finalize_from_the_compacted_day(*built, monkeypatch)
     an_open_file_refuses_only_its_partition(*built)
+    a_verdict_older_than_the_bars_is_not_enough(*built)
     disk_headroom_warns_and_fails_at_its_thresholds(built[1], monkeypatch)
 
 
@@ -287,6 +288,17 @@ def an_open_file_refuses_only_its_partition(lake: Lake, instance: dg.DagsterInst
     assert "still being written" in str(failure.event_specific_data.error)
     assert set(archived(instance)) >= {f"{day}|{SYMBOLS[1]}"}
     assert f"{day}|{SYMBOLS[0]}" not in archived(instance)
+
+
+def a_verdict_older_than_the_bars_is_not_enough(lake: Lake, instance: dg.DagsterInstance):
+    """Bars rebuilt after the QA verdict (a refresh or finalization after the hourly QA): the
+    verdict is not about them, so the partition waits for QA to run again."""
+    key, tags = f"{DAYS[1]}|{SYMBOLS[1]}", range_tags([DAYS[1]], SYMBOLS[1:])
+    assert refusals(instance, key, None, 10**18) == []
+    assert run(instance, "market_day_job", tags).success
+    assert any("predates the latest bars_1s" in r for r in refusals(instance, key, None, 10**18))
+    assert run(instance, "qa_daily_job", tags).success
+    assert refusals(instance, key, None, 10**18) == []
 
 
 def disk_headroom_warns_and_fails_at_its_thresholds(instance, monkeypatch):

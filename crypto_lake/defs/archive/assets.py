@@ -91,8 +91,12 @@ def refusals(instance: dg.DagsterInstance, key: str, override: str | None,
                            "(market_day_job for the partition)")  # fmt: skip
     reasons += gates_not_passed(instance, key)
     latest = latest_check(instance, "qa_verdicts", "no_fail_verdict", key)
+    bars_at = _latest_materialization_us(instance, "bars_1s", key)
     if latest is None:
         reasons.append("no_fail_verdict has no result for this partition: run the QA assets")
+    elif bars_at is not None and latest[2] * 1e6 < bars_at:
+        reasons.append("no_fail_verdict predates the latest bars_1s: run the QA assets for the "
+                       "day again (qa_daily_job) so the verdict is about these bars")  # fmt: skip
     elif not latest[0].passed and not (override and _is_fail_verdict(latest[0])):
         reasons.append(f"no_fail_verdict did not pass ({latest[0].description}); to archive "
                        f"anyway, launch with the tag {OVERRIDE_TAG}=REASON")  # fmt: skip

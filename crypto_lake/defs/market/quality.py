@@ -67,9 +67,9 @@ def clear_hint(rule: CheckRule) -> str:
 
 def latest_check(
     instance: dg.DagsterInstance, asset: str, check: str, partition_key: str
-) -> tuple[dg.AssetCheckEvaluation, str] | None:
-    """The latest completed evaluation of ``asset``'s check ``check`` for one partition, and
-    the id of the run that recorded it."""
+) -> tuple[dg.AssetCheckEvaluation, str, float] | None:
+    """The latest completed evaluation of ``asset``'s check ``check`` for one partition, the
+    id of the run that recorded it, and when (epoch seconds)."""
     key = dg.AssetCheckKey(dg.AssetKey(asset), check)
     records = instance.event_log_storage.get_asset_check_execution_history(
         key, limit=1, status={Status.SUCCEEDED, Status.FAILED},
@@ -77,7 +77,8 @@ def latest_check(
     )  # fmt: skip
     if not records or records[0].event is None:
         return None
-    return records[0].event.dagster_event.event_specific_data, records[0].run_id
+    event = records[0].event
+    return event.dagster_event.event_specific_data, records[0].run_id, event.timestamp
 
 
 def gate_failures(instance: dg.DagsterInstance, partition_key: str) -> list[str]:
@@ -88,7 +89,7 @@ def gate_failures(instance: dg.DagsterInstance, partition_key: str) -> list[str]
         latest = latest_check(instance, rule.asset, rule.name, partition_key)
         if latest is None or latest[0].passed:
             continue
-        evaluation, run_id = latest
+        evaluation, run_id, _ = latest
         if evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue  # skipped (nothing recorded): a warning, not a failed rule
         violations = evaluation.metadata.get("violations")

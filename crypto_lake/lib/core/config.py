@@ -116,7 +116,9 @@ class ArchiveConfig(_Section):
     backoff_base_seconds: float = Field(0.5, ge=0)
     backoff_cap_seconds: float = Field(30.0, ge=0)
     timeout_seconds: float = Field(120.0, gt=0)
-    archive_cron: str = "40 0 * * *"  # after dagster.finalize_cron: archives yesterday
+    # Archives yesterday after its finalization (dagster.finalize_cron, 00:10) and its daily QA
+    # (qa.daily_cron, 00:45): the archive needs the day's checks and QA verdict.
+    archive_cron: str = "30 1 * * *"
     retention_cron: str = "30 2 * * *"
     # Sealed raw minute files older than this many days are deleted once safely archived.
     retention_days: int = Field(7, ge=1)
