@@ -84,14 +84,14 @@ def refusals(instance: dg.DagsterInstance, key: str, override: str | None,
     if now_us < day_end:
         return [f"{day} is not over yet: only closed days are archived"]
     reasons = []
-    for table in FINAL_TABLES:
-        at = _latest_materialization_us(instance, table, key)
+    built = {table: _latest_materialization_us(instance, table, key) for table in FINAL_TABLES}
+    for table, at in built.items():
         if at is None or at < day_end:
             reasons.append(f"{table} was not built after the day ended: finalize {day} first "
                            "(market_day_job for the partition)")  # fmt: skip
     reasons += gates_not_passed(instance, key)
     latest = latest_check(instance, "qa_verdicts", "no_fail_verdict", key)
-    bars_at = _latest_materialization_us(instance, "bars_1s", key)
+    bars_at = built["bars_1s"]
     if latest is None:
         reasons.append("no_fail_verdict has no result for this partition: run the QA assets")
     elif bars_at is not None and latest[2] * 1e6 < bars_at:

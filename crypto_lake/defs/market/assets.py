@@ -50,7 +50,6 @@ from crypto_lake.lib.raw.heartbeat import recording_until
 # run per date instead of one per date × symbol), so only that notice is silenced.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
-PART_FILE = "part-0.parquet"  # one file per partition (SPEC §2); re-runs replace it
 GROUP = "market"
 # Runs that write market partitions never overlap: every writer is in this pool, and the
 # instance admits one run of a pool at a time (concurrency.pools, granularity run, in
@@ -61,7 +60,7 @@ MARKET_POOL = "lake_market"
 
 
 def partition_file(layout: LakeLayout, dataset: str, symbol: str, day: str) -> Path:
-    return layout.market_partition_dir(dataset, symbol, day) / PART_FILE
+    return layout.market_file(dataset, symbol, day)
 
 
 @dg.multi_asset(

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from crypto_lake.lib.core.config import Config, load_config
+from crypto_lake.lib.core.symbols import shift_day
 
 DATE_DIM = "date"
 SYMBOL_DIM = "symbol"
@@ -128,13 +129,6 @@ def range_tags(days: Iterable[str], symbols: Sequence[str]) -> dict[str, str]:
         "dagster/asset_partition_range_start": f"{ordered[0]}|{symbols[0]}",
         "dagster/asset_partition_range_end": f"{ordered[-1]}|{symbols[-1]}",
     }
-
-
-def shift_day(day: str, days: int) -> str:
-    """The ISO day ``days`` after ``day`` (before it when negative)."""
-    from datetime import date, timedelta
-
-    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
 
 
 def contiguous_day_blocks(days: Iterable[str]) -> list[list[str]]:

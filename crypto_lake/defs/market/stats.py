@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from crypto_lake.defs.market.metadata import markdown_table
-from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.market.bars import BarStats
-from crypto_lake.lib.market.outages import OUTAGE
+from crypto_lake.lib.market.outages import (
+    OUTAGE,
+    load_outage_intervals,
+    save_outage_intervals,
+)
 from crypto_lake.lib.market.ticks import TickStats
 
 MAX_GAP_ROWS = 20
@@ -97,18 +99,8 @@ def save_outages(layout: LakeLayout, symbol: str, day: str, stats: TickStats) ->
     recorded nothing), so the bars step can flag those seconds and coverage can tell them
     apart."""
     kinds = stats.outage_kinds or [OUTAGE] * len(stats.outages)
-    data = json.dumps([[int(a), int(b), k] for (a, b), k in zip(stats.outages, kinds, strict=True)])
-    atomic_write_bytes(layout.outages_path(symbol, day), data.encode(), durable=False)
-
-
-def load_outage_intervals(layout: LakeLayout, symbol: str, day: str) -> list[tuple[int, int, str]]:
-    """The saved intervals as ``(start_us, end_us, kind)``; files of the older two-element
-    format read as kind "outage"."""
-    path = layout.outages_path(symbol, day)
-    if not path.exists():
-        return []
-    return [(int(row[0]), int(row[1]), str(row[2]) if len(row) > 2 else OUTAGE)
-            for row in json.loads(path.read_text())]  # fmt: skip
+    intervals = [(a, b, k) for (a, b), k in zip(stats.outages, kinds, strict=True)]
+    save_outage_intervals(layout, symbol, day, intervals)
 
 
 def load_outages(layout: LakeLayout, symbol: str, day: str) -> list[tuple[int, int]]:

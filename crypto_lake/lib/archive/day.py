@@ -21,7 +21,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from crypto_lake.lib.core.paths import (
     parse_part_name,
 )
 from crypto_lake.lib.core.schema import dataset
+from crypto_lake.lib.core.symbols import shift_day
 from crypto_lake.lib.raw.lines import RAW_SCHEMA_VERSION
 
 SIDECAR_VERSION = 1
@@ -144,7 +145,7 @@ def archive_day(
     out.files[RAW_ARCHIVE] = layout.archive_file(RAW_ARCHIVE, symbol, day)
     out.sidecars[RAW_ARCHIVE] = {**common, **raw}
     for name in ARCHIVE_TABLES:
-        src = layout.market_partition_dir(name, symbol, day) / "part-0.parquet"
+        src = layout.market_file(name, symbol, day)
         dest = layout.archive_file(name, symbol, day)
         if not src.exists():
             raise FileNotFoundError(f"{src} is missing: materialize {name} for {day}|{symbol}")
@@ -340,36 +341,31 @@ def with_compacted(layout: LakeLayout, symbol: str, day: str, files: list[Path])
     by_day: dict[str | None, list[Path]] = {}
     for f in files:
         by_day.setdefault(raw_file_day(f), []).append(Path(f))
-    if day not in by_day:
-        for d in (_shift(day, -1), day, _shift(day, 1)):
-            if d not in by_day and _usable_compacted(layout, symbol, d) is not None:
-                by_day[d] = []
+    if day not in by_day:  # nothing catalogued for the day: what the archive holds
+        for d in (shift_day(day, -1), day, shift_day(day, 1)):
+            by_day.setdefault(d, [])
     out: list[Path] = []
     for d, paths in sorted(by_day.items(), key=lambda item: item[0] or ""):
-        compacted = _usable_compacted(layout, symbol, d) if d else None
-        if compacted is not None:
-            path, parts = compacted
-            on_disk = {p.name for p in _folder_parts(layout, symbol, d)}
-            if on_disk <= parts and {p.name for p in paths} <= parts:
-                out.append(path)
-                continue
-        out.extend(paths)
+        compacted = _usable_compacted(layout, symbol, d, paths) if d else None
+        out.extend([compacted] if compacted is not None else paths)
     return out
 
 
-def _shift(day: str, days: int) -> str:
-    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
-
-
-def _usable_compacted(layout: LakeLayout, symbol: str, day: str) -> tuple[Path, set[str]] | None:
+def _usable_compacted(layout: LakeLayout, symbol: str, day: str, paths: list[Path]) -> Path | None:
+    """The day's compacted file if it holds ``paths`` and every part of the folder on disk,
+    and matches its sidecar (hashed last: only a file that would be used is read)."""
     try:
         path = layout.archive_file(RAW_ARCHIVE, symbol, day)
     except ValueError:
         return None
     sidecar = read_sidecar(layout.archive_sidecar(RAW_ARCHIVE, symbol, day))
-    if sidecar is None or check_file(path, sidecar):
+    if sidecar is None:
         return None
-    return path, set(sidecar.get("parts") or ())
+    parts = set(sidecar.get("parts") or ())
+    on_disk = {p.name for p in _folder_parts(layout, symbol, day)}
+    if not (on_disk <= parts and {p.name for p in paths} <= parts):
+        return None
+    return None if check_file(path, sidecar) else path
 
 
 def _folder_parts(layout: LakeLayout, symbol: str, day: str) -> list[Path]:

@@ -28,14 +28,12 @@ problem, named in ``RestoreReport.problems``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +48,17 @@ from crypto_lake.lib.archive.day import (
     read_sidecar,
 )
 from crypto_lake.lib.core.config import ConfigError, load_config
-from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger, setup_logging
 from crypto_lake.lib.core.paths import ARCHIVE_DATASETS, ARCHIVE_TABLES, RAW_ARCHIVE, LakeLayout
-from crypto_lake.lib.core.symbols import validate_day, validate_symbol
+from crypto_lake.lib.core.symbols import shift_day, validate_day, validate_symbol
 from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s
 from crypto_lake.lib.market.coverage import build_coverage
 from crypto_lake.lib.market.dedup import trade_conflicts_path
+from crypto_lake.lib.market.outages import save_outage_intervals
 from crypto_lake.lib.market.ticks import build_ticks
 
 _log = get_logger("archive.restore")
 
-PART_FILE = "part-0.parquet"  # one file per partition (defs/market/assets.py PART_FILE)
 CONTEXT_KEYS = ("outage_intervals", "previous_close")
 
 
@@ -131,7 +128,7 @@ def restore_day(
     fetch = _Fetcher(layout, bucket, prefix, symbol, force, opts, report.problems)
     for name in ARCHIVE_DATASETS:
         report.files[name] = fetch.archive_file(name, day)
-    for other in (_shift(day, -1), _shift(day, 1)):
+    for other in (shift_day(day, -1), shift_day(day, 1)):
         if fetch.in_bucket(RAW_ARCHIVE, other):
             report.neighbours[other] = fetch.archive_file(RAW_ARCHIVE, other)
         else:
@@ -144,10 +141,6 @@ def restore_day(
         )
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _shift(day: str, days: int) -> str:
-    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
 
 
 @dataclass
@@ -292,7 +285,7 @@ def rebuild_tables(
     """Build the (symbol, day) tables in ``layout`` from ``raw_files`` as the market assets do
     (``ticks``, ``bars_1s``, ``bars_1m``, ``coverage``), with the outages and previous close
     given instead of the ones the lake would hold. Returns dataset -> partition file."""
-    out = {n: layout.market_partition_dir(n, symbol, day) / PART_FILE for n in ARCHIVE_TABLES}
+    out = {n: layout.market_file(n, symbol, day) for n in ARCHIVE_TABLES}
     seconds = layout.tick_seconds_path(symbol, day)
     build_ticks(raw_files, symbol, day, out["trades"], out["quotes"],
                 layout.quarantine_root / symbol / day, seconds_out=seconds,
@@ -304,17 +297,6 @@ def rebuild_tables(
     build_bars_1m(out["bars_1s"], out["bars_1m"])
     build_coverage(out["bars_1s"], out["quotes"], symbol, day, out["coverage"], outage_intervals)
     return out
-
-
-def save_outage_intervals(
-    layout: LakeLayout, symbol: str, day: str, intervals: list[tuple[int, int, str]]
-) -> Path:
-    """Write the intervals where and as ``crypto_lake.defs.market.stats.save_outages`` does
-    (read back by ``load_outage_intervals``; lib code cannot import the Dagster module)."""
-    path = layout.outages_path(symbol, day)
-    data = json.dumps([[int(a), int(b), k] for a, b, k in intervals])
-    atomic_write_bytes(path, data.encode(), durable=False)
-    return path
 
 
 def _differs(
@@ -329,7 +311,7 @@ def _differs(
     hints = []
     absent = [
         d
-        for d in (_shift(entry.day, -1), _shift(entry.day, 1))
+        for d in (shift_day(entry.day, -1), shift_day(entry.day, 1))
         if not (d in report.neighbours and report.neighbours[d].verified)
     ]
     if absent:

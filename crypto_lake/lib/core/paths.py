@@ -15,6 +15,7 @@ MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "cover
 QA_DATASETS = ("violations", "anomalies", "verdicts")
 # What the archive keeps per symbol-day (SPEC §9): the raw lines compacted into one zstd file,
 # and a copy of each table's partition file; each file has a .meta.json sidecar.
+PART_FILE = "part-0.parquet"  # one file per market partition; a rebuild replaces it
 RAW_ARCHIVE = "raw"
 ARCHIVE_TABLES = ("trades", "quotes", "bars_1s", "bars_1m", "coverage")
 ARCHIVE_DATASETS = (RAW_ARCHIVE, *ARCHIVE_TABLES)
@@ -89,6 +90,10 @@ class LakeLayout:
             / f"symbol={validate_symbol(symbol)}"
             / f"date={validate_day(day)}"
         )
+
+    def market_file(self, dataset: str, symbol: str, day: str | date) -> Path:
+        """The one Parquet file of a market partition."""
+        return self.market_partition_dir(dataset, symbol, day) / PART_FILE
 
     def macro_partition_dir(self, ticker: str, day: str | date) -> Path:
         # '=' and '^' are percent-encoded (ticker=ES%3DF): DuckDB's hive reader rejects a raw

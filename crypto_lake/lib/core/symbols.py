@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 # Binance spot symbols are upper-case letters and digits (BTCUSDT, 1000SATSUSDT).
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -50,3 +50,8 @@ def validate_day(day: str | date) -> str:
 def stream_symbol(stream: str) -> str:
     """The upper-case symbol of a combined-stream name such as ``btcusdt@trade``."""
     return validate_symbol(stream.split("@", 1)[0].upper())
+
+
+def shift_day(day: str, days: int) -> str:
+    """The ISO day ``days`` after ``day`` (before it when negative)."""
+    return (date.fromisoformat(validate_day(day)) + timedelta(days=days)).isoformat()

@@ -7,9 +7,15 @@ Session records are rows of kind ``session`` of the build's ``stage`` table
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
 import duckdb
 import numpy as np
 
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.raw import fastparse
 
 OUTAGE, UNRECORDED = "outage", "unrecorded"  # kinds of TickStats.outage_kinds
@@ -161,3 +167,25 @@ def trade_id_gaps(
         first_ids, last_ids = first_ids[o], last_ids[o]
     at = np.flatnonzero(first_ids[1:] > last_ids[:-1] + 1)[:limit]
     return [(int(last_ids[i]) + 1, int(first_ids[i + 1]) - 1) for i in at]
+
+
+def save_outage_intervals(layout: LakeLayout, symbol: str, day: str,
+                          intervals: Sequence[tuple[int, int, str]]) -> Path:  # fmt: skip
+    """Persist a partition's unrecorded intervals, ``[start_us, end_us, kind]`` each (kind
+    OUTAGE: the collector ran without a live connection; UNRECORDED: it did not run or
+    recorded nothing), for the bars step to flag those seconds and coverage to tell them
+    apart (``LakeLayout.outages_path``)."""
+    path = layout.outages_path(symbol, day)
+    data = json.dumps([[int(a), int(b), k] for a, b, k in intervals])
+    atomic_write_bytes(path, data.encode(), durable=False)
+    return path
+
+
+def load_outage_intervals(layout: LakeLayout, symbol: str, day: str) -> list[tuple[int, int, str]]:
+    """The saved intervals as ``(start_us, end_us, kind)``; files of the older two-element
+    format read as kind OUTAGE."""
+    path = layout.outages_path(symbol, day)
+    if not path.exists():
+        return []
+    return [(int(row[0]), int(row[1]), str(row[2]) if len(row) > 2 else OUTAGE)
+            for row in json.loads(path.read_text())]  # fmt: skip
