@@ -35,6 +35,32 @@ OFFLINE = {
 }
 
 
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    """POST ``query`` to the webserver at ``url``; its data, or RuntimeError with the errors."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        payload = json.loads(resp.read())
+    if payload.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+    return payload["data"]
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5) -> None:
+    """SIGTERM the process group ``proc`` leads (started with ``start_new_session``), then
+    SIGKILL what is left after ``grace`` seconds."""
+    try:  # idle, dagster stops in ~2 s; with run workers still going it waits on them
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
 class DagsterDev:
     """`dagster dev` in its own process group (it survives a plain SIGTERM otherwise)."""
 
@@ -83,27 +109,12 @@ class DagsterDev:
         raise TimeoutError(f"dagster dev not ready:\n{self.log_path.read_text()[-4000:]}")
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            payload = json.loads(resp.read())
-        if payload.get("errors"):
-            raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-        return payload["data"]
+        return graphql(self.url, query, variables)
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:  # idle, it stops in ~2 s; with run workers still going it waits on them
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        stop_group(self.proc)
         self._log.close()
 
 

@@ -1,0 +1,69 @@
+"""Compile the numba kernels once, ahead of use: ``python -m crypto_lake.lib.market.warmup``.
+
+The compiled reader (``lib/raw/fastparse.py``) and the bar kernels (``columns.py``,
+``fastbars.py``) are cached by numba (``cache=True``), but only once something calls them:
+the first market run on a fresh machine or container spends about a minute compiling. This
+builds ticks and 1 s bars of a small made-up day with the same calls the assets make, so
+every kernel is compiled with the argument types of a real run and lands in numba's cache
+(next to the sources, or in ``NUMBA_CACHE_DIR``). deploy/Containerfile runs it at build time
+with ``NUMBA_CPU_NAME=generic``, so the cache is valid on whatever CPU the image runs on.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from crypto_lake.lib.market.bars import build_bars_1s
+from crypto_lake.lib.market.ticks import build_ticks
+from crypto_lake.lib.raw.lines import ws_line
+
+SYMBOL, DAY = "BTCUSDT", "2024-01-02"
+DAY_START_US = 1_704_153_600_000_000  # 2024-01-02T00:00:00Z
+
+
+def sample_lines(count: int = 200) -> list[bytes]:
+    """Raw lines of ``count`` trades and as many best bid/ask changes, one every 50 ms."""
+    lines = []
+    for i in range(count):
+        ts = DAY_START_US + i * 50_000
+        price = f"{42000 + (i % 7) * 0.5:.2f}"
+        trade = {"e": "trade", "E": ts + 100, "s": SYMBOL, "t": 1000 + i, "p": price,
+                 "q": "0.01000000", "T": ts, "m": i % 2 == 0, "M": True}  # fmt: skip
+        quote = {"u": 5000 + i, "s": SYMBOL, "b": price, "B": "1.00000000",
+                 "a": f"{float(price) + 0.01:.2f}", "A": "2.00000000"}  # fmt: skip
+        streams = ((f"{SYMBOL.lower()}@trade", trade, ts + 2_000),
+                   (f"{SYMBOL.lower()}@bookTicker", quote, ts + 3_000))  # fmt: skip
+        for stream, data, recv in streams:
+            message = orjson.dumps({"stream": stream, "data": data})
+            lines.append(ws_line(recv * 1000, "ws-1", "us", message))
+    return lines
+
+
+def warm(workdir: Path) -> dict[str, int]:
+    """Run the ticks and 1 s bars steps on the sample day in ``workdir``; their row counts."""
+    raw = workdir / "part-000001.jsonl"
+    raw.write_bytes(b"".join(sample_lines()))
+    trades, quotes = workdir / "trades.parquet", workdir / "quotes.parquet"
+    seconds = workdir / "seconds.parquet"
+    ticks = build_ticks([raw], SYMBOL, DAY, trades, quotes, workdir / "quarantine",
+                        seconds_out=seconds)  # fmt: skip
+    bars = build_bars_1s(trades, quotes, SYMBOL, DAY, workdir / "bars_1s.parquet",
+                         end_us=DAY_START_US + 60_000_000, seconds=seconds)  # fmt: skip
+    return {"trades": ticks.trade_rows, "quotes": ticks.quote_rows, "bars_1s": bars.rows}
+
+
+def main() -> int:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="crypto-lake-warmup-") as tmp:
+        counts = warm(Path(tmp))
+    print(f"numba kernels compiled and cached in {time.monotonic() - started:.1f} s ({counts})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
