@@ -5,15 +5,25 @@ each symbol's trade ids stopped (files + ``state/gaps.json``), write the ``colle
 a killed previous run never wrote (``unclean``), then connect. Shutdown
 (SIGTERM/SIGINT) is the reverse: close the sockets, write ``collector_stop``, seal every
 file, save the gap book, write the final heartbeat, release the lock.
+
+The heartbeat (``state/heartbeat.json``, see ``snapshot``) lets any reader tell the states
+apart: "running" with a fresh ``updated_ns`` (and ``pid`` alive on ``hostname``/``boot_id``),
+"stopped" (clean stop, ``exit_code`` 0), "failed" (``error`` one line, ``exit_code``), and a
+process that died without a word (SIGKILL, power loss, a disk too full for the last write):
+still "running" but with an ``updated_ns`` older than a few ``heartbeat_seconds`` — stale.
+Exit codes: ``collector_daemon/exits.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
+import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +32,16 @@ import orjson
 import zstandard
 
 from collector_daemon.connection import GroupSettings, StreamGroup
+from collector_daemon.exits import (
+    EXIT_IOERR,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    StartupError,
+    startup_error,
+)
 from collector_daemon.gaps import GapBook
 from collector_daemon.health import (
     MetricsServer,
-    disk_free,
     iso,
     quantiles,
     sd_notify,
@@ -45,7 +61,7 @@ from collector_daemon.router import Router
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
 from crypto_lake.lib.core.config import Config
-from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.fsutil import atomic_write_bytes, make_dirs
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.raw import binance
@@ -53,8 +69,24 @@ from crypto_lake.lib.raw.lines import session_line
 
 log = get_logger("collector")
 
-EXIT_OK = 0
-EXIT_WRITE_FAILED = 74  # EX_IOERR: systemd's Restart=on-failure restarts us later
+EXIT_WRITE_FAILED = EXIT_IOERR  # systemd's Restart=on-failure restarts us later
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def read_boot_id() -> str | None:
+    """This boot's id (Linux): with the hostname and pid, a reader on the same host tells a
+    live collector from a crashed one (pid gone, or a heartbeat from an earlier boot)."""
+    try:
+        with open(BOOT_ID_PATH) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line for the heartbeat's ``error`` and the log."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
 
 
 @dataclass
@@ -77,7 +109,10 @@ class Collector:
         self.lock = LakeLock(self.layout.collector_lock_path)
         self.status = "starting"
         self.error: str | None = None
+        self.exit_code: int | None = None  # set when the process is about to exit
         self.started_ns = time.time_ns()
+        self.hostname = socket.gethostname()
+        self.boot_id = read_boot_id()
         self.run_id = f"{self.started_ns // 1_000_000_000:x}"
         self.torn_lines_recovered = 0
         self.stream_kind = cfg.binance.trade_stream
@@ -178,12 +213,13 @@ class Collector:
                     settings,
                     f"ws-{self.run_id}",
                     random.Random(),
+                    started_ns=self.started_ns,
                 )
             )
 
     def _on_write_failure(self, exc: BaseException) -> None:
         self.status = "failed"
-        self.error = f"write failed: {exc}"
+        self.error = f"write failed: {one_line(exc)}"
         if self._stop is not None:
             self._stop.set()
 
@@ -257,7 +293,27 @@ class Collector:
                 self.write_heartbeat()
 
     # heartbeat -------------------------------------------------------------------------------
+    def group_states(self, now_ns: int) -> list[dict[str, Any]]:
+        """Every connection group, live or not, in a fixed order (the heartbeat's "groups")."""
+        last_msg = self.router.stats.last_msg_ns
+        out = []
+        for g in self.groups:
+            connected = g.connected
+            times = [last_msg[s] for s in g.symbols if s in last_msg]
+            out.append(
+                {
+                    "group": g.index,
+                    "symbols": g.symbols,
+                    "connected": connected,
+                    "up_since_ns": g.up_since_ns if connected else None,
+                    "down_since_ns": None if connected else (g.down_since_ns or now_ns),
+                    "last_message_ns": max(times) if times else None,
+                }
+            )
+        return out
+
     def snapshot(self) -> dict[str, Any]:
+        """The heartbeat (module docstring); also what /heartbeat and /metrics serve."""
         now_ns, mono = time.time_ns(), time.monotonic()
         st = self.router.stats
         prev_t, prev_n = self._prev_rate
@@ -286,10 +342,17 @@ class Collector:
                     }
                 )
         rest = self.repairer.stats if self.repairer else None
+        try:
+            disk = shutil.disk_usage(self.layout.root)
+        except OSError:
+            disk = None
         return {
             "status": self.status,
             "error": self.error,
+            "exit_code": self.exit_code,
             "pid": os.getpid(),
+            "hostname": self.hostname,
+            "boot_id": self.boot_id,
             "run_id": self.run_id,
             "lake_root": str(self.layout.root),
             "started_at": iso(self.started_ns),
@@ -311,7 +374,8 @@ class Collector:
             "max_backoff_seconds": max(
                 (d for g in self.groups for d in g.backoff_delays), default=0.0
             ),
-            "connections": conns,
+            "connections": conns,  # the live ones
+            "groups": self.group_states(now_ns),  # every group, live or not
             "gaps": {**self.book.counts(), "open_list": self.book.summary()},
             "rest": rest.__dict__.copy() if rest else None,
             "bytes_written": self.writer.bytes_written,
@@ -319,34 +383,65 @@ class Collector:
             "parts_sealed": self.writer.parts_sealed,
             "open_parts": len(self.writer.parts),
             "torn_lines_recovered": self.torn_lines_recovered,
-            "disk_free_bytes": disk_free(self.layout.root),
+            "disk_free_bytes": disk.free if disk else None,
+            "disk_total_bytes": disk.total if disk else None,
             "metrics_url": self.metrics.url if self.metrics else None,
         }
 
-    def write_heartbeat(self) -> None:
-        """Write the heartbeat; the gap book is saved first, so it is never older than this."""
+    def write_heartbeat(self, *, quiet: bool = False) -> None:
+        """Write the heartbeat; the gap book is saved first, so it is never older than this.
+
+        ``quiet``: a failure is only a debug message (the last words of a start that already
+        logged why it failed: on a full disk this write fails too, and readers then see the
+        old heartbeat go stale)."""
+        level = logging.DEBUG if quiet else logging.ERROR
         if self.book.dirty:
             try:
                 self.book.save()
             except OSError as exc:
-                log.error("cannot save %s: %s", self.book.path, exc)
+                log.log(level, "cannot save %s: %s", self.book.path, exc)
         snap = self.snapshot()
         self._prev_rate = (time.monotonic(), self.router.stats.messages)
         try:
             data = orjson.dumps(snap, option=orjson.OPT_INDENT_2)
             atomic_write_bytes(self.layout.heartbeat_path, data, durable=False)
         except OSError as exc:
-            log.error("cannot write heartbeat: %s", exc)
+            log.log(level, "cannot write heartbeat: %s", exc)
+
+    def _record_failed_start(self, error: str, exit_code: int) -> None:
+        """Best effort: say "failed" with the reason and exit code in the heartbeat."""
+        self.status, self.error, self.exit_code = "failed", error, exit_code
+        self.write_heartbeat(quiet=True)
 
     # main ------------------------------------------------------------------------------------
     async def run(self) -> int:
-        """Run until stopped; returns the process exit code. Raises LockHeld."""
+        """Run until stopped; returns the process exit code.
+
+        Raises LockHeld (another collector runs on this lake: its heartbeat is left alone),
+        StartupError (the lake cannot be written: one line, exits.py) or, for a bug, the
+        exception itself; the last two after a best-effort "failed" heartbeat."""
         self._stop = asyncio.Event()
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise startup_error(exc, "taking the lake lock", self.lock.path) from exc
         try:
             return await self._run()
+        except StartupError as exc:
+            self._record_failed_start(str(exc), exc.exit_code)
+            raise
+        except Exception as exc:
+            self._record_failed_start(f"unexpected error: {one_line(exc)}", EXIT_SOFTWARE)
+            raise
         finally:
             self.lock.release()
+
+    async def _start_step(self, step: str, path: object, fn: Any, *args: Any) -> Any:
+        """Run one start-up step in a worker thread; an OSError becomes a StartupError."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            raise startup_error(exc, step, path) from exc
 
     async def _run(self) -> int:
         assert self._stop is not None
@@ -358,11 +453,15 @@ class Collector:
             self.layout.root.resolve(),
             ",".join(self.cfg.symbols),
         )
-        report = await asyncio.to_thread(recover_lake, self.layout, self.cfg.collector.compression)
+        root, comp = self.layout.root, self.cfg.collector.compression
+        report = await self._start_step("recovering leftover .open files", root / "raw",
+                                        recover_lake, self.layout, comp)  # fmt: skip
         self.torn_lines_recovered = report.torn_lines
-        await asyncio.to_thread(self._restore_ids)
+        await self._start_step("saving the trade-id checkpoint", self.layout.state_dir,
+                               self._restore_ids)  # fmt: skip
         self._build_groups()
-        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        await self._start_step("creating the state folder", self.layout.state_dir,
+                               make_dirs, self.layout.state_dir)  # fmt: skip
         ends = await asyncio.to_thread(self._unclean_ends)
         for symbol, last_ns in ends.items():  # the stop the previous run never wrote
             line = session_line(last_ns, "collector", "collector_stop", unclean=True,
@@ -432,6 +531,7 @@ class Collector:
         with contextlib.suppress(OSError):
             self.book.save(force=True)
         self.status = "failed" if failed else "stopped"
+        self.exit_code = EXIT_WRITE_FAILED if failed else EXIT_OK
         self.write_heartbeat()
         if self.metrics is not None:
             await self.metrics.stop()

@@ -2,6 +2,11 @@
 
 Configuration comes from the crypto_lake config file and ``CRYPTO_LAKE__*`` variables
 (crypto_lake.lib.core.config); the flags below override single keys for a run.
+
+Exit codes (``collector_daemon/exits.py``): 0 clean stop, 1 unexpected error (a bug, with a
+traceback), 2 bad command-line flag, 73 lake root not writable, 74 write failed (disk full,
+file too large, I/O error), 75 another collector holds the lake's lock, 78 invalid
+configuration. A failed start logs exactly one line: what failed, where, what to do.
 """
 
 from __future__ import annotations
@@ -12,13 +17,18 @@ import signal
 import sys
 from typing import Any
 
-from collector_daemon.app import Collector, Tuning
-from collector_daemon.lock import LockHeld
-from crypto_lake.lib.core.config import Config, ConfigError, load_config
-from crypto_lake.lib.core.logs import setup_logging
+from pydantic import ValidationError
 
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
+from collector_daemon.app import Collector, Tuning, one_line
+from collector_daemon.exits import (
+    EXIT_CONFIG,
+    EXIT_SOFTWARE,
+    EXIT_TEMPFAIL,
+    StartupError,
+)
+from collector_daemon.lock import LockHeld
+from crypto_lake.lib.core.config import Config, ConfigError, describe_validation_error, load_config
+from crypto_lake.lib.core.logs import setup_logging
 
 # flag -> (config section or None for top level, key, type)
 _OVERRIDES: dict[str, tuple[str | None, str, Any]] = {
@@ -100,8 +110,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         data["collector"]["fsync"] = False
     try:
         return Config.model_validate(data)
-    except Exception as exc:
-        raise ConfigError(f"invalid option: {exc}") from exc
+    except ValidationError as exc:  # the message names the keys, never their values
+        raise ConfigError(f"invalid option: {describe_validation_error(exc)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,15 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
     except ConfigError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
+        log.error("cannot start: %s (fix the configuration; see crypto_lake.example.yaml)", exc)
+        return EXIT_CONFIG
     tuning = Tuning(fsync_interval=args.fsync_interval, reorder_grace=args.reorder_grace)
-    collector = Collector(cfg, tuning)
     try:
-        return asyncio.run(collector.run())
+        return asyncio.run(Collector(cfg, tuning).run())
     except LockHeld as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_TEMPFAIL
+    except StartupError as exc:
         log.error("%s", exc)
-        return EXIT_LOCKED
+        return exc.exit_code
+    except Exception as exc:  # a bug: the one line, then the traceback to report
+        log.error("collector failed unexpectedly: %s (a bug: please report it with this log)",
+                  one_line(exc), exc_info=True)  # fmt: skip
+        return EXIT_SOFTWARE
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ A ``StreamGroup`` owns the streams of some symbols (as many as fit in one connec
   24 h) or the server announced a shutdown: the new connection is opened first, both run
   side by side for a moment (the router drops the duplicates), then the old one is closed;
 * writes session records (connect, subscribed, disconnect with reason, replaced) into the
-  files of all its symbols, so each file tells an outage from a quiet market.
+  files of all its symbols, so each file tells an outage from a quiet market;
+* tells the heartbeat and the metrics whether it is connected right now (``connected``),
+  since when (``up_since_ns``) or since when not (``down_since_ns``).
 
 The WebSocket client is aiohttp's (also our REST client): its C frame reader receives about
 three times more messages per second than the ``websockets`` library on this hardware
@@ -96,6 +98,8 @@ class StreamGroup:
         settings: GroupSettings,
         conn_prefix: str,
         rng: random.Random | None = None,
+        *,
+        started_ns: int | None = None,
     ) -> None:
         self.index = index
         self.symbols = symbols
@@ -112,7 +116,15 @@ class StreamGroup:
         self.backoff_delays: list[float] = []
         self.current: _Conn | None = None
         self.up_since_ns: int | None = None  # when the current unbroken connected stretch began
+        # when the group last lost its connection; before the first one: the process start
+        self.down_since_ns: int | None = started_ns or time.time_ns()
         self._seq = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection of this group is open (its reader still running)."""
+        conn = self.current
+        return conn is not None and conn.task is not None and not conn.task.done()
 
     # connecting ------------------------------------------------------------------------------
     async def _connect(self) -> _Conn | None:
@@ -181,6 +193,8 @@ class StreamGroup:
             self.router.session(state.conn_id, self.symbols, event, reason=reason)
             if event == "disconnect":
                 self.router.mark_reconnect(self.symbols)
+                if conn is self.current and self.down_since_ns is None:
+                    self.down_since_ns = time.time_ns()
             log.info("%s %s: %s", state.conn_id, event, reason)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._abort(conn))
@@ -220,8 +234,10 @@ class StreamGroup:
                     await asyncio.sleep(delay)
                     continue
                 self.current = conn
-                self.up_since_ns = time.time_ns()
+                self.up_since_ns, self.down_since_ns = time.time_ns(), None
                 await self._supervise(conn, down_since)
+                if self.down_since_ns is None:
+                    self.down_since_ns = time.time_ns()
                 self.reconnects += 1
                 down_since = time.monotonic()
                 if self.current is not None and self.current.live.is_set():

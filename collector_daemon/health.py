@@ -1,13 +1,19 @@
-"""What the collector tells the outside world: heartbeat file, Prometheus text, sd_notify."""
+"""What the collector tells the outside world: Prometheus metrics, sd_notify, helpers.
+
+The heartbeat itself is built by ``Collector.snapshot`` (app.py); ``/metrics`` renders that
+same snapshot through prometheus_client (``metric_families``), so the two never disagree.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from crypto_lake.lib.core.logs import get_logger
 
@@ -36,60 +42,149 @@ def quantiles(values: list[int] | list[float], scale: float = 1.0) -> dict[str, 
     return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": round(ordered[-1] / scale, 3)}
 
 
-def disk_free(path: os.PathLike[str] | str) -> int | None:
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
 # Prometheus ----------------------------------------------------------------------------------
+PREFIX = "crypto_lake_collector_"
+
+
+def _group_states(hb: dict[str, Any]) -> list[dict[str, Any]]:
+    """The heartbeat's "groups"; from an older collector's heartbeat (live "connections"
+    only) those are the groups, all connected."""
+    groups = hb.get("groups")
+    if isinstance(groups, list):
+        return [g for g in groups if isinstance(g, dict)]
+    return [
+        {"group": i, "symbols": c.get("symbols") or [], "connected": True,
+         "up_since_ns": c.get("up_since_ns"), "down_since_ns": None, "last_message_ns": None}
+        for i, c in enumerate(hb.get("connections") or []) if isinstance(c, dict)
+    ]  # fmt: skip
+
+
+def _age_seconds(now_ns: int | None, then_ns: int | None) -> float | None:
+    if not isinstance(now_ns, int) or not isinstance(then_ns, int):
+        return None
+    return round(max(0, now_ns - then_ns) / 1e9, 3)
+
+
+def _gauge(name: str, help_: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        yield GaugeMetricFamily(PREFIX + name, help_, value=value)
+
+
+def _counter(name: str, help_: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        yield CounterMetricFamily(PREFIX + name, help_, value=value)
+
+
+def _group_families(hb: dict[str, Any]) -> Iterator[Metric]:
+    """``up``, ``running`` and the per-group connection gauges (see ``metric_families``)."""
+    now_ns = hb.get("updated_ns")
+    groups = _group_states(hb)
+    running = hb.get("status") == "running"
+    n_up = sum(1 for g in groups if g.get("connected"))
+    up_help = "1 while running with at least one connection group connected, else 0"
+    yield from _gauge("up", up_help, int(running and n_up > 0))
+    yield from _gauge("running", "1 while the collector is in the running state", int(running))
+    yield from _gauge("groups", "connection groups (one WebSocket connection each)", len(groups))
+    yield from _gauge("connected_groups", "connection groups connected right now", n_up)
+    labels = ["group", "symbols"]
+    connected = GaugeMetricFamily(
+        PREFIX + "connected", "1 while the group's connection is up", labels=labels
+    )
+    down = GaugeMetricFamily(
+        PREFIX + "group_down_seconds",
+        "seconds since the group lost its connection (0 while connected)",
+        labels=labels,
+    )
+    age = GaugeMetricFamily(
+        PREFIX + "group_last_message_age_seconds",
+        "seconds since the group's newest message",
+        labels=labels,
+    )
+    for g in groups:
+        values = [str(g.get("group")), ",".join(g.get("symbols") or [])]
+        connected.add_metric(values, 1 if g.get("connected") else 0)
+        down_s = 0.0 if g.get("connected") else _age_seconds(now_ns, g.get("down_since_ns"))
+        if down_s is not None:
+            down.add_metric(values, down_s)
+        age_s = _age_seconds(now_ns, g.get("last_message_ns"))
+        if age_s is not None:
+            age.add_metric(values, age_s)
+    yield from (connected, down, age)
+
+
+def metric_families(hb: dict[str, Any]) -> Iterator[Metric]:
+    """The heartbeat ``hb`` as Prometheus metric families (names start with ``PREFIX``).
+
+    ``up`` is 1 only while the collector is running AND at least one connection group is
+    connected, i.e. while it records market data; ``running`` is 1 while the process is in
+    the "running" state whatever the exchange does; ``connected{group,symbols}`` says which
+    connections are up and ``group_down_seconds`` for how long one is not. Every value comes
+    from the heartbeat, so /metrics and heartbeat.json never disagree.
+    """
+    yield from _group_families(hb)
+    sym_age = GaugeMetricFamily(
+        PREFIX + "last_message_age_seconds",
+        "seconds since the symbol's newest message",
+        labels=["symbol"],
+    )
+    for sym, info in sorted((hb.get("symbols") or {}).items()):
+        if isinstance(info, dict) and info.get("age_seconds") is not None:
+            sym_age.add_metric([sym], info["age_seconds"])
+    yield sym_age
+    yield from _counter("messages", "market messages written", hb.get("messages_total"))
+    yield from _counter("duplicates", "duplicates dropped", hb.get("duplicates_dropped"))
+    yield from _counter("quarantined", "messages quarantined", hb.get("quarantined"))
+    yield from _counter("bytes_written", "bytes written to raw files", hb.get("bytes_written"))
+    yield from _counter("reconnects", "connection losses", hb.get("reconnects"))
+    yield from _counter("connect_failures", "failed connects", hb.get("connect_failures"))
+    gaps = hb.get("gaps") or {}
+    yield from _gauge("gaps_open", "open trade-id gaps", gaps.get("open"))
+    yield from _counter("gaps_repaired", "repaired gaps", gaps.get("repaired"))
+    yield from _gauge("disk_free_bytes", "free bytes on the lake disk", hb.get("disk_free_bytes"))
+    yield from _gauge("disk_total_bytes", "size of the lake disk", hb.get("disk_total_bytes"))
+    now_ns = hb.get("updated_ns")
+    if isinstance(now_ns, int):
+        yield from _gauge("heartbeat_timestamp_seconds", "snapshot time (Unix s)", now_ns / 1e9)
+    latency = GaugeMetricFamily(
+        PREFIX + "receive_latency_ms", "receive minus event time", labels=["quantile"]
+    )
+    for q, value in (hb.get("latency_ms") or {}).items():
+        latency.add_metric([q], value)
+    yield latency
+
+
+class HeartbeatMetrics:
+    """A prometheus_client collector rendering a fresh heartbeat snapshot at each scrape."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return []  # names are not declared up front: registering must not take a snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metric_families(self.snapshot())
+
+
+def metrics_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    """A registry of our own (not the process-global one) holding only the heartbeat."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HeartbeatMetrics(snapshot))
+    return registry
+
+
 def prometheus_text(hb: dict[str, Any]) -> str:
-    """Render the heartbeat's numbers in the Prometheus text exposition format."""
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_: str, value: float | None, labels: str = "") -> None:
-        if value is None:
-            return
-        if not lines or not lines[-1].startswith(f"crypto_lake_collector_{name}"):
-            lines.append(f"# HELP crypto_lake_collector_{name} {help_}")
-            lines.append(f"# TYPE crypto_lake_collector_{name} {kind}")
-        lines.append(f"crypto_lake_collector_{name}{labels} {value}")
-
-    metric("up", "gauge", "1 while running", 1 if hb["status"] == "running" else 0)
-    metric("messages_total", "counter", "market messages written", hb["messages_total"])
-    metric("duplicates_total", "counter", "duplicates dropped", hb["duplicates_dropped"])
-    metric("quarantined_total", "counter", "messages quarantined", hb["quarantined"])
-    metric("bytes_written_total", "counter", "bytes written to raw files", hb["bytes_written"])
-    metric("reconnects_total", "counter", "connection losses", hb["reconnects"])
-    metric("gaps_open", "gauge", "open trade-id gaps", hb["gaps"]["open"])
-    metric("gaps_repaired_total", "counter", "repaired gaps", hb["gaps"]["repaired"])
-    metric("disk_free_bytes", "gauge", "free bytes on the lake disk", hb["disk_free_bytes"])
-    for q in ("p50", "p95", "p99", "max"):
-        lat = hb.get("latency_ms") or {}
-        metric(
-            "receive_latency_ms",
-            "gauge",
-            "receive minus event time",
-            lat.get(q),
-            f'{{quantile="{q}"}}',
-        )
-    for sym, info in sorted(hb["symbols"].items()):
-        metric(
-            "last_message_age_seconds",
-            "gauge",
-            "seconds since the symbol's last message",
-            info.get("age_seconds"),
-            f'{{symbol="{sym}"}}',
-        )
-    return "\n".join(lines) + "\n"
+    """``hb`` in the Prometheus text exposition format (what /metrics serves)."""
+    return generate_latest(metrics_registry(lambda: hb)).decode()
 
 
 class MetricsServer:
-    """``GET /metrics`` (Prometheus text) and ``GET /heartbeat`` (JSON) on loopback."""
+    """``GET /metrics`` (Prometheus text, rendered by prometheus_client) and ``GET
+    /heartbeat`` (JSON) on ``host:port`` (loopback by default)."""
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.host, self.port, self.snapshot = host, port, snapshot
+        self.registry = metrics_registry(snapshot)
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
@@ -111,7 +206,8 @@ class MetricsServer:
     async def _metrics(self, _request: web.Request) -> web.Response:
         from aiohttp import web
 
-        return web.Response(text=prometheus_text(self.snapshot()), content_type="text/plain")
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _heartbeat(self, _request: web.Request) -> web.Response:
         from aiohttp import web

@@ -10,6 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from crypto_lake.lib.core.fsutil import FILE_MODE, make_dirs, set_file_mode
+
 
 class LockHeld(RuntimeError):
     """Another collector holds the lake's lock."""
@@ -21,8 +23,8 @@ class LakeLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_dirs(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -30,10 +32,17 @@ class LakeLock:
             os.close(fd)
             raise LockHeld(
                 f"another collector (pid {holder}) is already writing to this lake "
-                f"(lock {self.path}); refusing to start"
+                f"(lock {self.path}); refusing to start: stop it first, or give this one "
+                "another lake root"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            set_file_mode(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self.fd = fd
 
     def release(self) -> None:

@@ -7,6 +7,10 @@ After a crash (kill -9, power loss, disk full) the lake may hold:
 * a stale ``.open`` beside its already-sealed compressed copy (crash between the rename and
   the unlink): the sealed file is complete, the ``.open`` is deleted;
 * ``.part-*.tmp`` leftovers of an interrupted compression: deleted.
+
+A file that cannot be recovered is left for the next start and the others are recovered;
+but when the lake itself refuses writes (disk full, read-only), recovery stops and raises:
+nothing can be recorded then, and the collector exits with a one-line reason (exits.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from collector_daemon.exits import lake_refuses_writes
 from collector_daemon.sealing import SealError, seal_file, sealed_path
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import COMPRESSION_SUFFIX, LakeLayout, parse_part_name
@@ -96,6 +101,8 @@ def recover_lake(layout: LakeLayout, compression: str) -> RecoveryReport:
             try:
                 recover_open_file(path, compression, report)
             except (OSError, SealError) as exc:
+                if lake_refuses_writes(exc):
+                    raise  # the whole lake, not this file: the caller stops the start
                 # Leave the file for the next start rather than lose it.
                 log.error("cannot recover %s: %s", path, exc)
     return report

@@ -1,7 +1,8 @@
 """Sealing one raw part file: the only way a ``.open`` file becomes a sealed part.
 
 Sealing = fsync the ``.open`` file, optionally compress it to a temporary name beside the
-sealed name, atomically rename into place, fsync the directory. A reader therefore sees
+sealed name, atomically rename into place, fsync the directory. The sealed file has the
+policy mode (``fsutil.FILE_MODE``) either way. A reader therefore sees
 either no sealed file or a complete one; a crash at any point leaves the ``.open`` file for
 recovery (or, after the rename of a compressed copy, a complete sealed file plus a stale
 ``.open`` that recovery deletes).
@@ -17,7 +18,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from crypto_lake.lib.core.fsutil import atomic_path, fsync_dir
+from crypto_lake.lib.core.fsutil import atomic_path, fsync_dir, set_file_mode
 from crypto_lake.lib.core.paths import parse_part_name, part_file_name
 
 COPY_CHUNK = 1 << 20
@@ -68,6 +69,7 @@ def seal_file(open_path: Path, compression: str, *, durable: bool = True) -> Pat
             finally:
                 os.close(fd)
         if compression == "none":
+            set_file_mode(open_path)  # a leftover of an older version may have another mode
             os.rename(open_path, final)
             if durable:
                 fsync_dir(final.parent)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector_daemon.sealing import seal_file
+from crypto_lake.lib.core.fsutil import FILE_MODE, make_dirs, set_file_mode
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout, parse_part_name, part_file_name
 
@@ -137,11 +138,16 @@ class RawWriter:
 
     def _open(self, key: str, day_num: int) -> OpenPart:
         directory = self.directory(key, day_num)
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         number = self._allocate_number(key, day_num, directory)
         path = directory / part_file_name(number, is_open=True)
         # O_EXCL: never append to (or clobber) a file this process did not create
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, FILE_MODE)
+        try:
+            set_file_mode(fd)  # the policy mode whatever the umask (fsutil)
+        except OSError:
+            os.close(fd)
+            raise
         part = OpenPart(key, day_num, number, path, fd, time.monotonic())
         self.parts[key] = part
         return part

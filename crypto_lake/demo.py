@@ -3,26 +3,36 @@
 ``./dev demo`` runs this. It starts, each in its own process group:
 
 1. the exchange simulator (``python -m crypto_lake.simulator``) on an ephemeral loopback port;
-2. the collector daemon writing raw files into the demo lake, pointed at the simulator;
-3. ``dagster dev`` (webserver on 127.0.0.1 + daemon) with compressed schedules,
+2. the Yahoo stand-in (``python -m crypto_lake.simulator.yahoo``), also on loopback, which
+   ``macro.yahoo_base_url`` points the macro assets at: macro minutes and the synthetic DXY
+   of today and the catch-up days come from it, never from the real Yahoo;
+3. the collector daemon writing raw files into the demo lake, pointed at the simulator;
+4. ``dagster dev`` (webserver on 127.0.0.1 + daemon) with compressed schedules,
 
 prints where to look, and stops everything on Ctrl+C (or after ``--duration`` seconds).
+Once today's first 1-second bars exist it asks Dagster (as a user would in the UI) for
+today's QA report (``qa_daily_job``), and again every ``--report-every`` seconds, so the
+report is there within minutes instead of after midnight.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto_lake.lib.core.logs import setup_logging
+from crypto_lake.lib.core.paths import LakeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT,DOGEUSDT,ADAUSDT"
@@ -81,6 +91,81 @@ def _wait_for_file(path: Path, fleet: Fleet, timeout: float) -> str:
     raise TimeoutError(f"{path} did not appear within {timeout} s")
 
 
+LAUNCH_RUN = """
+mutation DemoLaunch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+def launch_job(port: int, job: str, tags: dict[str, str]) -> str:
+    """Launch a run of ``job`` through the webserver's GraphQL API (what the UI's launchpad
+    does); returns the answer's type name (``LaunchRunSuccess`` when it was queued)."""
+    params = {
+        "selector": {"repositoryLocationName": "crypto_lake",
+                     "repositoryName": "__repository__", "jobName": job},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    }  # fmt: skip
+    body = json.dumps({"query": LAUNCH_RUN, "variables": {"params": params}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    launched = (answer.get("data") or {}).get("launchRun") or {}
+    if launched.get("__typename") != "LaunchRunSuccess":
+        log.warning("launching %s failed: %s", job, answer)
+    return str(launched.get("__typename"))
+
+
+def today_report_tags(symbols: list[str], day: str) -> dict[str, str]:
+    """Tags of a qa_daily_job run over every demo symbol of ``day`` (one ranged run)."""
+    return {
+        "dagster/asset_partition_range_start": f"{day}|{symbols[0]}",
+        "dagster/asset_partition_range_end": f"{day}|{symbols[-1]}",
+        "crypto_lake/trigger": "demo",
+    }
+
+
+@dataclass
+class ReportRequester:
+    """Asks for today's QA report once today's bars_1s of every symbol exist, then again
+    every ``every`` seconds (the daily schedule builds yesterday's report after midnight)."""
+
+    lake: Path
+    symbols: list[str]
+    port: int
+    every: float
+    next_at: float = 0.0
+
+    def bars_ready(self, day: str) -> bool:
+        layout = LakeLayout(self.lake)
+        return all(layout.market_file("bars_1s", s, day).exists() for s in self.symbols)
+
+    def poll(self) -> None:
+        """Request the report when it is due and today's bars exist; never raises."""
+        if time.monotonic() < self.next_at:
+            return
+        day = datetime.now(UTC).date().isoformat()
+        if not self.bars_ready(day):
+            self.next_at = time.monotonic() + 5
+            return
+        try:
+            answer = launch_job(self.port, "qa_daily_job", today_report_tags(self.symbols, day))
+        except (OSError, ValueError) as exc:  # webserver still starting, or busy
+            log.info("QA report for %s not requested yet (%s); retrying", day, exc)
+            self.next_at = time.monotonic() + 10
+            return
+        ok = answer == "LaunchRunSuccess"
+        if ok:
+            log.info("requested today's QA report (%s): qa_daily_job over %s", day, self.symbols)
+        self.next_at = time.monotonic() + (self.every if ok else 30)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
     p.add_argument("--lake", type=Path, default=ROOT / "lake-demo", help="demo lake root")
@@ -94,6 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the exchange drops every connection this many seconds after the start, "
                         "so the UI shows a real outage (0: none)")  # fmt: skip
     p.add_argument("--outage-seconds", type=float, default=20.0, help="how long it lasts")
+    p.add_argument("--report-every", type=float, default=600.0,
+                   help="rebuild today's QA report this often, in seconds")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -117,7 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         "CRYPTO_LAKE__SYMBOLS": f"[{args.symbols}]",
         # compressed automation: refresh today's partitions every minute
         "CRYPTO_LAKE__DAGSTER__REFRESH_INTERVAL_SECONDS": "60",
-        "CRYPTO_LAKE__DAGSTER__RAW_SENSOR_INTERVAL_SECONDS": "10",
         "PYTHONUNBUFFERED": "1",
     }
     py = sys.executable
@@ -143,6 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         sim_port = int(_wait_for_file(port_file, fleet, 30))
         urls = {"ws": f"ws://127.0.0.1:{sim_port}", "rest": f"http://127.0.0.1:{sim_port}"}
+        # Macro data from the loopback Yahoo stand-in: the demo needs no network.
+        yahoo_port_file = lake / "state" / "yahoo.port"
+        yahoo_port_file.unlink(missing_ok=True)
+        fleet.start(
+            "yahoo",
+            [py, "-m", "crypto_lake.simulator.yahoo", "--port", "0",
+             "--port-file", str(yahoo_port_file)],
+            env, lake / "logs" / "yahoo.log",
+        )  # fmt: skip
+        urls["yahoo"] = f"http://127.0.0.1:{int(_wait_for_file(yahoo_port_file, fleet, 30))}"
+        env["CRYPTO_LAKE__MACRO__YAHOO_BASE_URL"] = urls["yahoo"]
         env["CRYPTO_LAKE__BINANCE__WS_BASE_URL"] = urls["ws"]
         env["CRYPTO_LAKE__BINANCE__REST_BASE_URL"] = urls["rest"]
         env["CRYPTO_LAKE__COLLECTOR__ROTATE_SECONDS"] = str(args.rotate_seconds)
@@ -167,21 +264,32 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\ncrypto_lake demo is running (lake: {lake})\n"
             f"  exchange simulator : {urls['ws']}  {urls['rest']}\n"
+            f"  Yahoo stand-in     : {urls['yahoo']} (macro minutes and DXY, no network)\n"
             f"  raw files          : {lake / 'raw' / 'binance'}\n"
             f"  collector heartbeat: {lake / 'state' / 'heartbeat.json'}\n"
             + ("" if args.no_dagster else f"  Dagster UI         : http://127.0.0.1:{args.port}\n")
+            + (
+                ""
+                if args.no_dagster
+                else "  QA report          : asset qa_report, today's, requested once the first "
+                "bars exist\n"
+            )
             + f"  logs               : {lake / 'logs'}\n"
             + fault
             + "Press Ctrl+C to stop everything.\n",
             flush=True,
         )
         started = time.monotonic()
+        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+        report = ReportRequester(lake, symbols, args.port, args.report_every)
         while not stop_requested:
             if fleet.dead():
                 log.error("%s exited unexpectedly; see %s", fleet.dead(), lake / "logs")
                 return 1
             if args.duration and time.monotonic() - started > args.duration:
                 break
+            if not args.no_dagster:
+                report.poll()
             time.sleep(0.5)
         return 0
     finally:

@@ -1,7 +1,8 @@
 """The README's demo command starts everything, says where to look, and Ctrl+C stops it all.
 
-Within 5 minutes of the start, the UI has bars and passing checks: asserted through the same
-GraphQL API the UI pages read.
+Within 5 minutes of the start, the UI has bars and passing checks, the injected outage in
+coverage, macro minutes and the synthetic DXY from the loopback Yahoo stand-in, and today's QA
+report: asserted through the same GraphQL API the UI pages read.
 """
 
 import json
@@ -13,9 +14,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags
+from crypto_lake.defs.macro.partitions import MACRO_TICKERS
+from crypto_lake.simulator.yahoo import price_at
 from crypto_lake_tests.e2e.dagster_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,44 +39,6 @@ BARS_AND_CHECKS = (
     )
     + "\n}"
 )
-
-
-LAUNCH_MACRO = """
-mutation LaunchMacro($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
-
-
-RUNS = """
-query Runs($job: String!) {
-  runsOrError(filter: {pipelineName: $job}) { ... on Runs { results { status startTime endTime } } }
-}
-"""
-
-
-def _runs(port: int, job: str) -> list[dict]:
-    return _graphql(port, RUNS, {"job": job})["runsOrError"]["results"]
-
-
-def _started(runs: list[dict]) -> list[dict]:
-    return [r for r in runs if r["status"] in ("STARTING", "STARTED")]
-
-
-def _overlaps(run: dict, others: list[dict]) -> bool:
-    """``run`` started while one of ``others`` was in progress."""
-    return any(
-        o["startTime"] and o["startTime"] < run["startTime"] < (o["endTime"] or float("inf"))
-        for o in others
-    )
-
-
-def _last_days(n: int) -> list[str]:
-    return [time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400 * i)) for i in range(n)]
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -151,6 +116,60 @@ def _outage_in_coverage_and_bars(port: int) -> dict | None:
     return {"coverage": shown, "check_partitions": partitions}
 
 
+MACRO = """
+query Macro {
+  macro: assetOrError(assetKey: {path: ["macro_minute"]}) {
+    ... on Asset { assetMaterializations(limit: 200) {
+      partition metadataEntries { label ... on IntMetadataEntry { intValue } } } }
+  }
+  dxy: assetOrError(assetKey: {path: ["dxy_synthetic_minute"]}) {
+    ... on Asset { assetMaterializations(limit: 20) {
+      partition metadataEntries { label ... on IntMetadataEntry { intValue } } } }
+  }
+  report: assetOrError(assetKey: {path: ["qa_report"]}) {
+    ... on Asset { assetMaterializations(limit: 20) { partition } }
+  }
+}
+"""
+
+
+def _rows(materialization: dict) -> int:
+    return next(
+        (e.get("intValue") or 0 for e in materialization["metadataEntries"]
+         if e["label"] == "dagster/row_count"), 0,
+    )  # fmt: skip
+
+
+def _macro_products(port: int) -> dict[str, bool]:
+    """Which macro products the UI shows: today's macro_minute partitions of every ticker
+    with bars in some partition (a catch-up weekday when today is a weekend), a synthetic DXY
+    with rows, and today's QA report."""
+    data = _graphql(port, MACRO)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    macro = (data["macro"] or {}).get("assetMaterializations") or []
+    dxy = (data["dxy"] or {}).get("assetMaterializations") or []
+    report = (data["report"] or {}).get("assetMaterializations") or []
+    todays = {m["partition"] for m in macro if m["partition"].startswith(today)}
+    return {
+        "macro_minute": len(todays) == len(MACRO_TICKERS) and any(_rows(m) for m in macro),
+        "dxy_synthetic_minute": any(_rows(m) for m in dxy),
+        "qa_report": any(m["partition"].startswith(today) for m in report),
+    }
+
+
+def _stand_in_bars(lake: Path) -> int:
+    """Bars in the lake's macro files whose closes are the stand-in's prices (no real Yahoo
+    ever answers those); asserts every stored close is one."""
+    checked = 0
+    for path in (lake / "macro_1m").glob("ticker=*/date=*/*.parquet"):
+        rows = pq.read_table(path).to_pylist()
+        for row in rows:
+            ts = int(row["ts"].timestamp())
+            assert row["close"] == pytest.approx(price_at(row["ticker"], ts, 0.0)), (path, row)
+        checked += len(rows)
+    return checked
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -162,10 +181,9 @@ def _group_alive(pgid: int) -> bool:
 @pytest.mark.e2e
 def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     port = free_port()
+    # Nothing of the caller's configuration: the demo itself points macro at its loopback
+    # Yahoo stand-in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTO_LAKE")}
-    # Yahoo is down for the demo's macro runs (nothing listens there) and they retry as
-    # configured by default: the market runs must still get through the run queue.
-    env["CRYPTO_LAKE__MACRO__YAHOO_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crypto_lake.demo", "--lake", str(tmp_path / "lake"),
          "--port", str(port), "--rotate-seconds", "3", "--symbols", "BTCUSDT,ETHUSDT"],
@@ -185,6 +203,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         text = "".join(out)
         assert f"Dagster UI         : http://127.0.0.1:{port}" in text, text
         assert "raw files" in text and "exchange simulator : ws://127.0.0.1:" in text
+        assert "Yahoo stand-in     : http://127.0.0.1:" in text
         # The UI answers, and the collector seals raw files from the simulator.
         deadline = time.monotonic() + 300
         ui_ok = False
@@ -195,16 +214,6 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(1)
         assert ui_ok, "Dagster webserver did not answer"
-        # Two days of macro runs queued at once, as on a fresh lake's first quarter hour.
-        for day in _last_days(2):
-            launched = _graphql(port, LAUNCH_MACRO, {"params": {
-                "selector": {"repositoryLocationName": "crypto_lake",
-                             "repositoryName": "__repository__", "jobName": "macro_minute_job"},
-                "executionMetadata": {"tags": [
-                    {"key": k, "value": v} for k, v in day_range_tags(day, MACRO_TICKERS).items()
-                ]},
-            }})["launchRun"]  # fmt: skip
-            assert launched["__typename"] == "LaunchRunSuccess", launched
         raw = tmp_path / "lake" / "raw" / "binance" / "BTCUSDT"
         deadline = time.monotonic() + 30
 
@@ -214,41 +223,34 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not sealed():
             time.sleep(0.5)
         assert sealed(), "no sealed raw file"
-        # A newcomer sees bars and passing checks within 5 minutes of starting the demo.
-        seen = None
-        while seen is None and time.monotonic() - started < 300:
+        # Within 5 minutes of the start a newcomer sees: bars and passing checks; the injected
+        # fault (the exchange dropped every connection 60 s after the start, for 20 s) in
+        # coverage and the bars' flags, with checks per partition; macro minutes and the DXY
+        # from the loopback stand-in (today and the catch-up days, at most 2 macro runs queued
+        # at a time); today's QA report. Each is timed from the start.
+        seen_at: dict[str, float] = {}
+        while len(seen_at) < 5 and time.monotonic() - started < 300:
             time.sleep(5)
-            seen = _bars_and_passing_checks(port)
-        assert seen is not None, (
+            found = {
+                "bars and passing checks": "bars and passing checks" in seen_at
+                or _bars_and_passing_checks(port) is not None,
+                "outage in coverage": "outage in coverage" in seen_at
+                or _outage_in_coverage_and_bars(port) is not None,
+                **_macro_products(port),
+            }
+            for name, ok in found.items():
+                if ok and name not in seen_at:
+                    seen_at[name] = time.monotonic() - started
+                    print(f"{name} visible {seen_at[name]:.0f} s after start")
+        assert "bars and passing checks" in seen_at, (
             f"no bars with passing checks after 5 min: {_graphql(port, BARS_AND_CHECKS)}"
         )
-        print(f"bars and passing checks visible {time.monotonic() - started:.0f} s after start")
-        # The exchange dropped every connection 60 s after the start, for 20 s (the demo's
-        # injected fault): coverage and the bars' flags show it, checks are per partition.
-        outage = None
-        while outage is None and time.monotonic() - started < 300:
-            outage = _outage_in_coverage_and_bars(port)
-            if outage is None:
-                time.sleep(5)
-        assert outage is not None, f"no outage in coverage after 5 min: {_graphql(port, COVERAGE)}"
-        print(f"outage visible in coverage {time.monotonic() - started:.0f} s after start")
-        # While a macro run retries against the dead Yahoo (minutes) and the other waits in the
-        # queue, a market refresh run still gets a slot and succeeds.
-        deadline = time.monotonic() + 60
-        macro = _runs(port, "macro_minute_job")
-        while time.monotonic() < deadline and not _started(macro):
-            time.sleep(2)
-            macro = _runs(port, "macro_minute_job")
-        assert len(_started(macro)) == 1, macro
-        later = None
-        deadline = time.monotonic() + 180
-        while later is None and time.monotonic() < deadline:
-            time.sleep(5)
-            macro = _runs(port, "macro_minute_job")
-            assert len(_started(macro)) <= 1, macro
-            later = next((m for m in _runs(port, "market_day_job")
-                          if m["status"] == "SUCCESS" and _overlaps(m, macro)), None)  # fmt: skip
-        assert later is not None, f"no market run got through: {_runs(port, 'market_day_job')}"
+        assert "outage in coverage" in seen_at, (
+            f"no outage in coverage after 5 min: {_graphql(port, COVERAGE)}"
+        )
+        missing = {"macro_minute", "dxy_synthetic_minute", "qa_report"} - set(seen_at)
+        assert not missing, f"{missing} not materialized after 5 min: {_graphql(port, MACRO)}"
+        assert _stand_in_bars(tmp_path / "lake") > 0
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl+C sends to the foreground process
         rest, _ = proc.communicate(timeout=60)

@@ -145,7 +145,7 @@ def test_sigterm_seals_and_second_instance_refuses(sim_factory, start_collector,
     c.wait_heartbeat(lambda hb: hb["status"] == "running" and hb["messages_total"] > 100)
     assert open_parts(c.lake)
     second = start_collector(sim, lake=c.lake)
-    assert second.wait(20) == 3
+    assert second.wait(20) == 75  # EX_TEMPFAIL (collector_daemon/exits.py)
     assert "refusing to start" in second.tail_log() and f"pid {c.pid}" in second.tail_log()
     assert c.proc.poll() is None  # the first one is unaffected
     rc, took = c.terminate()
@@ -154,7 +154,8 @@ def test_sigterm_seals_and_second_instance_refuses(sim_factory, start_collector,
     assert {p.name.endswith(".gz") for p in sealed_parts(c.lake)} == {True}
     lines = read_lines(sealed_parts(c.lake)[-1])
     assert lines[-1]["session"] == "collector_stop"
-    assert c.heartbeat()["status"] == "stopped"
+    hb = c.heartbeat()
+    assert hb["status"] == "stopped" and hb["exit_code"] == 0 and hb["pid"] == c.pid
 
 
 def test_systemd_notify_protocol(sim_factory, start_collector, tmp_path) -> None:

@@ -134,6 +134,7 @@ def test_disk_full_stops_cleanly(compression, sim_factory, start_collector, tmp_
     assert "write failed" in log and "File too large" in log
     hb = limited.heartbeat()
     assert hb["status"] == "failed" and "File too large" in hb["error"]
+    assert hb["exit_code"] == 74 and "\n" not in hb["error"]  # issue 18: the heartbeat says so
     _check_sealed(lake, seen)  # earlier sealed files intact, nothing partial under a sealed name
     leftovers = open_parts(lake)
     assert leftovers and all(p.read_bytes().endswith(b"\n") for p in leftovers)

@@ -295,7 +295,10 @@ def test_prometheus_text() -> None:
         "symbols": {"BTCUSDT": {"age_seconds": 0.5}},
     }
     text = prometheus_text(hb)
-    assert "crypto_lake_collector_messages_total 10\n" in text
+    assert "crypto_lake_collector_messages_total 10.0\n" in text
     assert 'crypto_lake_collector_receive_latency_ms{quantile="max"} 3.0' in text
     assert 'crypto_lake_collector_last_message_age_seconds{symbol="BTCUSDT"} 0.5' in text
     assert text.count("# TYPE crypto_lake_collector_receive_latency_ms") == 1
+    # an older heartbeat without "connections"/"groups": running, but nothing connected
+    assert "crypto_lake_collector_up 0.0\n" in text
+    assert "crypto_lake_collector_running 1.0\n" in text

@@ -66,6 +66,11 @@ def test_prunes_replaced_and_empty_runs_and_keeps_every_current_record() -> None
         assert (result.examined, result.deleted, result.kept_current) == (4, 2, 2)
         assert first not in run_ids(instance) and failed not in run_ids(instance)
         assert latest_state(instance) == before
+        # the check-execution index keeps no row of a deleted run (the checks page reads it)
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("table"), "sane"), limit=100
+        )
+        assert {r.run_id for r in history} == {b_only, second}
         assert before["materialized"] == {"a", "b"}
         # once b is materialized again, its old run is history too
         newest_b = materialize(instance, "b")
@@ -81,5 +86,5 @@ def test_history_job_runs_in_the_code_location() -> None:
         assert result.success
         (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
         metadata = output.event_specific_data.metadata
-        assert metadata["runs_deleted"].value == 0  # nothing is 30 days old
-        assert metadata["history_days"].value == 30
+        assert metadata["runs_deleted"].value == 0  # nothing is 7 days old
+        assert metadata["history_days"].value == 7

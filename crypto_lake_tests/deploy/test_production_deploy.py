@@ -59,9 +59,9 @@ def write_setup(tmp: Path, pg: PostgresServer, klines_url: str) -> Paths:
     config = {
         "symbols": SYMBOLS,
         "binance": {"rest_base_url": klines_url},
-        "dagster": {"partitions_start": "2024-01-01", "raw_sensor_interval_seconds": 5,
-                    "refresh_interval_seconds": 30, "finalize_cron": "0 0 1 1 *"},
-        # nothing listens there: the macro schedules' runs fail at once, never reach Yahoo
+        "dagster": {"partitions_start": "2024-01-01", "refresh_interval_seconds": 30,
+                    "finalize_cron": "0 0 1 1 *"},
+        # nothing listens there: the macro sensor's runs fail at once, never reach Yahoo
         "macro": {"yahoo_base_url": f"http://127.0.0.1:{free_port()}", "max_attempts": 1,
                   "backoff_base_seconds": 0},
     }  # fmt: skip
@@ -100,6 +100,10 @@ def test_deploy_units_run_a_sensor_launched_market_run_on_postgres(tmp_path: Pat
         env_w = {**_base_env(), **environment(web_unit, paths)}
         assert env_d["DAGSTER_PG_PASSWORD"] == pg.env()["DAGSTER_PG_PASSWORD"]
         layout = LakeLayout(Path(env_d["LAKE_ROOT"]))
+        # the collector's part, done before the daemon starts so that one sensor pass sees
+        # all of it: sealed raw files of both days in the lake
+        for s, sd in layout_days.items():
+            rawgen.write_raw(layout, s, rawgen.raw_lines(sd))
         try:
             # ExecStartPre: the pool limits written into Postgres before the first queue pass
             for cmd in commands(daemon_unit, "ExecStartPre", paths):
@@ -123,9 +127,6 @@ def test_deploy_units_run_a_sensor_launched_market_run_on_postgres(tmp_path: Pat
             assert info["runQueueConfig"]["maxConcurrentRuns"] == 4
             limits = {c["concurrencyKey"]: c["slotCount"] for c in info["concurrencyLimits"]}
             assert limits.get("lake_market") == 1, limits
-            # the collector's part: sealed raw files appear in the lake
-            for s, sd in layout_days.items():
-                rawgen.write_raw(layout, s, rawgen.raw_lines(sd))
             runs = wait_for_runs(url, 2, timeout=420)
             checks = {name: _check_statuses(url, name, {r["runId"] for r in runs})
                       for name in GATES}  # fmt: skip

@@ -26,7 +26,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# The macro schedules are RUNNING on a fresh instance too: their runs must never reach Yahoo,
+# The macro sensors are RUNNING on a fresh instance too: their runs must never reach Yahoo,
 # and must fail at once rather than hold the run queue's slots through retries.
 OFFLINE = {
     "CRYPTO_LAKE__MACRO__YAHOO_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens

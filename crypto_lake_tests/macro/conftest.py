@@ -9,7 +9,7 @@ import pytest
 
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.macro.yahoo import YahooSettings
-from crypto_lake_tests.macro.yahoo_server import YahooServer
+from crypto_lake.simulator.yahoo import YahooServer
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Through Dagster: the 7-day catch-up of a fresh lake, metadata in the UI, failing runs."""
+"""Through Dagster: the capped 7-day catch-up of a fresh lake, metadata in the UI, failing runs."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,20 +9,24 @@ import pytest
 import yaml
 
 from crypto_lake.defs.macro.assets import COVERAGE_CHECK, dxy_synthetic_minute, macro_minute
-from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags, macro_key
-from crypto_lake.defs.macro.schedules import (
+from crypto_lake.defs.macro.automation import (
+    DAY_TAG,
     REASON_TAG,
     PlannedRun,
-    dxy_synthetic_minute_schedule,
-    macro_minute_schedule,
+    dxy_synthetic_minute_sensor,
+    dxy_tick,
+    macro_minute_job,
+    macro_minute_sensor,
+    macro_tick,
     plan_macro_runs,
 )
+from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags, macro_key
 from crypto_lake.defs.pools import POOLS, prepare_pools
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.core.config import DEFAULT_MACRO_TICKERS
 from crypto_lake.lib.macro.calendar import session_minutes_utc
 from crypto_lake.lib.macro.store import bar_path
-from crypto_lake_tests.macro.yahoo_server import YahooServer
+from crypto_lake.simulator.yahoo import YahooServer
 from crypto_lake_tests.run_queue import pool_counter
 
 
@@ -52,10 +56,10 @@ def _latest_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey) -> dict[s
     return out
 
 
-def test_schedules_run_by_default_every_15_minutes() -> None:
-    for schedule in (macro_minute_schedule, dxy_synthetic_minute_schedule):
-        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert macro_minute_schedule.cron_schedule == "*/15 * * * *"
+def test_sensors_run_by_default_every_minute() -> None:
+    for sensor in (macro_minute_sensor, dxy_synthetic_minute_sensor):
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        assert sensor.minimum_interval_seconds == 60
     assert macro_minute.backfill_policy == dg.BackfillPolicy.single_run()
 
 
@@ -79,8 +83,8 @@ def _dequeue(instance: dg.DagsterInstance, queued: list[dg.DagsterRun]) -> list[
 
 
 def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
-    """A fresh lake's catch-up queues 8 macro runs, and a user may launch a macro backfill from
-    the UI beside them; while Yahoo is down each one retries for minutes. The market refresh
+    """A fresh lake's catch-up queues macro runs (2, the cap), and a user may launch a macro
+    backfill from the UI beside them; while Yahoo is slow each one retries. The market refresh
     queued behind them still gets a slot on the next pass, because the `yahoo` pool admits one
     run at a time however the run was launched."""
     from crypto_lake.definitions import defs
@@ -98,9 +102,8 @@ def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     with dg.DagsterInstance.from_config(str(home)) as inst:
         assert prepare_pools(inst) == {"yahoo": 1, "lake_duckdb": 1, "lake_market": 1}
-        with dg.build_schedule_context(inst, scheduled_execution_time=now) as ctx:
-            requests = macro_minute_schedule(ctx)
-        assert isinstance(requests, list) and len(requests) == 8  # today + 7 catch-up days
+        requests = macro_tick(inst, LakeResource(lake_root=str(tmp_path)).layout, now).run_requests
+        assert requests is not None and len(requests) == 2  # today + newest catch-up day, capped
         ui_tags = {
             "dagster/backfill": "abcdefgh",
             "dagster/asset_partition_range_start": f"2026-11-01|{MACRO_TICKERS[0]}",
@@ -136,9 +139,9 @@ def test_plan_requests_today_and_only_incomplete_catchup_days() -> None:
     assert plan == [PlannedRun("2026-11-23", "recent")]  # nothing before the first day
     plan = plan_macro_runs(now, ["SPY", "ES=F"], done, 7, datetime(2026, 11, 1).date())
     recent = [r.day for r in plan if r.reason == "recent"]
-    assert recent == ["2026-11-22", "2026-11-23"]  # first hour: yesterday gets finalized
-    catchup = [r.day for r in plan if r.reason == "catchup"]
-    assert catchup == ["2026-11-16", "2026-11-17", "2026-11-19", "2026-11-20", "2026-11-21"]
+    assert recent == ["2026-11-23", "2026-11-22"]  # first hour: yesterday gets finalized
+    catchup = [r.day for r in plan if r.reason == "catchup"]  # newest first
+    assert catchup == ["2026-11-21", "2026-11-20", "2026-11-19", "2026-11-17", "2026-11-16"]
 
 
 def _run(
@@ -147,6 +150,21 @@ def _run(
     return dg.materialize(
         [macro_minute], instance=instance, resources={"lake": lake}, tags=tags, **kw
     )
+
+
+def skip_message(result: dg.SensorResult) -> str:
+    return result.skip_reason.skip_message or "" if result.skip_reason else ""
+
+
+def run_requested(
+    instance: dg.DagsterInstance, lake: LakeResource, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult:
+    """Execute a sensor's request as the daemon would: a run of macro_minute_job with its tags
+    (so the sensor sees it in the run history), in this process."""
+    job = dg.Definitions(
+        assets=[macro_minute], jobs=[macro_minute_job], resources={"lake": lake}
+    ).resolve_job_def(macro_minute_job.name)
+    return job.execute_in_process(instance=instance, tags=request.tags)
 
 
 def test_seven_day_catchup_for_default_tickers_through_dagster(
@@ -162,18 +180,25 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
             int(t) for t in session_minutes_utc("UUP", d)[:3].astype("int64")
         }
 
-    with dg.build_schedule_context(instance, scheduled_execution_time=now) as ctx:
-        requests = macro_minute_schedule(ctx)
-    assert isinstance(requests, list)
-    catchup = [r for r in requests if r.tags[REASON_TAG] == "catchup"]
-    expected_days = [d for d in days if not (now.hour == 0 and d == today - timedelta(days=1))]
-    assert len(catchup) == len(expected_days)  # one run per day, covering every ticker
-    for req in requests:
-        result = _run(instance, lake, req.tags)
-        assert result.success
-        (check,) = result.get_asset_check_evaluations()
-        assert check.check_name == COVERAGE_CHECK
-        assert check.metadata["partitions_checked"].value == len(MACRO_TICKERS)
+    # The sensor ticks every minute; each tick requests at most 2 runs (today first, then the
+    # catch-up newest day first), and today only once per refresh interval.
+    requested: list[dg.RunRequest] = []
+    for minute in range(6):
+        tick = macro_tick(instance, lake.layout, now + timedelta(minutes=minute))
+        assert len(tick.run_requests or []) <= 2, tick.run_requests
+        for req in tick.run_requests or []:
+            requested.append(req)
+            result = run_requested(instance, lake, req)
+            assert result.success
+            (check,) = result.get_asset_check_evaluations()
+            assert check.check_name == COVERAGE_CHECK
+            assert check.metadata["partitions_checked"].value == len(MACRO_TICKERS)
+    expected = [today.isoformat()] + [d.isoformat() for d in reversed(days)]
+    assert [r.tags[DAY_TAG] for r in requested] == expected  # each day once, newest first
+    catchup = [r for r in requested if r.tags[REASON_TAG] == "catchup"]
+    yesterday_is_recent = now.hour == 0  # first hour of the UTC day
+    assert len(catchup) == len(days) - yesterday_is_recent
+    assert "next at" in skip_message(tick)  # nothing left to do
 
     meta = _latest_metadata(instance, macro_minute.key)
     for d in days:
@@ -187,37 +212,69 @@ def test_seven_day_catchup_for_default_tickers_through_dagster(
             assert md["got_nothing"] is (session == 0)
             assert md["status"] == ("ok" if session else "empty")
 
-    # A second tick requests no catch-up again: the fresh-lake catch-up happens once.
-    later = now + timedelta(minutes=15)
-    with dg.build_schedule_context(instance, scheduled_execution_time=later) as ctx:
-        again = macro_minute_schedule(ctx)
-    assert {r.tags[REASON_TAG] for r in again} == {"recent"}
+    # Once the refresh interval has passed, today is requested again, and only today.
+    later = now + timedelta(minutes=16)
+    again = macro_tick(instance, lake.layout, later).run_requests or []
+    assert [(r.tags[DAY_TAG], r.tags[REASON_TAG]) for r in again] == [(today.isoformat(), "recent")]
 
-    # The DXY schedule picks up, in one run, every day whose FX inputs are newer than its DXY.
-    with dg.build_schedule_context(
-        instance, scheduled_execution_time=now, resources={"lake": lake}
-    ) as ctx:
-        dxy_requests = dxy_synthetic_minute_schedule(ctx)
-    assert isinstance(dxy_requests, list) and len(dxy_requests) == 1
-    fx_days = {d.isoformat() for d in days if session_minutes_utc("EURUSD=X", d).size}
-    (req,) = dxy_requests
-    assert req.tags["dagster/asset_partition_range_start"] <= min(fx_days)
-    assert req.tags["dagster/asset_partition_range_end"] == today.isoformat()
+    # The DXY sensor picks up, in one run, every day whose FX inputs are newer than its DXY.
+    with dg.build_sensor_context(instance, resources={"lake": lake}) as ctx:
+        dxy = dxy_synthetic_minute_sensor(ctx)
+    assert isinstance(dxy, dg.SensorResult) and len(dxy.run_requests or []) == 1
+    fx_days = {d.isoformat() for d in [*days, today] if session_minutes_utc("EURUSD=X", d).size}
+    (req,) = dxy.run_requests or []
+    assert req.tags["dagster/asset_partition_range_start"] == min(fx_days)
+    assert req.tags["dagster/asset_partition_range_end"] == max(fx_days)
     assert dg.materialize(
         [dxy_synthetic_minute], instance=instance, resources={"lake": lake}, tags=req.tags
     ).success
     dxy_meta = _latest_metadata(instance, dxy_synthetic_minute.key)
-    for day in fx_days:
+    for day in fx_days - {today.isoformat()}:  # today: the minutes so far
         fx_minutes = session_minutes_utc("EURUSD=X", datetime.fromisoformat(day).date()).size
         assert dxy_meta[day]["dagster/row_count"] == fx_minutes
         assert dxy_meta[day]["missing_inputs"] == []
-    # Nothing is stale any more: the next tick only refreshes the recent day(s).
-    with dg.build_schedule_context(
-        instance, scheduled_execution_time=later, resources={"lake": lake}
-    ) as ctx:
-        (again_req,) = dxy_synthetic_minute_schedule(ctx)  # type: ignore[misc]
-    recent = {today.isoformat(), (today - timedelta(days=1)).isoformat()}
-    assert again_req.tags["dagster/asset_partition_range_start"] in recent
+    # Nothing is stale any more: the next tick requests nothing, and says why.
+    idle = dxy_tick(instance, lake.layout, later)
+    assert not idle.run_requests and "no FX input changed" in skip_message(idle)
+
+
+def test_catchup_never_queues_more_than_the_cap(
+    lake: LakeResource, instance: dg.DagsterInstance
+) -> None:
+    """Runs in flight (queued or started) count against the cap, whoever launched them, and a
+    day with a run in flight is not requested again."""
+    now = datetime.now(UTC)
+    job = dg.Definitions(
+        assets=[macro_minute], jobs=[macro_minute_job], resources={"lake": lake}
+    ).resolve_job_def(macro_minute_job.name)
+    today = now.date().isoformat()
+    queued = instance.create_run_for_job(
+        job, tags={**day_range_tags(today, MACRO_TICKERS), DAY_TAG: today},
+        status=dg.DagsterRunStatus.STARTED,
+    )  # fmt: skip
+    first = macro_tick(instance, lake.layout, now).run_requests or []
+    assert len(first) == 1 and first[0].tags[DAY_TAG] != today  # room for one more, not today
+    # A UI backfill of older days is in flight too: the cap is reached, nothing is requested.
+    ui_job = dg.Definitions(
+        assets=[macro_minute], resources={"lake": lake}
+    ).resolve_implicit_global_asset_job_def()
+    yesterday = (now.date() - timedelta(days=1)).isoformat()
+    instance.create_run_for_job(
+        ui_job.get_subset(asset_selection={macro_minute.key}),
+        asset_selection={macro_minute.key},
+        tags={"dagster/backfill": "abc", **day_range_tags(yesterday, MACRO_TICKERS)},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    capped = macro_tick(instance, lake.layout, now)
+    assert not capped.run_requests
+    assert "2 macro runs already queued or in progress (at most 2)" in skip_message(capped)
+    instance.report_run_canceled(queued)
+    # Today's run is gone: room for one run beside the backfill, which still covers yesterday;
+    # today is due again once the refresh interval since its last request has passed.
+    (older,) = macro_tick(instance, lake.layout, now).run_requests or []
+    assert older.tags[DAY_TAG] < yesterday
+    after = macro_tick(instance, lake.layout, now + timedelta(minutes=16)).run_requests or []
+    assert [r.tags[DAY_TAG] for r in after] == [today]
 
 
 def test_failed_ticker_fails_the_run_but_keeps_stored_bars(

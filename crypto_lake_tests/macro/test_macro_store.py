@@ -21,7 +21,8 @@ from crypto_lake.lib.macro.store import (
     refresh_partition,
 )
 from crypto_lake.lib.macro.yahoo import YahooFetchError, YahooSettings
-from crypto_lake_tests.macro.yahoo_server import YahooServer, price_at, utc
+from crypto_lake.simulator.yahoo import YahooServer, price_at
+from crypto_lake_tests.macro.days import utc
 
 NOW = utc("2026-11-23", 12)  # a Monday noon; the tests' days are all within Yahoo's window
 

@@ -1,5 +1,9 @@
 """yfinance's real code against the loopback Yahoo: routing, outcomes, retries."""
 
+import socket
+import time
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import requests
@@ -10,7 +14,8 @@ from crypto_lake.lib.macro.yahoo import (
     fetch_minute_bars,
     routed_session,
 )
-from crypto_lake_tests.macro.yahoo_server import YahooServer, utc
+from crypto_lake.simulator.yahoo import YahooServer
+from crypto_lake_tests.macro.days import utc
 
 
 def test_routed_session_sends_every_yahoo_host_to_the_loopback(yahoo: YahooServer) -> None:
@@ -74,6 +79,7 @@ def test_persistent_429_raises_after_all_attempts(
         fetch_minute_bars("UUP", utc("2026-11-20"), utc("2026-11-21"), settings)
     assert err.value.attempts == settings.max_attempts
     assert err.value.rate_limited == settings.max_attempts
+    assert err.value.source_down  # counts for the circuit breaker
 
 
 def test_server_error_then_success(yahoo: YahooServer, settings: YahooSettings) -> None:
@@ -92,6 +98,25 @@ def test_hidden_per_ticker_error_is_surfaced_not_stored_as_empty(
     with pytest.raises(YahooFetchError, match="symbol may be delisted") as err:
         fetch_minute_bars("USDCHF=X", utc("2026-11-20"), utc("2026-11-21"), settings)
     assert err.value.attempts == 1
+    assert not err.value.source_down  # Yahoo answered: the source is up
+
+
+def test_unreachable_yahoo_fails_fast(yf_cache_dir: Path) -> None:
+    """Connection refused is not worth 5 attempts with a minute of backoff: with the shipped
+    retry settings a fetch gives up after 2 quick tries (offline, a run took ~200 s)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens
+    settings = YahooSettings(
+        base_url=f"http://127.0.0.1:{port}", max_attempts=5, backoff_base_seconds=2.0,
+        backoff_cap_seconds=60.0, cache_dir=yf_cache_dir,
+    )  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(YahooFetchError, match="ConnectionError") as err:
+        fetch_minute_bars("SPY", utc("2026-11-20"), utc("2026-11-21"), settings)
+    assert time.monotonic() - started < 5
+    assert err.value.attempts == settings.connect_attempts == 2
+    assert err.value.source_down
 
 
 def test_naive_window_is_rejected(settings: YahooSettings) -> None:

@@ -8,6 +8,8 @@ import dagster as dg
 from crypto_lake.defs.macro.partitions import dxy_partitions, macro_partitions, split_macro_key
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.defs.table_schemas import asset_description, column_schema, table_metadata
+from crypto_lake.lib.macro.policy import MacroPolicy, macro_policy
+from crypto_lake.lib.macro.source_health import record_failure, record_success
 from crypto_lake.lib.macro.store import (
     DXY_WEIGHTS,
     PartitionOutcome,
@@ -33,6 +35,7 @@ def yahoo_settings(lake: LakeResource) -> YahooSettings:
         base_url=m.yahoo_base_url,
         timeout_seconds=m.request_timeout_seconds,
         max_attempts=m.max_attempts,
+        connect_attempts=macro_policy(m).connect_attempts,
         backoff_base_seconds=m.backoff_base_seconds,
         backoff_cap_seconds=m.backoff_cap_seconds,
         cache_dir=lake.layout.state_dir / "yfinance",
@@ -113,32 +116,72 @@ def coverage_check(outcomes: list[PartitionOutcome], max_missing: float) -> dg.A
 )
 def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     settings, now = yahoo_settings(lake), datetime.now(UTC)
+    policy = macro_policy(lake.config.macro)
     outcomes: list[PartitionOutcome] = []
     failures: dict[str, str] = {}
+    skipped: list[str] = []
+    down_in_a_row = 0  # this run's consecutive source failures
     for key in sorted(context.partition_keys):
         day, ticker = split_macro_key(key)
+        if down_in_a_row >= policy.breaker_failures:
+            skipped.append(key)  # Yahoo is down: the other tickers would only fail the same way
+            continue
         try:
             outcome = refresh_partition(lake.layout, ticker, day, now, settings)
         except YahooFetchError as exc:
             # Keep going: the other tickers of the day still get their bars stored.
             failures[key] = str(exc)
+            down_in_a_row = record_fetch(lake, policy, exc, down_in_a_row)
             context.log.error(f"{key}: {exc}; stored bars left unchanged")
             continue
+        if outcome.attempts:  # Yahoo was asked and answered
+            down_in_a_row = record_fetch(lake, policy, None, down_in_a_row)
         outcomes.append(outcome)
         context.add_asset_metadata(outcome_metadata(outcome), partition_key=key)
         context.log.info(
             f"{key}: {outcome.status}, fetched {outcome.fetched_rows}, stored "
             f"{outcome.stored_rows}, missing in session {outcome.coverage.missing_in_session}"
         )
-    if failures:
-        raise dg.Failure(
-            description=f"Yahoo failed for {len(failures)} of {len(context.partition_keys)} "
-            f"partitions ({', '.join(sorted(failures))}); stored bars were left unchanged and "
-            "the other partitions' files were refreshed.",
-            metadata={"failed_partitions": dg.MetadataValue.json(failures)},
-        )
+    if failures or skipped:
+        raise run_failure(failures, skipped, len(context.partition_keys), down_in_a_row)
     check = coverage_check(outcomes, lake.config.macro.max_missing_fraction)
     return dg.MaterializeResult(check_results=[check])
+
+
+def record_fetch(
+    lake: LakeResource, policy: MacroPolicy, error: YahooFetchError | None, down_in_a_row: int
+) -> int:
+    """Record one fetch in the source health (state/macro_source.json); returns the run's
+    count of consecutive source failures. Yahoo answering, even with an error about one
+    ticker, means the source is up."""
+    if error is not None and error.source_down:
+        record_failure(lake.layout, str(error), breaker=policy.breaker)
+        return down_in_a_row + 1
+    record_success(lake.layout)
+    return 0
+
+
+def run_failure(
+    failures: dict[str, str], skipped: list[str], total: int, down_in_a_row: int
+) -> dg.Failure:
+    """The run's failure: which partitions Yahoo failed, and which were not tried because
+    Yahoo was unreachable (the stored bars of both are unchanged)."""
+    parts = []
+    if failures:
+        parts.append(f"Yahoo failed for {len(failures)} of {total} partitions "
+                     f"({', '.join(sorted(failures))})")  # fmt: skip
+    if skipped:
+        parts.append(f"{len(skipped)} partitions were not tried because Yahoo was unreachable "
+                     f"for {down_in_a_row} fetches in a row ({', '.join(skipped)}); the macro "
+                     "sensor queues no runs until its next probe")  # fmt: skip
+    return dg.Failure(
+        description="; ".join(parts) + "; stored bars were left unchanged and the other "
+        "partitions' files were refreshed.",
+        metadata={
+            "failed_partitions": dg.MetadataValue.json(failures),
+            "skipped_partitions": dg.MetadataValue.json(skipped),
+        },
+    )
 
 
 @dg.asset(

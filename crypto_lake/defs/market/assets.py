@@ -92,7 +92,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     catalog = RawCatalog(layout)
     trades_meta: dict[str, dict[str, Any]] = {}
     quotes_meta: dict[str, dict[str, Any]] = {}
-    # The sealed files on disk for each partition, whether or not the raw_file_sensor has
+    # The sealed files on disk for each partition, whether or not the refresh sensor has
     # catalogued them yet (files_for looks at the day's folders first); a day folder with a
     # verified compacted archive is read from that one file (its minute files may be gone).
     jobs = [(day, symbol, with_compacted(layout, symbol, day, catalog.files_for(symbol, day)))

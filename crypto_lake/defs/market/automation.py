@@ -1,5 +1,9 @@
 """Automation for the market chain: today's refresh as raw files seal, yesterday's finalization.
 
+The refresh sensor also records the newly sealed raw files (``crypto_lake.defs.raw.events``):
+the files it finds are the ones its runs rebuild, so no second sensor and no read-back of
+events stands between a sealed file and its refresh.
+
 Runs per hour are bounded: the refresh sensor launches at most one run per contiguous block
 of touched days per pass, passes are ``dagster.refresh_interval_seconds`` apart (default 300 s,
 so ≤ 12 runs/hour for today; the demo sets 60 s), and a pass is skipped while a previous
@@ -21,9 +25,11 @@ from crypto_lake.defs.market.partitions import (
     range_tags,
     split_key,
 )
+from crypto_lake.defs.raw.events import raw_batch
+from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.raw.catalog import RawCatalog
 
 TRIGGER_TAG = "crypto_lake/trigger"
-RAW_KEY = dg.AssetKey("raw_market_events")
 PAGE = 1000
 
 market_day_job = dg.define_asset_job(
@@ -34,19 +40,6 @@ market_day_job = dg.define_asset_job(
     description="Build trades, quotes, klines, bars_1s (+ R1–R7 checks), bars_1m and coverage "
     "for a block of days × symbols in one run.",
 )
-
-
-def _touched_days(record_partition: str | None, metadata: dict) -> set[str]:
-    """Days a sealed raw file feeds: its folder day plus the days its trades happened on."""
-    days: set[str] = set()
-    if record_partition:
-        days.add(split_key(record_partition)[0])
-    for name in ("min_event_us", "max_event_us"):
-        value = metadata.get(name)
-        if value is not None:
-            us = int(getattr(value, "value", value))
-            days.add(datetime.fromtimestamp(us / 1e6, tz=UTC).date().isoformat())
-    return days
 
 
 def records_after(
@@ -89,13 +82,6 @@ def materialized_since(
     return touched, last
 
 
-def new_raw_partitions(
-    instance: dg.DagsterInstance, after_storage_id: int
-) -> tuple[dict[str, set[str]], int]:
-    """{day: symbols} touched by raw files recorded after ``after_storage_id``, and the new id."""
-    return materialized_since(instance, RAW_KEY, after_storage_id, _touched_days)
-
-
 def run_in_flight(instance: dg.DagsterInstance, job_name: str, trigger: str) -> bool:
     """Whether a run of ``job_name`` launched by ``trigger`` is queued or running."""
     active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -135,24 +121,64 @@ def block_requests(
     return requests
 
 
+def _load_cursor(text: str | None) -> dict:
+    """The refresh sensor's cursor: files and bytes recorded so far, passes that requested
+    runs (run keys), and the {day: symbols} still waiting for a run. A cursor of the older
+    raw-event sensor pair (``storage_id``) starts afresh: the catalog knows what is new."""
+    try:
+        data = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        data = {}
+    return {
+        "files": int(data.get("files", 0)),
+        "bytes": int(data.get("bytes", 0)),
+        "passes": int(data.get("passes", 0)),
+        "pending": {d: set(s) for d, s in (data.get("pending") or {}).items()},
+    }
+
+
+def _dump_cursor(cursor: dict) -> str:
+    pending = {d: sorted(s) for d, s in sorted(cursor["pending"].items())}
+    return json.dumps({**cursor, "pending": pending}, sort_keys=True)
+
+
 @dg.sensor(
     name="market_refresh_sensor",
     job=market_day_job,
     minimum_interval_seconds=CONFIG.dagster.refresh_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Rebuilds the partitions fed by newly sealed raw files (today, and older days "
-    "when a replay or REST repair delivers late data): one ranged run per block of days.",
+    description="Records newly sealed raw files (one raw_market_events materialization per "
+    "partition per pass) and rebuilds the partitions they feed (today, and older days when a "
+    "replay or REST repair delivers late data): one ranged run per block of days.",
 )
-def market_refresh_sensor(context: dg.SensorEvaluationContext):
-    after = int(json.loads(context.cursor)["storage_id"]) if context.cursor else 0
+def market_refresh_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+    cursor = _load_cursor(context.cursor)
+    batch = raw_batch(RawCatalog(lake.layout).refresh(), set(lake.config.symbols))
+    cursor["files"] += batch.files
+    cursor["bytes"] += batch.bytes
+    for day, symbols in batch.touched.items():
+        cursor["pending"].setdefault(day, set()).update(symbols)
+    if batch.files:
+        context.log.info(f"{batch.files} newly sealed raw files, {len(batch.events)} partitions")
     if run_in_flight(context.instance, market_day_job.name, "refresh"):
-        return dg.SkipReason("previous refresh run still in progress")
-    touched, last = new_raw_partitions(context.instance, after)
-    cursor = json.dumps({"storage_id": last})
-    requests = block_requests(touched, "refresh", last)
+        waiting = len(cursor["pending"])
+        return dg.SensorResult(
+            asset_events=batch.events,
+            skip_reason=f"previous refresh run still in progress ({waiting} days waiting)",
+            cursor=_dump_cursor(cursor),
+        )
+    requests = block_requests(cursor["pending"], "refresh", cursor["passes"] + 1)
+    cursor["pending"] = {}
     if not requests:
-        return dg.SensorResult(skip_reason="no newly sealed raw files", cursor=cursor)
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+        return dg.SensorResult(
+            asset_events=batch.events,
+            skip_reason="no newly sealed raw files",
+            cursor=_dump_cursor(cursor),
+        )
+    cursor["passes"] += 1
+    return dg.SensorResult(
+        asset_events=batch.events, run_requests=requests, cursor=_dump_cursor(cursor)
+    )
 
 
 @dg.schedule(

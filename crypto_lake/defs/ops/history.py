@@ -3,7 +3,7 @@
 Every 5-minute refresh of today's partitions is a run with its materializations, check
 evaluations and step events; by the next day all but the last are history nobody reads, yet
 they stay in the instance's event log for ever. ``prune_history`` deletes a finished run
-older than ``dagster.history_days`` (default 30) only when nothing it recorded is still the
+older than ``dagster.history_days`` (default 7) only when nothing it recorded is still the
 latest of its kind: every materialization and observation it wrote has a newer one for the
 same asset partition, and every check evaluation a newer one for the same check and
 partition. So each partition page, check status and archive gate reads exactly what it read
@@ -22,10 +22,11 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus as Status,
 )
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 from crypto_lake.defs.market.partitions import CONFIG
 
-HISTORY_DAYS = 30
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED]  # fmt: skip
 KINDS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION,
@@ -116,9 +117,20 @@ def still_current(instance: dg.DagsterInstance, run_id: str, latest: _Latest) ->
     return None
 
 
+def delete_run(instance: dg.DagsterInstance, run_id: str) -> None:
+    """``instance.delete_run`` plus the run's rows in the check-execution index, which Dagster
+    1.13 leaves behind (the checks page reads that table, so it would grow for ever)."""
+    instance.delete_run(run_id)
+    storage = instance.event_log_storage
+    if isinstance(storage, SqlEventLogStorage):  # SQLite and Postgres alike
+        table = AssetCheckExecutionsTable
+        with storage.index_connection() as conn:
+            conn.execute(table.delete().where(table.c.run_id == run_id))
+
+
 def prune_history(
     instance: dg.DagsterInstance,
-    days: int = HISTORY_DAYS,
+    days: int,
     *,
     now: datetime | None = None,
     max_runs: int = 5000,
@@ -133,7 +145,7 @@ def prune_history(
         result.examined += 1
         reason = still_current(instance, record.dagster_run.run_id, latest)
         if reason is None:
-            instance.delete_run(record.dagster_run.run_id)
+            delete_run(instance, record.dagster_run.run_id)
             result.deleted += 1
         else:
             result.kept_current += 1
@@ -145,7 +157,7 @@ def prune_history(
 @dg.op(description="Deletes finished runs older than dagster.history_days whose every "
        "record has been replaced by a newer one (crypto_lake/defs/ops/history.py).")  # fmt: skip
 def prune_run_history(context: dg.OpExecutionContext) -> dg.Output:
-    days = getattr(CONFIG.dagster, "history_days", HISTORY_DAYS)
+    days = CONFIG.dagster.history_days
     started = time.monotonic()
     result = prune_history(context.instance, days)
     context.log.info(

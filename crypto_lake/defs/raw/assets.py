@@ -12,8 +12,9 @@ raw_market_events = dg.AssetSpec(
         "Sealed raw JSONL part files written by the collector daemon "
         "(`raw/binance/{SYMBOL}/{YYYY-MM-DD}/part-NNNNNN.jsonl[.gz|.zst]`): every WebSocket "
         "message verbatim with its local receive time, plus REST-repaired trades and session "
-        "records. Each sealed file is recorded as a materialization of its (date, symbol) "
-        "partition by the `raw_file_sensor`, with its path, size and line count."
+        "records. The files sealed since the last pass of `market_refresh_sensor` are "
+        "recorded as one materialization per (date, symbol) partition, with their count, part "
+        "range, bytes, lines and event time range (per-file detail: `state/raw_catalog/`)."
     ),
     partitions_def=market_partitions,
     group_name="market",

@@ -48,6 +48,7 @@ from crypto_lake.lib.archive.day import (
     read_sidecar,
 )
 from crypto_lake.lib.core.config import ConfigError, load_config
+from crypto_lake.lib.core.fsutil import make_dirs
 from crypto_lake.lib.core.logs import get_logger, setup_logging
 from crypto_lake.lib.core.paths import ARCHIVE_DATASETS, ARCHIVE_TABLES, RAW_ARCHIVE, LakeLayout
 from crypto_lake.lib.core.symbols import shift_day, validate_day, validate_symbol
@@ -233,7 +234,7 @@ def _rebuild_and_compare(layout: LakeLayout, report: RestoreReport, force: bool)
         for d, f in sorted(report.neighbours.items())
         if f.verified
     ]
-    layout.root.mkdir(parents=True, exist_ok=True)
+    make_dirs(layout.root)
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=layout.root) as tmp:
         scratch = LakeLayout(Path(tmp))
         try:
@@ -358,7 +359,7 @@ def _install(
         ]
         return
     for src, dest in moves:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         os.replace(src, dest)
         report.installed.append(dest)
 

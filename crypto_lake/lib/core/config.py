@@ -10,22 +10,33 @@ Resolution order (later wins):
    Every ``__`` descends one level, so nested sections work at any depth:
    ``CRYPTO_LAKE__QA__JUMP__K_SIGMA=7.5`` sets ``qa.jump.k_sigma``.
 
-Secrets (webhook URL, GCS credentials) are never read from the file: a secret key there is
-an error. They come from ``CRYPTO_LAKE_WEBHOOK_URL`` / ``GOOGLE_APPLICATION_CREDENTIALS``.
+Secrets come only from the environment or from secret files, never from the config:
+
+- the alert webhook URL: ``CRYPTO_LAKE_WEBHOOK_URL``, or ``CRYPTO_LAKE_WEBHOOK_URL_FILE``
+  naming a file that holds it (systemd ``LoadCredential=``, a Kubernetes/Docker secret);
+- GCS credentials: ``GOOGLE_APPLICATION_CREDENTIALS``, the path of a key file.
+
+Any key that looks like a secret (its name contains secret, token, password, credential,
+api_key, private_key, webhook_url, ...) is refused, in the file and in ``CRYPTO_LAKE__*``
+overrides alike, with a message naming the key and the right place, never its value. No
+error message of this module ever contains a configured value: validation errors are
+rebuilt from the failing keys and pydantic's messages without the input.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from crypto_lake.lib.core.symbols import validate_symbol, validate_ticker
+from crypto_lake.lib.ops.config import AlertsConfig
 from crypto_lake.lib.qa.config import QAConfig
 
 DEFAULT_SYMBOLS = [
@@ -36,11 +47,21 @@ DEFAULT_MACRO_TICKERS = [
     "SPY", "UUP", "ES=F", "EURUSD=X", "GBPUSD=X", "USDJPY=X", "USDCAD=X", "USDCHF=X",
 ]  # fmt: skip
 ENV_PREFIX = "CRYPTO_LAKE__"
-SECRET_KEYS = {"webhook_url", "gcs_credentials", "credentials", "password", "token", "api_key"}
+WEBHOOK_URL_ENV = "CRYPTO_LAKE_WEBHOOK_URL"
+# A key whose name, lowercased and without separators, contains one of these is a secret.
+SECRET_KEY_PARTS = (
+    "secret", "token", "password", "passwd", "credential", "apikey", "privatekey",
+    "accesskey", "webhookurl", "authorization",
+)  # fmt: skip
+SECRET_PLACES = (
+    f"the webhook URL goes in {WEBHOOK_URL_ENV} or in a file named by {WEBHOOK_URL_ENV}_FILE; "
+    "GCS credentials in a key file named by GOOGLE_APPLICATION_CREDENTIALS"
+)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a ValidationError never repeats a configured value
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class BinanceConfig(_Section):
@@ -81,7 +102,9 @@ class DagsterConfig(_Section):
     # When yesterday's partitions are finalized (UTC); after the first raw files of the new
     # day have sealed, because a day's last trades can sit in them.
     finalize_cron: str = "10 0 * * *"
-    raw_sensor_interval_seconds: int = Field(30, ge=5)
+    # Finished runs older than this whose every record has a newer one are deleted daily
+    # (crypto_lake/defs/ops/history.py): superseded refreshes, empty failed runs.
+    history_days: int = Field(7, ge=1)
 
 
 class MacroConfig(_Section):
@@ -101,6 +124,17 @@ class MacroConfig(_Section):
     fetch_dxy_inputs: bool = True
     # Share of in-session minutes that may be missing before the check warns.
     max_missing_fraction: float = Field(0.05, ge=0, le=1)
+    # Automation (crypto_lake/lib/macro/policy.py): today again every 15 minutes, a missing past
+    # day again at most hourly, at most 2 macro runs queued or running at once.
+    refresh_interval_seconds: float = Field(900.0, ge=60)
+    catchup_retry_seconds: float = Field(3600.0, ge=60)
+    max_runs_in_flight: int = Field(2, ge=1)
+    # Circuit breaker: after this many source failures in a row no macro run is queued, but
+    # one probe run every cooldown (lib/macro/source_health.py).
+    breaker_failures: int = Field(3, ge=1)
+    breaker_cooldown_seconds: float = Field(600.0, ge=30)
+    # Tries per ticker when Yahoo cannot be reached at all (refused, DNS, timeout).
+    connect_attempts: int = Field(2, ge=1)
 
 
 class ArchiveConfig(_Section):
@@ -137,6 +171,8 @@ class Config(_Section):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     # QA detector and fusion parameters (SPEC §7); the model lives with the QA code.
     qa: QAConfig = Field(default_factory=QAConfig)
+    # Alert thresholds (SPEC §10); the model lives with the alerts code.
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("symbols")
     @classmethod
@@ -153,23 +189,75 @@ class Config(_Section):
     # Secrets live outside the model's file-backed fields.
     @property
     def webhook_url(self) -> SecretStr | None:
-        url = os.environ.get("CRYPTO_LAKE_WEBHOOK_URL")
-        return SecretStr(url) if url else None
+        """The alert webhook URL (``CRYPTO_LAKE_WEBHOOK_URL[_FILE]``), None when unset."""
+        return read_secret(WEBHOOK_URL_ENV, os.environ)
 
 
 class ConfigError(ValueError):
-    """The configuration file or an override is invalid; the message says which key."""
+    """The configuration file or an override is invalid; the message says which key, never
+    the value."""
 
 
-def _reject_secrets(data: Any, where: str = "") -> None:
+def read_secret(name: str, environ: Mapping[str, str]) -> SecretStr | None:
+    """The secret ``name`` from the environment: the variable itself, or the content
+    (stripped) of the file named by ``{name}_FILE``; None when neither is set. Raises
+    ConfigError (naming the variables and the path, never the secret) when both are set or
+    the file cannot be read or is empty."""
+    direct, path = environ.get(name), environ.get(f"{name}_FILE")
+    if direct and path:
+        raise ConfigError(f"both {name} and {name}_FILE are set: set only one of them")
+    if direct:
+        return SecretStr(direct)
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read the secret file {path} ({name}_FILE): {reason}") from None
+    if not text:
+        raise ConfigError(f"the secret file {path} ({name}_FILE) is empty")
+    return SecretStr(text)
+
+
+def looks_secret(key: object) -> bool:
+    """True for a key named like a secret (``api_secret``, ``slack-token``, ``PASSWORD``)."""
+    squashed = re.sub(r"[^a-z0-9]", "", str(key).lower())
+    return any(part in squashed for part in SECRET_KEY_PARTS)
+
+
+def _reject_secrets(data: Any, source: str, where: str = "") -> None:
+    """Refuse every secret-looking key in ``data`` (from ``source``), at any depth."""
     if isinstance(data, Mapping):
         for key, value in data.items():
-            if str(key).lower() in SECRET_KEYS:
+            if looks_secret(key):
                 raise ConfigError(
-                    f"secret key '{where}{key}' found in the config file; secrets come only "
-                    "from the environment (e.g. CRYPTO_LAKE_WEBHOOK_URL)"
+                    f"secret-looking key '{where}{key}' in {source} refused: secrets are never "
+                    f"configuration keys; {SECRET_PLACES}"
                 )
-            _reject_secrets(value, f"{where}{key}.")
+            _reject_secrets(value, source, f"{where}{key}.")
+    elif isinstance(data, list):
+        for item in data:
+            _reject_secrets(item, source, where)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each failing key with pydantic's message, without the input values
+    (``str(exc)`` would print ``input_value=...``)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, without the text around it (it may hold a secret)."""
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(problem)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -180,10 +268,22 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
         if not keys:
             continue
+        if any(looks_secret(k) for k in keys):
+            raise ConfigError(
+                f"secret-looking setting {name} refused: secrets are never configuration "
+                f"keys; {SECRET_PLACES}"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: {_yaml_problem(exc)}") from None
+        _reject_secrets(value, f"the environment variable {name}", ".".join(keys) + ".")
         node = out
         for k in keys[:-1]:
             node = node.setdefault(k, {})
-        node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: '{k}' is set to a value and used as a section")
+        node[keys[-1]] = value
     if environ.get("LAKE_ROOT"):
         out["lake_root"] = environ["LAKE_ROOT"]
     return out
@@ -209,14 +309,17 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: {_yaml_problem(exc)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        _reject_secrets(loaded)
+        _reject_secrets(loaded, f"the config file {path}")
         data = loaded
     data = _merge(data, _env_overrides(environ))
+    read_secret(WEBHOOK_URL_ENV, environ)  # a bad secret file fails the start, not an alert
     try:
         return Config.model_validate(data)
-    except Exception as exc:  # pydantic.ValidationError names the field
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    except ValidationError as exc:  # names the keys; the values are left out
+        raise ConfigError(f"invalid configuration: {describe_validation_error(exc)}") from None

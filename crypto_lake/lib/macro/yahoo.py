@@ -9,8 +9,12 @@ yfinance's real code (``Ticker.history``) and turns the ways yfinance fails into
   switched off;
 - :class:`YahooFetchError`: rate limiting (HTTP 429, ``YFRateLimitError``) or any other error
   that persisted through ``max_attempts`` tries with capped exponential backoff and jitter;
+  after ``connect_attempts`` tries when Yahoo cannot be reached at all (connection refused,
+  DNS failure, timeout: an offline machine must fail in seconds, not minutes);
   immediately when Yahoo's answer carries an explicit ``chart.error`` (unknown ticker, window
-  outside the 1-minute history), which retrying cannot fix.
+  outside the 1-minute history), which retrying cannot fix. ``source_down`` tells the first
+  two (the source failed: they count for the circuit breaker, lib/macro/source_health.py)
+  from the last (Yahoo answered, about this ticker).
 
 yfinance hides errors by default (it logs them and returns an empty frame), which would make a
 failure look like an empty day; we switch that off through its documented config
@@ -54,6 +58,7 @@ class YahooSettings:
     base_url: str | None = None  # None: the real Yahoo through yfinance's own session
     timeout_seconds: float = 20.0
     max_attempts: int = 5
+    connect_attempts: int = 2  # tries while Yahoo is unreachable (refused, DNS, timeout)
     backoff_base_seconds: float = 2.0
     backoff_cap_seconds: float = 60.0
     cache_dir: Path | None = None  # yfinance's timezone/cookie cache (sqlite); None: its default
@@ -73,15 +78,28 @@ class FetchResult:
 
 
 class YahooFetchError(RuntimeError):
-    """Yahoo kept failing (rate limits or errors) through every attempt."""
+    """Yahoo kept failing (rate limits or errors) through every attempt.
 
-    def __init__(self, ticker: str, attempts: int, rate_limited: int, errors: list[str]):
+    ``source_down`` is False only when Yahoo answered with an explicit error about the ticker
+    or window: the source itself is up.
+    """
+
+    def __init__(
+        self,
+        ticker: str,
+        attempts: int,
+        rate_limited: int,
+        errors: list[str],
+        *,
+        source_down: bool = True,
+    ):
         self.ticker, self.attempts, self.rate_limited, self.errors = (
             ticker,
             attempts,
             rate_limited,
             errors,
         )
+        self.source_down = source_down
         last = errors[-1] if errors else "unknown error"
         super().__init__(
             f"{ticker}: Yahoo failed {attempts} times ({rate_limited} rate-limited); last: {last}"
@@ -141,6 +159,42 @@ def _prepare_yfinance(settings: YahooSettings) -> requests.Session | None:
     return _SESSIONS[settings.base_url]
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says Yahoo could not be reached at all: connection
+    refused or reset, DNS failure, connect/read timeout; from requests (the routed session),
+    curl_cffi (yfinance's own session) or the socket layer."""
+    kinds: list[type[BaseException]] = [
+        requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
+    ]  # fmt: skip
+    try:
+        from curl_cffi.requests import exceptions as curl_exc
+
+        kinds += [curl_exc.ConnectionError, curl_exc.Timeout]
+    except ImportError:  # yfinance without curl_cffi: the requests session only
+        pass
+    seen: BaseException | None = exc
+    for _ in range(5):  # the exception and a few causes deep
+        if seen is None:
+            return False
+        if isinstance(seen, tuple(kinds)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _forget_bad_crumb() -> None:
+    """Drop a crumb that is an error text. yfinance 1.7 keeps whatever its crumb request
+    returned, a 5xx page or "Too Many Requests" included, and reuses it for the rest of the
+    process: after Yahoo was down, every later request would carry it. (A real crumb is one
+    short token.)"""
+    from yfinance.data import YfData
+
+    data = YfData()
+    crumb = getattr(data, "_crumb", None)
+    if isinstance(crumb, str) and (not crumb.strip() or "<" in crumb or " " in crumb.strip()):
+        data._crumb = None
+
+
 def _backoff_seconds(settings: YahooSettings, attempt: int) -> float:
     """Capped exponential backoff with equal jitter (attempt counts from 1)."""
     ceiling = min(settings.backoff_cap_seconds, settings.backoff_base_seconds * 2 ** (attempt - 1))
@@ -164,7 +218,7 @@ def fetch_minute_bars(
 
     session = _prepare_yfinance(settings)
     errors: list[str] = []
-    rate_limited = 0
+    rate_limited = unreachable = 0
     for attempt in range(1, settings.max_attempts + 1):
         # yfinance memoises answers for windows that ended >30 min ago for the whole process;
         # Yahoo back-fills late minutes, so every fetch must see Yahoo's current answer.
@@ -186,12 +240,19 @@ def fetch_minute_bars(
                 return FetchResult(ticker, "empty", pd.DataFrame(), attempt, rate_limited, str(exc))
             # Yahoo said why (chart.error: unknown ticker, window out of range): the per-ticker
             # error yfinance would otherwise hide as an empty frame. Asking again won't help.
-            raise YahooFetchError(ticker, attempt, rate_limited, [*errors, str(exc)]) from exc
+            raise YahooFetchError(
+                ticker, attempt, rate_limited, [*errors, str(exc)], source_down=False
+            ) from exc
         except YFRateLimitError as exc:
             rate_limited += 1
             errors.append(f"rate limited: {exc}")
+            _forget_bad_crumb()
         except Exception as exc:  # yfinance surfaces HTTP/JSON/timezone errors untyped
             errors.append(f"{type(exc).__name__}: {exc}")
+            _forget_bad_crumb()
+            unreachable += is_unreachable(exc)
+            if unreachable >= settings.connect_attempts:
+                raise YahooFetchError(ticker, attempt, rate_limited, errors) from exc
         else:
             status: Literal["ok", "empty"] = "ok" if len(frame) else "empty"
             return FetchResult(ticker, status, frame, attempt, rate_limited, errors=errors)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from crypto_lake.lib.core import schema
 from crypto_lake.lib.core.duck import connect
+from crypto_lake.lib.core.fsutil import make_dirs, set_file_mode
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import EXCHANGE, MARKET_DATASETS, LakeLayout
 from crypto_lake.lib.market import coverage
@@ -99,7 +100,7 @@ def build_lake_views(
     ``extra_statements`` adds views of other domains; by default the macro views are added.
     """
     db_path = Path(db_path or layout.duckdb_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(db_path.parent)
     if extra_statements is None:
         extra = _default_extra(layout)
     elif callable(extra_statements):
@@ -116,6 +117,7 @@ def build_lake_views(
             con.execute("CHECKPOINT")
         finally:
             con.close()
+        set_file_mode(tmp)  # the lake's file-mode policy (fsutil), whatever DuckDB's umask
         os.replace(tmp, db_path)
     finally:
         tmp.unlink(missing_ok=True)

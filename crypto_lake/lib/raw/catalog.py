@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from crypto_lake.lib.core.duck import connect
-from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
+from crypto_lake.lib.core.fsutil import FILE_MODE, atomic_path, atomic_write_bytes, make_dirs
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
 from crypto_lake.lib.core.symbols import InvalidNameError, validate_day, validate_symbol
@@ -271,8 +271,9 @@ class RawCatalog:
     def _locked(self) -> Iterator[None]:
         """Exclusive use of the persisted state (the raw sensor and partition runs record
         files concurrently, in other processes), starting from its latest version."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "lock", "ab") as fh:  # closing it releases the lock
+        make_dirs(self.state_dir)
+        fd = os.open(self.state_dir / "lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        with os.fdopen(fd, "ab") as fh:  # closing it releases the lock
             fcntl.flock(fh, fcntl.LOCK_EX)
             self._dirs = self._load_dirs()
             loaded = json.loads(json.dumps(self._dirs))

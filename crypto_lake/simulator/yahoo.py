@@ -1,7 +1,12 @@
-"""A loopback HTTP server that answers what yfinance 1.7 asks Yahoo, in Yahoo's recorded format.
+"""A loopback Yahoo Finance stand-in: what yfinance 1.7 asks Yahoo, answered in Yahoo's format.
 
-Endpoints (every *.yahoo.com host is routed here by lib/macro/yahoo.py's adapter; the original host
-arrives in ``X-Yahoo-Host``):
+It powers the demo (``./dev demo`` starts it and points ``macro.yahoo_base_url`` at it, so
+macro minutes and the synthetic DXY come without any network) and the macro tests.
+``python -m crypto_lake.simulator.yahoo --port 0 --port-file F`` runs it from the command line;
+``YahooServer`` runs it on a thread (``with YahooServer() as srv: srv.url``).
+
+Endpoints (every *.yahoo.com host is routed here by lib/macro/yahoo.py's adapter; the original
+host arrives in ``X-Yahoo-Host``):
 
 - ``GET /`` (fc.yahoo.com): 404 with an ``A3`` cookie, as Yahoo does;
 - ``GET /v1/test/getcrumb`` (query1/query2): a crumb as text;
@@ -13,25 +18,36 @@ arrives in ``X-Yahoo-Host``):
   and ``indicators.quote[0]`` with open/high/low/close/volume lists. A window without bars
   gets ``"indicators": {"quote": [{}]}`` and no timestamps, as Yahoo answers for a weekend.
 
-Bars are generated for every in-session minute of the requested window (from the project's
-session calendar) with deterministic prices; knobs make the answer empty, rate-limited
-(HTTP 429), failing (HTTP 500), missing chosen minutes, or shifted in price.
+Bars are generated for every in-session minute of the requested window that has closed
+(from the project's session calendar, so today's bars stop at the current minute), for any
+ticker: the default macro tickers and the DXY inputs (USDSEK=X...) get prices near their real
+level, others 100. Prices are deterministic (a slow sine around the base price). Knobs make the
+answer empty, rate-limited (HTTP 429), failing (HTTP 500), missing chosen minutes, shifted in
+price, or make the whole service answer one status (``down_status = 503``: Yahoo is down).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import signal
+import sys
 import threading
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from crypto_lake.lib.core.fsutil import atomic_write_bytes
+from crypto_lake.lib.core.logs import get_logger, setup_logging
 from crypto_lake.lib.macro.calendar import session_kind, session_minutes_utc
+
+log = get_logger("simulator.yahoo")
 
 META = {
     "us_equity": ("America/New_York", "ETF", "PCX", "NYSEArca"),
@@ -55,6 +71,7 @@ class YahooState:
         self.drop: dict[str, set[int]] = defaultdict(set)  # epoch seconds left out
         self.price_shift: dict[str, float] = defaultdict(float)
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (host, path, params)
+        self.down_status: int | None = None  # every request answered with this status
 
     def chart_requests(self, ticker: str | None = None) -> list[dict[str, str]]:
         with self.lock:
@@ -163,11 +180,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _down(self) -> bool:
+        """Answer with the ``down_status`` knob (Yahoo is down) when it is set."""
+        status = self.server.state.down_status
+        if status is None:
+            return False
+        self._send(status, b"<html>Service Unavailable</html>", "text/html")
+        return True
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         self._record()
-        self._send(200, b"<html><body>ok</body></html>", "text/html")
+        if not self._down():
+            self._send(200, b"<html><body>ok</body></html>", "text/html")
 
     def _record(self) -> tuple[str, dict[str, str]]:
         parts = urlsplit(self.path)
@@ -181,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path, params = self._record()
         state = self.server.state
+        if self._down():
+            return
         if path == "/":
             expires = (datetime.now(UTC) + timedelta(days=365)).strftime(
                 "%a, %d %b %Y %H:%M:%S GMT"
@@ -224,11 +252,15 @@ class _Server(ThreadingHTTPServer):
 class YahooServer:
     """Start with ``with YahooServer() as srv:``; ``srv.url`` is the base URL to configure."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = YahooState()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((host, port), _Handler)
         self._server.state = self.state
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
@@ -244,6 +276,30 @@ class YahooServer:
         self._server.server_close()
 
 
-def utc(day: str, hh: int = 0, mm: int = 0) -> datetime:
-    d = date.fromisoformat(day)
-    return datetime(d.year, d.month, d.day, hh, mm, tzinfo=UTC)
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; print the base URL and write the port to ``--port-file``."""
+    p = argparse.ArgumentParser(
+        prog="python -m crypto_lake.simulator.yahoo",
+        description="Loopback Yahoo Finance stand-in for yfinance",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--port-file", type=Path, default=None, help="write the bound port here")
+    args = p.parse_args(argv)  # fmt: skip
+    setup_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with YahooServer(args.host, args.port) as server:
+        if args.port_file is not None:
+            atomic_write_bytes(args.port_file, f"{server.port}\n".encode(), durable=False)
+        # The URL is the CLI's output (what a user or launcher reads), hence stdout.
+        sys.stdout.write(f"yahoo_url={server.url}\n")
+        sys.stdout.flush()
+        log.info("Yahoo stand-in serving on %s; point macro.yahoo_base_url at it", server.url)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Tests of alerts and collector health (issue 18)."""
