@@ -33,7 +33,9 @@ Three stages:
 3. UI at that size: ``dagster-webserver`` on each instance (loopback, the repo's workspace.yaml)
    and the GraphQL queries behind the asset page, the partitions page and the checks page,
    for raw_market_events, bars_1s and one check on bars_1s: first call (cold, it builds the
-   partition status cache) and the median of ``--repeats`` after it, against the 2 s target.
+   partition status cache) and the median of ``--repeats`` after it, against the 2 s target;
+   then the pages themselves in headless Chromium (Debian's chromium through Playwright, as
+   the UI tests drive it), until each shows its answer and the network is idle.
    The history is ``--days`` long, not a year: the printed year figures are projections, the
    query times are measured at the written size (run with --days 30 or more to see the trend).
 """
@@ -475,9 +477,44 @@ def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats
                     graphql(url, query, variables)
                     warm.append(time.perf_counter() - t0)
                 times[label] = (cold, statistics.median(warm), _answer(data))
+            times.update(time_pages(url, check_name, repeats))
             return times
         finally:
             stop_group(proc)
+
+
+def time_pages(url: str, check_name: str, repeats: int) -> dict:
+    """The pages themselves in headless Chromium: from navigation until the page shows its
+    answer (a text that appears only once its data arrived); the first visit of each page
+    (the UI's scripts already cached by one visit of the overview), then the median of
+    ``repeats`` reloads."""
+    from playwright.sync_api import sync_playwright
+
+    from crypto_lake_tests.e2e.test_ui_backfill import CHROMIUM, CHROMIUM_ARGS
+
+    pages = [
+        ("page: asset bars_1s", "/assets/bars_1s", "Row count"),
+        ("page: partitions bars_1s", "/assets/bars_1s?view=partitions", "Materialized ("),
+        ("page: partitions raw_market_events", "/assets/raw_market_events?view=partitions",
+         "Materialized ("),
+        (f"page: checks bars_1s ({check_name})", "/assets/bars_1s?view=checks",
+         "This is a blocking asset check"),
+    ]  # fmt: skip
+    out = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url + "/overview", wait_until="load")  # the scripts, once
+        for label, path, marker in pages:
+            loads = []
+            for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                page.goto(url + path, wait_until="domcontentloaded")
+                page.get_by_text(marker).first.wait_for(state="visible", timeout=60_000)
+                loads.append(time.perf_counter() - t0)
+            out[label] = (loads[0], statistics.median(loads[1:]), f"shows '{marker}'")
+        browser.close()
+    return out
 
 
 def _answer(data: dict) -> str:

@@ -5,7 +5,6 @@ coverage, macro minutes and the synthetic DXY from the loopback Yahoo stand-in, 
 report: asserted through the same GraphQL API the UI pages read.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from crypto_lake.defs.macro.partitions import MACRO_TICKERS
 from crypto_lake.simulator.yahoo import price_at
-from crypto_lake_tests.e2e.dagster_harness import free_port
+from crypto_lake_tests.e2e.dagster_harness import free_port, graphql
 
 ROOT = Path(__file__).resolve().parents[1]
 # The checks a newcomer should see pass: the blocking ones and R7 (parity with Binance).
@@ -42,14 +41,7 @@ BARS_AND_CHECKS = (
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        payload = json.loads(resp.read())
-    assert not payload.get("errors"), payload["errors"]
-    return payload["data"]
+    return graphql(f"http://127.0.0.1:{port}", query, variables)
 
 
 def _bars_and_passing_checks(port: int) -> dict | None:
