@@ -20,6 +20,7 @@ no traceback (only EXIT_SOFTWARE, a bug, comes with one).
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 1
@@ -46,14 +47,18 @@ class StartupError(Exception):
         self.exit_code = exit_code
 
 
-def os_errno(exc: BaseException) -> int | None:
-    """The errno of ``exc`` or of the OSError it was raised from (e.g. a SealError)."""
+def _os_errors(exc: BaseException) -> Iterator[OSError]:
+    """``exc`` and the exceptions it was raised from (e.g. a SealError's cause), the OSErrors."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return seen.errno
+        if isinstance(seen, OSError):
+            yield seen
         seen = seen.__cause__ or seen.__context__
-    return None
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The errno of ``exc`` or of the OSError it was raised from (e.g. a SealError)."""
+    return next((e.errno for e in _os_errors(exc) if e.errno is not None), None)
 
 
 def lake_refuses_writes(exc: BaseException) -> bool:
@@ -63,12 +68,7 @@ def lake_refuses_writes(exc: BaseException) -> bool:
 
 
 def _failed_path(exc: BaseException, fallback: object) -> object:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.filename is not None:
-            return seen.filename
-        seen = seen.__cause__ or seen.__context__
-    return fallback
+    return next((e.filename for e in _os_errors(exc) if e.filename is not None), fallback)
 
 
 def startup_error(exc: OSError, step: str, path: object) -> StartupError:
