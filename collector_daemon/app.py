@@ -65,22 +65,12 @@ from crypto_lake.lib.core.fsutil import atomic_write_bytes, make_dirs
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.raw import binance
+from crypto_lake.lib.raw.heartbeat import read_boot_id
 from crypto_lake.lib.raw.lines import session_line
 
 log = get_logger("collector")
 
 EXIT_WRITE_FAILED = EXIT_IOERR  # systemd's Restart=on-failure restarts us later
-BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-
-
-def read_boot_id() -> str | None:
-    """This boot's id (Linux): with the hostname and pid, a reader on the same host tells a
-    live collector from a crashed one (pid gone, or a heartbeat from an earlier boot)."""
-    try:
-        with open(BOOT_ID_PATH) as fh:
-            return fh.read().strip() or None
-    except OSError:
-        return None
 
 
 def one_line(exc: BaseException) -> str:

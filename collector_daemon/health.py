@@ -46,19 +46,6 @@ def quantiles(values: list[int] | list[float], scale: float = 1.0) -> dict[str, 
 PREFIX = "crypto_lake_collector_"
 
 
-def _group_states(hb: dict[str, Any]) -> list[dict[str, Any]]:
-    """The heartbeat's "groups"; from an older collector's heartbeat (live "connections"
-    only) those are the groups, all connected."""
-    groups = hb.get("groups")
-    if isinstance(groups, list):
-        return [g for g in groups if isinstance(g, dict)]
-    return [
-        {"group": i, "symbols": c.get("symbols") or [], "connected": True,
-         "up_since_ns": c.get("up_since_ns"), "down_since_ns": None, "last_message_ns": None}
-        for i, c in enumerate(hb.get("connections") or []) if isinstance(c, dict)
-    ]  # fmt: skip
-
-
 def _age_seconds(now_ns: int | None, then_ns: int | None) -> float | None:
     if not isinstance(now_ns, int) or not isinstance(then_ns, int):
         return None
@@ -78,7 +65,7 @@ def _counter(name: str, help_: str, value: float | None) -> Iterator[Metric]:
 def _group_families(hb: dict[str, Any]) -> Iterator[Metric]:
     """``up``, ``running`` and the per-group connection gauges (see ``metric_families``)."""
     now_ns = hb.get("updated_ns")
-    groups = _group_states(hb)
+    groups = [g for g in hb.get("groups") or [] if isinstance(g, dict)]  # this collector's own
     running = hb.get("status") == "running"
     n_up = sum(1 for g in groups if g.get("connected"))
     up_help = "1 while running with at least one connection group connected, else 0"

@@ -22,6 +22,7 @@ from crypto_lake.defs.macro.automation import (
 )
 from crypto_lake.defs.macro.partitions import MACRO_TICKERS, day_range_tags
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.core.config import MacroConfig
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.macro.source_health import (
     Breaker,
@@ -88,10 +89,10 @@ def test_health_file_records_failures_and_success(tmp_path: Path) -> None:
     assert (health.down_since_ns, health.last_ok_ns) == (t0, None)
     assert health.consecutive_failures == 2 and health.updated_ns == t0 + 60 * SECOND
     assert len(health.last_error) == 500  # bounded
-    assert not Breaker(failures=3).is_open(health)
+    assert not Breaker.of(MacroConfig(breaker_failures=3)).is_open(health)
     record_failure(layout, "ReadTimeout", now_ns=t0 + 120 * SECOND)
     health = read_source_health(layout)
-    assert health is not None and Breaker(failures=3).is_open(health)
+    assert health is not None and Breaker.of(MacroConfig(breaker_failures=3)).is_open(health)
     # The file's exact shape (the alerts read it too).
     stored = json.loads(source_health_path(layout).read_text())
     assert stored == {
@@ -100,7 +101,7 @@ def test_health_file_records_failures_and_success(tmp_path: Path) -> None:
     }  # fmt: skip
     record_success(layout, now_ns=t0 + 700 * SECOND)
     health = read_source_health(layout)
-    assert health is not None and not Breaker().is_open(health)
+    assert health is not None and not Breaker.of(MacroConfig()).is_open(health)
     assert (health.down_since_ns, health.consecutive_failures) == (None, 0)
     assert health.last_ok_ns == health.updated_ns == t0 + 700 * SECOND
     # A damaged file is unknown, not a crash; the next fetch rewrites it.
@@ -188,14 +189,13 @@ def test_probe_after_cooldown_and_closing_on_success(
         assert [r.tags[REASON_TAG] for r in closed] == ["catchup", "catchup"]
 
 
-def test_policy_takes_config_fields_when_declared() -> None:
-    """The knobs become configurable by declaring them on MacroConfig (same names)."""
-    from types import SimpleNamespace
+def test_breaker_and_run_cap_come_from_the_macro_config_section() -> None:
+    """The knobs are MacroConfig fields, overridable like any key."""
+    from crypto_lake.lib.core.config import load_config
 
-    from crypto_lake.lib.core.config import MacroConfig
-    from crypto_lake.lib.macro.policy import MacroPolicy, macro_policy
-
-    assert macro_policy(MacroConfig()) == MacroPolicy()  # declared or not: the same defaults
-    custom = macro_policy(SimpleNamespace(max_runs_in_flight=3, breaker_cooldown_seconds=60.0))
-    assert (custom.max_runs_in_flight, custom.breaker.cooldown_seconds) == (3, 60.0)
-    assert custom.breaker_failures == 3  # not declared: the default
+    env = {"CRYPTO_LAKE__MACRO__MAX_RUNS_IN_FLIGHT": "3",
+           "CRYPTO_LAKE__MACRO__BREAKER_COOLDOWN_SECONDS": "60"}  # fmt: skip
+    macro = load_config(environ=env).macro
+    custom = Breaker.of(macro)
+    assert (macro.max_runs_in_flight, custom.cooldown_seconds) == (3, 60.0)
+    assert custom.failures == 3  # not set: the default

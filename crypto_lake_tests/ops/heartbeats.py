@@ -10,17 +10,10 @@ from typing import Any
 import orjson
 
 from crypto_lake.lib.core.fsutil import atomic_write_bytes
-from crypto_lake.lib.raw.heartbeat import BOOT_ID_PATH
+from crypto_lake.lib.raw.heartbeat import read_boot_id
 
 NOW_NS = 1_800_000_000 * 10**9  # a fixed "now" for the tests (2027-01-15)
 S = 10**9
-
-
-def boot_id() -> str | None:
-    try:
-        return BOOT_ID_PATH.read_text().strip()
-    except OSError:
-        return None
 
 
 def heartbeat(
@@ -39,7 +32,7 @@ def heartbeat(
                for g in groups for s in g["symbols"]}  # fmt: skip
     hb = {
         "status": status, "error": None, "pid": pid, "run_id": "r1",
-        "hostname": hostname, "boot_id": boot_id(),
+        "hostname": hostname, "boot_id": read_boot_id(),
         "started_at": "2027-01-15T07:00:00+00:00", "updated_ns": updated_ns,
         "heartbeat_seconds": 5.0, "symbols": symbols, "connections": live, "groups": groups,
         "gaps": {"open": len(gaps or []), "repaired": 0, "open_list": gaps or []},
@@ -77,7 +70,7 @@ def old_format(hb: dict[str, Any]) -> dict[str, Any]:
 
 def this_host(hb: dict[str, Any]) -> dict[str, Any]:
     """The heartbeat as if written on this machine since its last boot."""
-    return {**hb, "hostname": socket.gethostname(), "boot_id": boot_id()}
+    return {**hb, "hostname": socket.gethostname(), "boot_id": read_boot_id()}
 
 
 def write(path: Path, hb: dict[str, Any]) -> Path:

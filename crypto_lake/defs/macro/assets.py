@@ -8,8 +8,8 @@ import dagster as dg
 from crypto_lake.defs.macro.partitions import dxy_partitions, macro_partitions, split_macro_key
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.defs.table_schemas import asset_description, column_schema, table_metadata
-from crypto_lake.lib.macro.policy import MacroPolicy, macro_policy
-from crypto_lake.lib.macro.source_health import record_failure, record_success
+from crypto_lake.lib.core.config import MacroConfig
+from crypto_lake.lib.macro.source_health import Breaker, record_failure, record_success
 from crypto_lake.lib.macro.store import (
     DXY_WEIGHTS,
     PartitionOutcome,
@@ -35,7 +35,7 @@ def yahoo_settings(lake: LakeResource) -> YahooSettings:
         base_url=m.yahoo_base_url,
         timeout_seconds=m.request_timeout_seconds,
         max_attempts=m.max_attempts,
-        connect_attempts=macro_policy(m).connect_attempts,
+        connect_attempts=m.connect_attempts,
         backoff_base_seconds=m.backoff_base_seconds,
         backoff_cap_seconds=m.backoff_cap_seconds,
         cache_dir=lake.layout.state_dir / "yfinance",
@@ -116,7 +116,7 @@ def coverage_check(outcomes: list[PartitionOutcome], max_missing: float) -> dg.A
 )
 def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     settings, now = yahoo_settings(lake), datetime.now(UTC)
-    policy = macro_policy(lake.config.macro)
+    policy = lake.config.macro
     outcomes: list[PartitionOutcome] = []
     failures: dict[str, str] = {}
     skipped: list[str] = []
@@ -149,13 +149,13 @@ def macro_minute(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
 
 
 def record_fetch(
-    lake: LakeResource, policy: MacroPolicy, error: YahooFetchError | None, down_in_a_row: int
+    lake: LakeResource, policy: MacroConfig, error: YahooFetchError | None, down_in_a_row: int
 ) -> int:
     """Record one fetch in the source health (state/macro_source.json); returns the run's
     count of consecutive source failures. Yahoo answering, even with an error about one
     ticker, means the source is up."""
     if error is not None and error.source_down:
-        record_failure(lake.layout, str(error), breaker=policy.breaker)
+        record_failure(lake.layout, str(error), breaker=Breaker.of(policy))
         return down_in_a_row + 1
     record_success(lake.layout)
     return 0

@@ -32,9 +32,10 @@ import dagster as dg
 from crypto_lake.defs.macro.assets import dxy_synthetic_minute, macro_minute
 from crypto_lake.defs.macro.partitions import CONFIG, MACRO_TICKERS, day_range_tags
 from crypto_lake.defs.resources import LakeResource
+from crypto_lake.lib.core.config import MacroConfig
 from crypto_lake.lib.core.paths import LakeLayout
-from crypto_lake.lib.macro.policy import MacroPolicy, macro_policy
 from crypto_lake.lib.macro.source_health import (
+    Breaker,
     SourceHealth,
     open_breaker_reason,
     read_source_health,
@@ -45,7 +46,7 @@ REASON_TAG = "crypto_lake/macro_reason"  # recent | catchup | probe
 DAY_TAG = "crypto_lake/macro_day"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 SENSOR_INTERVAL_SECONDS = 60
-POLICY = macro_policy(CONFIG.macro)
+POLICY = CONFIG.macro  # cadence, run cap and breaker: the macro config section
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]  # fmt: skip
 # The run queue lets one run of the `yahoo` pool at a time through (concurrency.pools in
@@ -93,7 +94,7 @@ def plan_macro_runs(
     return runs
 
 
-def _due(run: PlannedRun, last: datetime | None, now: datetime, policy: MacroPolicy) -> bool:
+def _due(run: PlannedRun, last: datetime | None, now: datetime, policy: MacroConfig) -> bool:
     """Whether ``run``'s day was last requested long enough ago (or never)."""
     if last is None:
         return True
@@ -109,14 +110,14 @@ def select_macro_runs(
     runs_in_flight: int,
     last_requested: dict[str, datetime],
     health: SourceHealth | None,
-    policy: MacroPolicy,
+    policy: MacroConfig,
 ) -> list[PlannedRun] | str:
     """The runs one sensor tick requests, or why it requests none (a skip reason).
 
     ``in_flight_days``/``runs_in_flight``: the days covered by, and the number of, macro runs
     queued or in progress; ``last_requested``: when the sensor last requested each day.
     """
-    breaker = policy.breaker
+    breaker = Breaker.of(policy)
     if health is not None and breaker.is_open(health):
         reason = open_breaker_reason(health, breaker)
         if not breaker.probe_due(health, int(now.timestamp() * 1e9)):
@@ -146,7 +147,7 @@ def _nothing_due(
     now: datetime,
     in_flight_days: set[str],
     last_requested: dict[str, datetime],
-    policy: MacroPolicy,
+    policy: MacroConfig,
 ) -> str:
     """The skip reason of a tick with nothing to request."""
     today = now.astimezone(UTC).date().isoformat()
@@ -207,7 +208,7 @@ def last_requested(instance: dg.DagsterInstance, days: list[str]) -> dict[str, d
 
 
 def macro_tick(
-    instance: dg.DagsterInstance, layout: LakeLayout, now: datetime, policy: MacroPolicy = POLICY
+    instance: dg.DagsterInstance, layout: LakeLayout, now: datetime, policy: MacroConfig = POLICY
 ) -> dg.SensorResult:
     """One evaluation of macro_minute_sensor at ``now`` (tests pass their own clock)."""
     materialized = set(instance.get_materialized_partitions(macro_minute.key))

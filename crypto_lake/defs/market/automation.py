@@ -13,7 +13,7 @@ Critical checks gate inside the run: `bars_1m` is not built when R1/R2/R4 fail.
 """
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -64,11 +64,9 @@ def materialized_since(
     instance: dg.DagsterInstance,
     asset_key: dg.AssetKey,
     after_storage_id: int,
-    days_of: Callable[[str, dict], set[str]] = lambda partition, _meta: {split_key(partition)[0]},
 ) -> tuple[dict[str, set[str]], int]:
     """{day: symbols} of the partitions of ``asset_key`` materialized after
-    ``after_storage_id`` (``days_of(partition, metadata)``: the days each one touches), and
-    the storage id to continue from."""
+    ``after_storage_id``, and the storage id to continue from."""
     touched: dict[str, set[str]] = {}
     last = after_storage_id
     for record in records_after(instance, asset_key, after_storage_id):
@@ -76,9 +74,8 @@ def materialized_since(
         mat = record.asset_materialization
         if mat is None or mat.partition is None:
             continue
-        _, symbol = split_key(mat.partition)
-        for day in days_of(mat.partition, dict(mat.metadata)):
-            touched.setdefault(day, set()).add(symbol)
+        day, symbol = split_key(mat.partition)
+        touched.setdefault(day, set()).add(symbol)
     return touched, last
 
 

@@ -30,7 +30,7 @@ from crypto_lake.lib.core.config import Config, ConfigError
 from crypto_lake.lib.macro.source_health import read_source_health
 from crypto_lake.lib.ops import conditions
 from crypto_lake.lib.ops.alerts import Alert, AlertBook, Sent, deliver, iso, open_book
-from crypto_lake.lib.ops.config import AlertsConfig, alerts_config
+from crypto_lake.lib.ops.config import AlertsConfig
 from crypto_lake.lib.ops.webhook import redact
 from crypto_lake.lib.raw.heartbeat import CollectorHealth, collector_health
 
@@ -70,7 +70,7 @@ def alert_tick(
     what is due. Never raises for a condition or a delivery that fails."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     cfg, layout = lake.config, lake.layout
-    acfg = alerts_config(cfg)
+    acfg = cfg.alerts
     health = collector_health(layout.heartbeat_path, now_ns=now_ns)
     errors: list[str] = []
 
@@ -236,7 +236,7 @@ def _root_cause(error) -> str:
 
 @dg.sensor(
     name="alerts",
-    minimum_interval_seconds=alerts_config(CONFIG).sensor_interval_seconds,
+    minimum_interval_seconds=CONFIG.alerts.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Evaluates the alert conditions every minute and posts to the webhook "
     "(CRYPTO_LAKE_WEBHOOK_URL): collector down, connection down > 60 s, gap open > 5 min, "
@@ -271,7 +271,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, lake: LakeResource
     alert = run_failure_alert(context.dagster_run, errors, lambda t: redact(t, url))
     now_ns = time.time_ns()
     layout = lake.layout
-    with open_book(layout.state_dir, alerts_config(lake.config), lake=str(layout.root),
+    with open_book(layout.state_dir, lake.config.alerts, lake=str(layout.root),
                    now_ns=now_ns) as book:  # fmt: skip
         book.fire([alert], now_ns)
         sent = deliver(book, url, now_ns, unavailable=problem)

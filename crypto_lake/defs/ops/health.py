@@ -24,7 +24,6 @@ import dagster as dg
 
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.ops.alerts import iso
-from crypto_lake.lib.ops.config import alerts_config
 from crypto_lake.lib.raw.heartbeat import CollectorHealth, collector_health
 
 COLLECTOR = dg.AssetKey("collector")
@@ -123,7 +122,7 @@ def recording_check(h: CollectorHealth, gap_s: float, down_s: float) -> dg.Asset
 
 
 def _evaluate(lake: LakeResource, now_ns: int | None = None) -> tuple[CollectorHealth, Any]:
-    cfg = alerts_config(lake.config)
+    cfg = lake.config.alerts
     h = collector_health(lake.layout.heartbeat_path, now_ns=now_ns)
     return h, recording_check(h, cfg.open_gap_seconds, cfg.connection_down_seconds)
 

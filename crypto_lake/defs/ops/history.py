@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter
@@ -50,7 +51,7 @@ class _Latest:
 
     def __init__(self, instance: dg.DagsterInstance) -> None:
         self.instance = instance
-        self._memo: dict[tuple, tuple] = {}
+        self._memo: dict[tuple, Any] = {}
 
     def materialization(self, key: dg.AssetKey, partition: str | None) -> int | None:
         return self._record("mat", key, partition)
@@ -67,8 +68,8 @@ class _Latest:
             fetch = (self.instance.fetch_materializations if kind == "mat"
                      else self.instance.fetch_observations)  # fmt: skip
             records = fetch(flt, limit=1).records
-            self._memo[memo_key] = (records[0].storage_id if records else None,)
-        return self._memo[memo_key][0]
+            self._memo[memo_key] = records[0].storage_id if records else None
+        return self._memo[memo_key]
 
     def check_runs(self, check: dg.AssetCheckKey, partition: str | None) -> set[str]:
         """The runs of the latest evaluation of ``check`` on ``partition``, of any status and
@@ -83,8 +84,8 @@ class _Latest:
                     check, limit=1, status=statuses, partition_filter=pf
                 )
                 runs.update(r.run_id for r in history)
-            self._memo[memo_key] = (runs,)
-        return self._memo[memo_key][0]
+            self._memo[memo_key] = runs
+        return self._memo[memo_key]
 
 
 def _records(instance: dg.DagsterInstance, run_id: str) -> Iterator[dg.EventLogRecord]:

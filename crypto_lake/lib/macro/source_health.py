@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crypto_lake.lib.core.config import MacroConfig
 from crypto_lake.lib.core.fsutil import atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.paths import LakeLayout
@@ -36,9 +37,6 @@ log = get_logger("macro.source_health")
 
 STATE_FILE = "macro_source.json"
 MAX_ERROR_CHARS = 500  # keeps the file (and a sensor's skip reason) readable
-# Defaults of the breaker; MacroConfig fields of the same name override them (see policy).
-BREAKER_FAILURES = 3
-BREAKER_COOLDOWN_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,13 @@ class SourceHealth:
 class Breaker:
     """When to stop queuing macro runs, and how often to probe while stopped."""
 
-    failures: int = BREAKER_FAILURES
-    cooldown_seconds: float = BREAKER_COOLDOWN_SECONDS
+    failures: int
+    cooldown_seconds: float
+
+    @classmethod
+    def of(cls, macro: MacroConfig) -> Breaker:
+        """The breaker the ``macro`` config section sets (breaker_failures, ..._cooldown_...)."""
+        return cls(macro.breaker_failures, macro.breaker_cooldown_seconds)
 
     def is_open(self, health: SourceHealth | None) -> bool:
         """Whether the latest ``failures`` fetches or more all failed at the source."""
@@ -121,7 +124,7 @@ def record_failure(
 ) -> SourceHealth:
     """A fetch failed at the source (unreachable, timeouts, 5xx/429 after retries)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    breaker = breaker or Breaker()
+    breaker = breaker or Breaker.of(MacroConfig())
     before = read_source_health(layout)
     failures = 1 + (before.consecutive_failures if before is not None else 0)
     down_since = before.down_since_ns if before is not None else None

@@ -1,9 +1,8 @@
 """Alert thresholds (SPEC §10, issue 18): the ``alerts:`` section of the crypto_lake config.
 
-Every threshold has one place, this model. Once ``crypto_lake.lib.core.config.Config`` has
-the field ``alerts: AlertsConfig`` (as it has ``qa: QAConfig``), the section is validated with
-the rest of the file and overridable like any key, e.g.
-``CRYPTO_LAKE__ALERTS__OPEN_GAP_SECONDS=600``; until then the defaults below apply::
+Every threshold has one place, this model: ``Config.alerts`` (as ``Config.qa`` is QAConfig),
+validated with the rest of the file and overridable like any key, e.g.
+``CRYPTO_LAKE__ALERTS__OPEN_GAP_SECONDS=600``::
 
     alerts:
       repeat_seconds: 3600          # at most one alert per condition key per hour
@@ -19,12 +18,9 @@ The webhook URL is a secret and is not here: ``CRYPTO_LAKE_WEBHOOK_URL`` (``Conf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from crypto_lake.lib.core.config import Config
 
 Severity = Literal["critical", "warning", "info"]
 
@@ -48,9 +44,3 @@ class AlertsConfig(BaseModel):
     check_lookback: int = Field(500, ge=1)
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     webhook_attempts: int = Field(2, ge=1, le=5)
-
-
-def alerts_config(config: Config | None) -> AlertsConfig:
-    """The ``alerts`` section of a loaded ``Config``; the defaults while it has none."""
-    section = getattr(config, "alerts", None)
-    return section if isinstance(section, AlertsConfig) else AlertsConfig()

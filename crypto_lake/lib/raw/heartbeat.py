@@ -61,9 +61,7 @@ def recording_until(
         return None
     now_us = time.time_ns() // 1000 if now_us is None else now_us
     if max_age_s is None:
-        interval = hb.get("heartbeat_seconds")
-        interval = interval if isinstance(interval, int | float) else DEFAULT_INTERVAL_S
-        max_age_s = STALE_AFTER_INTERVALS * interval
+        max_age_s = stale_after_s(hb)
     if now_us - until_us > max_age_s * 1e6:
         return None
     since = [_connected_since_us(c, until_us) for c in hb.get("connections") or []
@@ -75,6 +73,11 @@ def recording_until(
     info = (hb.get("symbols") or {}).get(symbol) or {}
     last = _ns_field(info, "last_message_ns", "last_message_at")
     return Recording(min(since), until_us, last)
+
+
+def stale_after_s(hb: dict[str, Any]) -> float:
+    """How old a heartbeat may be before its collector counts as gone: three of its intervals."""
+    return STALE_AFTER_INTERVALS * (_number(hb.get("heartbeat_seconds")) or DEFAULT_INTERVAL_S)
 
 
 def _connected_since_us(conn: dict[str, Any], until_us: int) -> int | None:
@@ -195,8 +198,7 @@ def collector_health(
                                now_ns=now_ns)  # fmt: skip
     updated_us = _ns_field(hb, "updated_ns", "updated_at")
     updated_ns = None if updated_us is None else updated_us * 1000
-    interval = _number(hb.get("heartbeat_seconds")) or DEFAULT_INTERVAL_S
-    stale_after = STALE_AFTER_INTERVALS * interval
+    stale_after = stale_after_s(hb)
     age = None if updated_ns is None else max(0.0, (now_ns - updated_ns) / 1e9)
     alive = _process_alive(hb) if same_host_check else None
     status = hb.get("status") if isinstance(hb.get("status"), str) else None
@@ -246,7 +248,7 @@ def _process_alive(hb: dict[str, Any]) -> bool | None:
     if pid is None or pid <= 0 or hb.get("hostname") != socket.gethostname():
         return None
     boot_id = hb.get("boot_id")
-    if not isinstance(boot_id, str) or boot_id != _boot_id():
+    if not isinstance(boot_id, str) or boot_id != read_boot_id():
         return None
     try:
         os.kill(pid, 0)
@@ -259,7 +261,9 @@ def _process_alive(hb: dict[str, Any]) -> bool | None:
     return True
 
 
-def _boot_id() -> str | None:
+def read_boot_id() -> str | None:
+    """This boot's id (Linux): with the hostname and pid, a reader on the same host tells a
+    live collector from a crashed one (pid gone, or a heartbeat from an earlier boot)."""
     try:
         return BOOT_ID_PATH.read_text().strip() or None
     except OSError:
