@@ -124,8 +124,8 @@ class MacroConfig(_Section):
     fetch_dxy_inputs: bool = True
     # Share of in-session minutes that may be missing before the check warns.
     max_missing_fraction: float = Field(0.05, ge=0, le=1)
-    # Automation (crypto_lake/defs/macro/automation.py): today again every 15 minutes, a missing past
-    # day again at most hourly, at most 2 macro runs queued or running at once.
+    # Automation (crypto_lake/defs/macro/automation.py): today again every 15 minutes, a
+    # missing past day again at most hourly, at most 2 macro runs queued or running at once.
     refresh_interval_seconds: float = Field(900.0, ge=60)
     catchup_retry_seconds: float = Field(3600.0, ge=60)
     max_runs_in_flight: int = Field(2, ge=1)
