@@ -71,10 +71,10 @@ class PostgresServer:
         self.psql(f"CREATE DATABASE {DB} OWNER {USER};")
         return self
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` as the superuser over the cluster's own Unix socket."""
         return self._run(str(self.bindir / "psql"), "-h", str(self.root), "-p", str(self.port),
-                         "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+                         "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1",
                          "-Atc", sql)  # fmt: skip
 
     def env(self) -> dict[str, str]:

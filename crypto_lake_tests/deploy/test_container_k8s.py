@@ -114,5 +114,7 @@ def test_everything_deploy_names_is_installed() -> None:
     import psycopg2  # noqa: F401  (the driver deploy/dagster.yaml's scheme selects)
 
     instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    assert instance["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    storage = instance["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == ("crypto_lake.storage", "LakePostgresStorage")
+    assert storage["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"

@@ -44,6 +44,15 @@ query Exec($asset: [String!]!, $name: String!) {
   }
 }
 """
+CHECK_STATUS = """
+{ assetNodes(assetKeys: [{path: ["bars_1s"]}]) { assetChecksOrError { ... on AssetChecks {
+  checks { name partitionStatuses { ... on AssetCheckMultiPartitionStatuses {
+    ranges { primaryDimStartKey primaryDimEndKey
+      secondaryDim { ... on AssetCheckDefaultPartitionStatuses { succeededPartitions } } } } } }
+} } } }
+"""
+CHECKPOINTS = ("SELECT count(*) FROM kvs WHERE key LIKE 'crypto_lake/check_state/%' "
+               "AND value <> ''")  # fmt: skip
 POOLS = """
 { instance { concurrencyLimits { concurrencyKey slotCount } runQueueConfig { maxConcurrentRuns } } }
 """
@@ -130,6 +139,10 @@ def test_deploy_units_run_a_sensor_launched_market_run_on_postgres(tmp_path: Pat
             runs = wait_for_runs(url, 2, timeout=420)
             checks = {name: _check_statuses(url, name, {r["runId"] for r in runs})
                       for name in GATES}  # fmt: skip
+            # the checks page's per-partition status, read from the storage's checkpoint
+            # (crypto_lake/storage.py, selected by deploy/dagster.yaml) kept in Postgres
+            passed = _passed_partitions(url)
+            checkpoints = int(pg.psql(CHECKPOINTS, pg.env()["DAGSTER_PG_DB"]).strip())
         finally:
             for proc in procs:
                 stop_group(proc, grace=15)
@@ -146,6 +159,25 @@ def test_deploy_units_run_a_sensor_launched_market_run_on_postgres(tmp_path: Pat
         for name, statuses in checks.items():
             assert set(statuses) >= partitions, (name, statuses)
             assert {statuses[p] for p in partitions} == {"SUCCEEDED"}, (name, statuses)
+            assert passed[name] >= partitions, (name, passed[name])
+        assert checkpoints >= len(passed), checkpoints
+
+
+def _passed_partitions(url: str) -> dict[str, set[str]]:
+    """{check: partitions it passed on} as the checks page shows them (ranges of days, each
+    with the symbols that passed)."""
+    from datetime import date, timedelta
+
+    (node,) = graphql(url, CHECK_STATUS)["assetNodes"]
+    out: dict[str, set[str]] = {}
+    for check in node["assetChecksOrError"]["checks"]:
+        passed = out.setdefault(check["name"], set())
+        for r in (check["partitionStatuses"] or {}).get("ranges", []):
+            day, end = date.fromisoformat(r["primaryDimStartKey"]), r["primaryDimEndKey"]
+            while day.isoformat() <= end:
+                passed |= {f"{day}|{s}" for s in r["secondaryDim"]["succeededPartitions"]}
+                day += timedelta(days=1)
+    return out
 
 
 def _check_statuses(url: str, name: str, run_ids: set[str]) -> dict[str, str]:

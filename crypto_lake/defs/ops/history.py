@@ -120,13 +120,15 @@ def still_current(instance: dg.DagsterInstance, run_id: str, latest: _Latest) ->
 
 def delete_run(instance: dg.DagsterInstance, run_id: str) -> None:
     """``instance.delete_run`` plus the run's rows in the check-execution index, which Dagster
-    1.13 leaves behind (the checks page reads that table, so it would grow for ever)."""
-    instance.delete_run(run_id)
+    1.13 leaves behind (the checks page reads that table, so it would grow for ever). Those
+    rows go first: ``delete_run`` then drops the check status checkpoints
+    (``crypto_lake/storage.py``) after every row is gone."""
     storage = instance.event_log_storage
     if isinstance(storage, SqlEventLogStorage):  # SQLite and Postgres alike
         table = AssetCheckExecutionsTable
         with storage.index_connection() as conn:
             conn.execute(table.delete().where(table.c.run_id == run_id))
+    instance.delete_run(run_id)
 
 
 def prune_history(
