@@ -228,7 +228,11 @@ class CheckStateCheckpoints:
             if moved or state != before:
                 changed[names[key]] = encode(Checkpoint(state, event_mark, row_mark), digests[key])
         if changed:
-            self._kvs().set_cursor_values(changed)
+            try:
+                self._kvs().set_cursor_values(changed)
+            except Exception:  # a busy or read-only store: the page still gets its answer
+                log.warning("could not store %d check status checkpoints; the next read "
+                            "applies the changes again", len(changed), exc_info=True)  # fmt: skip
         return out
 
     def _partition_infos(

@@ -8,6 +8,7 @@ checkpoint equals Dagster's own computation from nothing.
 
 import logging
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -231,6 +232,23 @@ def test_an_unreadable_checkpoint_is_recomputed(instance, caplog) -> None:
         assert status(instance, pdef) == {"SUCCEEDED": {"2024-03-01|BTCUSDT"}}
     assert "unreadable" in caplog.text
     assert saved(instance)[name].startswith('{"format"')
+
+
+def test_a_checkpoint_that_cannot_be_stored_still_answers(instance, caplog) -> None:
+    """The key-value store fails the write (a trigger that errors, as a locked or read-only
+    database would; a trigger's RAISE would look like a key conflict, which Dagster turns
+    into an update): the status is still returned, and a warning says why."""
+    pdef = partitions()
+    run(instance, make_asset(pdef), DAYS[0], "BTCUSDT")
+    with sqlite3.connect(Path(instance.root_directory) / "history" / "runs.db") as con:
+        for op in ("INSERT", "UPDATE"):
+            con.execute(f"CREATE TRIGGER refuse_{op} BEFORE {op} ON kvs "
+                        "WHEN NEW.key LIKE 'crypto_lake/check_state/%' "
+                        "BEGIN INSERT INTO no_such_table VALUES (1); END")  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        assert status(instance, pdef) == {"SUCCEEDED": {"2024-03-01|BTCUSDT"}}
+    assert "could not store 1 check status checkpoints" in caplog.text
+    assert saved(instance) == {}
 
 
 def test_sensor_keeps_every_check_current(instance) -> None:
