@@ -136,8 +136,8 @@ def test_an_unpartitioned_check_on_a_partitioned_asset(instance) -> None:
         for key, _ in keys:
             assert (got[key].subsets, got[key].in_progress_runs) == (
                 ref[key].subsets, ref[key].in_progress_runs)  # fmt: skip
-        status = Resolved.FAILED if failing else Resolved.SUCCEEDED
-        assert not got[HEADROOM].subsets[status].is_empty
+        expected = Resolved.FAILED if failing else Resolved.SUCCEEDED
+        assert not got[HEADROOM].subsets[expected].is_empty
 
 
 def saved(instance) -> dict[str, str]:
