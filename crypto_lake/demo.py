@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         fleet.start(
             "simulator",
             [py, "-m", "crypto_lake.simulator", "--symbols", args.symbols, "--port", "0",
-             "--port-file", str(port_file), *outage],
+             "--port-file", str(port_file), *outage,
+             # a week of history before now, and Binance's public files of it (try a
+             # history_import_job backfill, or `crypto-lake history`)
+             "--history-days", "7", "--history-rate-scale", "0.05"],
             env, lake / "logs" / "simulator.log",
         )  # fmt: skip
         sim_port = int(_wait_for_file(port_file, fleet, 30))
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         env["CRYPTO_LAKE__MACRO__YAHOO_BASE_URL"] = urls["yahoo"]
         env["CRYPTO_LAKE__BINANCE__WS_BASE_URL"] = urls["ws"]
         env["CRYPTO_LAKE__BINANCE__REST_BASE_URL"] = urls["rest"]
+        env["CRYPTO_LAKE__BINANCE__PUBLIC_DATA_URL"] = urls["rest"]
         env["CRYPTO_LAKE__COLLECTOR__ROTATE_SECONDS"] = str(args.rotate_seconds)
         env["CRYPTO_LAKE__COLLECTOR__METRICS_PORT"] = "0"
         fleet.start(

@@ -1,9 +1,12 @@
-"""A loopback Binance spot exchange for the demo, the tests and the benchmarks (SPEC §4).
+"""A loopback Binance spot exchange for the demo, the tests and the benchmarks (SPEC §4, §8a).
 
-``ExchangeSimulator`` serves combined WebSocket streams (``/stream?streams=...``) and REST
-(``/api/v3/...``) on one aiohttp port, driven by a seeded market model (market.py) or by a
-replayed raw file (replay.py), with fault knobs (faults.py) and a log of what it sent
-(sentlog.py). ``SimulatorThread`` runs it on a background event loop; ``python -m
+``ExchangeSimulator`` serves combined WebSocket streams (``/stream?streams=...``), REST
+(``/api/v3/...``) and Binance's public files (``/data/spot/...``, public_files.py) on one
+aiohttp port, driven by a seeded market model (market.py) or by a replayed raw file
+(replay.py), with fault knobs (faults.py) and a log of what it sent (sentlog.py). With
+``SimConfig.history_days`` the model also has a deep, deterministic history before its start
+(history.py), which REST and the public files serve as one tape with the live trades
+(tape.py). ``SimulatorThread`` runs it on a background event loop; ``python -m
 crypto_lake.simulator`` (cli.py) runs it from the command line.
 
 Behaviour worth knowing (where Binance leaves room, this is what the simulator does):
@@ -26,12 +29,19 @@ Behaviour worth knowing (where Binance leaves room, this is what the simulator d
   equal REST klines exactly (integer ticks/lots; see queries.py for the empty-interval and
   window rules). ``pause_market``/``resume_market`` freeze trading (maintenance) so tests can
   compare "everything sent" with "everything received".
+* History ids run consecutively into the live ledger's first ids; history prices walk
+  backward from the live start price, so the tape is continuous. Public files exist for
+  whole past days (today too with ``public_files_include_today``), from the history's first
+  day on, in ms before 2025-01-01 and µs after; they use no request weight. File faults:
+  ``public_file_missing`` (404 n times), ``public_file_bad_checksum``,
+  ``public_file_truncated``, ``public_file_header_row``.
 * SentLog counts a frame once its bytes left the process (transport buffer empty), so it
   never claims a frame the client could not have read.
 """
 
 from crypto_lake.simulator.config import SimConfig
+from crypto_lake.simulator.public_files import synthetic_day_zip
 from crypto_lake.simulator.server import ExchangeSimulator
 from crypto_lake.simulator.thread import SimulatorThread
 
-__all__ = ["ExchangeSimulator", "SimConfig", "SimulatorThread"]
+__all__ = ["ExchangeSimulator", "SimConfig", "SimulatorThread", "synthetic_day_zip"]

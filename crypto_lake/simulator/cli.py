@@ -1,6 +1,7 @@
 """Command line: ``python -m crypto_lake.simulator --symbols BTCUSDT,ETHUSDT --port 0``.
 
-Prints the WebSocket and REST base URLs, optionally writes the bound port to ``--port-file``
+Prints the WebSocket and REST base URLs (the REST URL is also the public-file base URL),
+optionally writes the bound port to ``--port-file``
 (atomically, so a launcher polling for it never reads half a number), and runs until SIGINT
 or SIGTERM. ``--outage AT:SECONDS`` injects an exchange outage (the demo uses it, so a
 newcomer sees one in coverage and in the bars' flags).
@@ -48,7 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-hours",
         type=float,
         default=26.0,
-        help="REST serves trades/klines this far back (bounded memory; default: a UTC day+)",
+        help="REST serves live trades/klines this far back (bounded memory; default: a UTC day+)",
+    )
+    p.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="generate this many whole UTC days of history before today (plus today up to the "
+        "start), served by REST and as public files under /data/spot/ (default: none)",
+    )
+    p.add_argument(
+        "--history-rate-scale",
+        type=float,
+        default=1.0,
+        help="trade rate of the history relative to realistic rates (e.g. 0.05 makes long "
+        "backfills cheap)",
+    )
+    p.add_argument(
+        "--public-files-include-today",
+        action="store_true",
+        help="serve today's public files too (trades up to now); Binance publishes a day after",
     )
     return p
 
@@ -102,21 +122,29 @@ async def serve(
         await sim.stop()
 
 
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The simulator settings of parsed command-line arguments (raises on invalid ones)."""
+    return SimConfig(
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        seed=args.seed,
+        rate_scale=args.rate_scale,
+        max_connection_age_s=args.max_connection_age,
+        server_shutdown_notice=args.server_shutdown_notice,
+        replay_path=args.replay,
+        replay_speed=args.speed,
+        record_sent_ids=False,  # nobody can query it from outside; keep memory flat
+        history_s=args.history_hours * 3600,
+        history_days=args.history_days,
+        history_rate_scale=args.history_rate_scale,
+        public_files_include_today=args.public_files_include_today,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        cfg = SimConfig(
-            symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-            seed=args.seed,
-            rate_scale=args.rate_scale,
-            max_connection_age_s=args.max_connection_age,
-            server_shutdown_notice=args.server_shutdown_notice,
-            replay_path=args.replay,
-            replay_speed=args.speed,
-            record_sent_ids=False,  # nobody can query it from outside; keep memory flat
-            history_s=args.history_hours * 3600,
-        )
+        cfg = config_from_args(args)
     except (InvalidNameError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -29,6 +29,13 @@ class SimConfig:
     # turns this off so memory stays flat; the count is kept either way.
     record_sent_ids: bool = True
     history_s: float | None = None  # REST ground truth kept this long (None: everything)
+    # Deep history (history.py): this many whole UTC days before the start day, plus that
+    # day up to the start, served by REST and as public files; 0 = none. Its trade rate is
+    # the instrument's realistic rate x history_rate_scale (independent of rate_scale).
+    history_days: int = 0
+    history_rate_scale: float = 1.0
+    # Serve today's public files too (trades up to now); Binance publishes a day after it.
+    public_files_include_today: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.symbols, str):
@@ -42,7 +49,11 @@ class SimConfig:
             raise ValueError("rate_scale and replay_speed must be > 0")
         if self.ping_interval_s <= 0 or self.ping_timeout_s <= 0 or self.max_connection_age_s <= 0:
             raise ValueError("ping interval/timeout and max connection age must be > 0")
+        if self.history_days < 0 or self.history_rate_scale <= 0:
+            raise ValueError("history_days must be >= 0 and history_rate_scale > 0")
         if self.replay_path is not None:
+            if self.history_days:
+                raise ValueError("history needs the market model, not a replay")
             self.replay_path = Path(self.replay_path)
 
     @property

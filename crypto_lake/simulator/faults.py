@@ -3,6 +3,11 @@
 Plain attributes (probabilities, flags) are read by the server on every message/request.
 Methods that act on live connections run on the simulator's event loop; when called from
 another thread (SimulatorThread) they are handed to that loop and return once applied.
+
+Public-file faults (``public_file_*``) apply per file: (kind, symbol, period), where kind is
+``trades``, ``aggTrades`` or ``klines`` (every interval), period a day ``YYYY-MM-DD`` or a
+month ``YYYY-MM`` (daily and monthly files are separate), and ``symbol=None`` means every
+symbol. They are plain thread-safe bookkeeping, settable from any thread.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from datetime import date
 from typing import Any, Protocol
 
 from crypto_lake.lib.core.symbols import validate_symbol
+
+Period = str | date  # "YYYY-MM-DD" (a daily file) or "YYYY-MM" (a monthly one)
 
 
 class FaultTarget(Protocol):
@@ -36,6 +44,10 @@ class Faults:
         self._rest_429_left = 0
         self._rest_429_retry_after = 1
         self._lock = threading.Lock()
+        self._public_missing: dict[tuple[str, str, str], int] = {}
+        self._public_flags: dict[str, set[tuple[str, str, str]]] = {
+            "bad_checksum": set(), "truncated": set(), "header_row": set(),
+        }  # fmt: skip
         self._target: FaultTarget | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -91,8 +103,68 @@ class Faults:
             self._rest_429_left -= 1
             return self._rest_429_retry_after
 
+    # -- public files (data.binance.vision) ------------------------------------------------
+    def public_file_missing(self, kind: str, symbol: str | None, period: Period, n: int) -> None:
+        """The file answers 404 to its next ``n`` requests, then 200 (not yet published).
+
+        Its ``.CHECKSUM`` answers 404 too while the file does, without using up the count.
+        """
+        with self._lock:
+            self._public_missing[_public_key(kind, symbol, period)] = int(n)
+
+    def public_file_bad_checksum(self, kind: str, symbol: str | None, period: Period) -> None:
+        """The file's ``.CHECKSUM`` names a wrong SHA256 (the zip itself is fine)."""
+        self._set_public_flag("bad_checksum", kind, symbol, period)
+
+    def public_file_truncated(self, kind: str, symbol: str | None, period: Period) -> None:
+        """The zip is cut to half its bytes (its ``.CHECKSUM`` still names the whole file's)."""
+        self._set_public_flag("truncated", kind, symbol, period)
+
+    def public_file_header_row(self, kind: str, symbol: str | None, period: Period) -> None:
+        """The CSV starts with a header row (zip and checksum consistent with it)."""
+        self._set_public_flag("header_row", kind, symbol, period)
+
+    def clear_public_file_faults(self) -> None:
+        with self._lock:
+            self._public_missing.clear()
+            for keys in self._public_flags.values():
+                keys.clear()
+
+    def _set_public_flag(self, flag: str, kind: str, symbol: str | None, period: Period) -> None:
+        with self._lock:
+            self._public_flags[flag].add(_public_key(kind, symbol, period))
+
+    def _public_flag(self, flag: str, kind: str, symbol: str, period: str) -> bool:
+        with self._lock:
+            keys = self._public_flags[flag]
+            return (kind, symbol, period) in keys or (kind, "*", period) in keys
+
+    def _take_public_missing(self, kind: str, symbol: str, period: str, take: bool) -> bool:
+        """Whether the file is still missing; ``take`` uses up one of its 404s."""
+        with self._lock:
+            for key in ((kind, symbol, period), (kind, "*", period)):
+                left = self._public_missing.get(key, 0)
+                if left > 0:
+                    if take:
+                        self._public_missing[key] = left - 1
+                    return True
+            return False
+
     def _target_call(self, name: str) -> Callable[..., None]:
         def call(*args: Any) -> None:
             getattr(self._target, name)(*args)
 
         return call
+
+
+PUBLIC_KINDS = ("trades", "aggTrades", "klines")
+
+
+def _public_key(kind: str, symbol: str | None, period: Period) -> tuple[str, str, str]:
+    if kind not in PUBLIC_KINDS:
+        raise ValueError(f"kind must be one of {PUBLIC_KINDS}, got {kind!r}")
+    sym = "*" if symbol is None else validate_symbol(symbol)
+    text = period.isoformat() if isinstance(period, date) else str(period)
+    if len(text) not in (7, 10):
+        raise ValueError(f"period must be YYYY-MM-DD or YYYY-MM, got {period!r}")
+    return kind, sym, text

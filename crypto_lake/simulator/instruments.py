@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from crypto_lake.lib.core.symbols import validate_symbol
 
 E8 = 100_000_000
@@ -93,3 +95,11 @@ def format_e8(value_e8: int) -> str:
     sign = "-" if value_e8 < 0 else ""
     whole, frac = divmod(abs(value_e8), E8)
     return f"{sign}{whole}.{frac:08d}"
+
+
+def format_e8_list(values_e8: np.ndarray) -> list[str]:
+    """:func:`format_e8` of every value of an integer array (a REST page's column at once)."""
+    if len(values_e8) and values_e8.min() < 0:
+        return [format_e8(v) for v in values_e8.tolist()]
+    whole, frac = np.divmod(values_e8, E8)
+    return [f"{w}.{f:08d}" for w, f in zip(whole.tolist(), frac.tolist(), strict=True)]

@@ -12,8 +12,10 @@ import math
 import random
 from dataclasses import dataclass
 
+from crypto_lake.simulator.history import DayCache, SymbolHistory
 from crypto_lake.simulator.instruments import Instrument, format_e8, instrument_for
-from crypto_lake.simulator.ledger import SymbolLedger
+from crypto_lake.simulator.ledger import SymbolLedger, TradeSource
+from crypto_lake.simulator.tape import Tape
 
 QUOTES_PER_ORDER = 7.0  # extra bookTicker updates per taker order (plus one after each order)
 BURSTS_PER_S = 1 / 60  # a burst of activity starts about once a minute per symbol
@@ -208,11 +210,37 @@ class MarketModel:
     """The whole simulated market: one :class:`SymbolMarket` per configured symbol."""
 
     def __init__(self, symbols: list[str], seed: int, start_us: int, rate_scale: float) -> None:
+        self.seed = seed
         self.start_us = start_us
         self.events_generated = 0  # every event ever produced (for throughput figures)
         self.symbols = {
             s: SymbolMarket(instrument_for(s), seed, start_us, rate_scale) for s in symbols
         }
+        self.tapes: dict[str, Tape] = {}  # history then live, once add_history ran
+
+    def add_history(self, days: int, rate_scale: float) -> None:
+        """Generate (lazily) ``days`` days of history before the start (see history.py).
+
+        Call before the market trades. Live ids are raised only if the history would not
+        fit below them, so history ids end exactly one before the live ledger's first.
+        """
+        cache = DayCache()
+        for symbol, market in self.symbols.items():
+            led = market.ledger
+            if led.trade_count:
+                raise RuntimeError("history must be added before the market trades")
+            hist = SymbolHistory.before_live(
+                market.inst, self.seed, self.start_us, days, rate_scale, market.bid, cache
+            )
+            led.first_trade_id = max(led.first_trade_id, hist.trade_count + 1)
+            led.first_agg_id = max(led.first_agg_id, hist.agg_count() + 1)
+            hist.end_ids_at(led.first_trade_id, led.first_agg_id)
+            self.tapes[symbol] = Tape(hist, led)
+
+    def source(self, symbol: str) -> TradeSource:
+        """What REST and public files answer from: the tape with history, else the ledger."""
+        tape = self.tapes.get(symbol)
+        return tape if tape is not None else self.symbols[symbol].ledger
 
     def advance(self, now_us: int) -> list[Event]:
         """Every event of every symbol up to ``now_us``, merged in time order."""

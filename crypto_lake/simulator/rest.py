@@ -38,7 +38,7 @@ def _json(data: Any, used: int) -> web.Response:
 
 
 class RestApi:
-    """Handlers for /api/v3/*; all answers come from the market's ledgers."""
+    """Handlers for /api/v3/*; all answers come from the market's tapes (history + live)."""
 
     def __init__(self, market: MarketModel, limiter: RateLimiter) -> None:
         self.market = market
@@ -193,7 +193,7 @@ class RestApi:
         if interval not in queries.INTERVALS_S:
             raise ApiError(-1120, "Invalid interval.")
         return queries.klines(
-            self.market.ledger(symbol),
+            self.market.source(symbol),
             queries.INTERVALS_S[interval],
             time.time_ns() // 1000,
             self._time(request, "startTime", unit_div),
@@ -209,7 +209,7 @@ class RestApi:
         if start is not None and end is not None and end - start > 3_600_000_000:
             raise ApiError(-1127, "More than 1 hours between startTime and endTime.")
         return queries.agg_trades(
-            self.market.ledger(symbol),
+            self.market.source(symbol),
             self._int(request, "fromId"),
             start,
             end,
@@ -219,13 +219,13 @@ class RestApi:
 
     def historical_trades(self, request: web.Request, unit_div: int) -> list:
         symbol = self._symbol(request)
-        ledger = self.market.ledger(symbol)
         return queries.historical_trades(
-            ledger, self._int(request, "fromId"), self._limit(request), unit_div
-        )
+            self.market.source(symbol), self._int(request, "fromId"), self._limit(request),
+            unit_div,
+        )  # fmt: skip
 
     def recent_trades(self, request: web.Request, unit_div: int) -> list:
         symbol = self._symbol(request)
         return queries.historical_trades(
-            self.market.ledger(symbol), None, self._limit(request), unit_div
+            self.market.source(symbol), None, self._limit(request), unit_div
         )

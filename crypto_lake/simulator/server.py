@@ -1,10 +1,12 @@
-"""ExchangeSimulator: one aiohttp server on one port for /stream (WebSocket) and /api/v3 (REST)."""
+"""ExchangeSimulator: one aiohttp server on one port for /stream (WebSocket), /api/v3 (REST)
+and /data/spot/... (Binance's public files, public_files.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from datetime import date
 from itertools import count
 
 from aiohttp import web
@@ -14,8 +16,11 @@ from crypto_lake.lib.raw.binance import TIME_UNIT_PARAM
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.connection import Connection
 from crypto_lake.simulator.faults import Faults
+from crypto_lake.simulator.history import day_of_us
+from crypto_lake.simulator.ledger import TradeSource
 from crypto_lake.simulator.limits import RateLimiter
 from crypto_lake.simulator.market import Event, MarketModel
+from crypto_lake.simulator.public_files import PublicFiles
 from crypto_lake.simulator.rest import RestApi
 from crypto_lake.simulator.sentlog import SentLog
 from crypto_lake.simulator.streams import StreamRequestError, parse_streams, parse_time_unit
@@ -43,6 +48,11 @@ class ExchangeSimulator:
         self.connections_total = 0
         self.connections_refused = 0
         self._paused_at_us: int | None = None
+        self.live_start_us = time.time_ns() // 1000  # set again when the market starts
+        self.public_files = PublicFiles(
+            self._public_source, self.first_day, lambda: self.live_start_us,
+            cfg.public_files_include_today, self.faults,
+        )  # fmt: skip
         self.replay_finished = asyncio.Event()  # set when a replay file has been fully sent
         self.stream_symbols = set(cfg.symbols)
         if cfg.replay_path is not None:
@@ -56,7 +66,9 @@ class ExchangeSimulator:
         self.faults._bind(self, loop)
         rest = RestApi(self.market, RateLimiter(self.cfg.rest_weight_limit, self.faults))
         app = web.Application()
-        app.add_routes([web.get("/stream", self._handle_stream), *rest.routes()])
+        app.add_routes(
+            [web.get("/stream", self._handle_stream), *rest.routes(), *self.public_files.routes()]
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -70,6 +82,9 @@ class ExchangeSimulator:
             # Restart the model clock now so the first events are not a backlog since __init__.
             now_us = time.time_ns() // 1000
             self.market.restart_clock(now_us)
+            self.live_start_us = now_us
+            if self.cfg.history_days:
+                self.market.add_history(self.cfg.history_days, self.cfg.history_rate_scale)
             if self._paused_at_us is not None:  # paused before start: trading begins on resume
                 self._paused_at_us = now_us
             self._tasks.append(asyncio.create_task(self._market_loop()))
@@ -106,8 +121,22 @@ class ExchangeSimulator:
         return f"http://{self.host}:{self.port}"
 
     def trades(self, symbol: str) -> list[dict]:
-        """Ground truth: every trade generated for ``symbol``, including ones skipped on sockets."""
+        """Ground truth: every live trade of ``symbol``, including ones skipped on sockets."""
         return self.market.ledger(symbol).trade_dicts()
+
+    def tape(self, symbol: str) -> TradeSource:
+        """Everything REST and the public files answer from: history (if any), then live."""
+        return self.market.source(symbol)
+
+    def first_day(self) -> date:
+        """The first UTC day with data: the history's first, else the live start's."""
+        tapes = self.market.tapes
+        if tapes:
+            return next(iter(tapes.values())).history.first_day
+        return day_of_us(self.live_start_us)
+
+    def _public_source(self, symbol: str) -> TradeSource | None:
+        return self.market.source(symbol) if symbol in self.market.symbols else None
 
     # -- market -----------------------------------------------------------------------------
     async def _market_loop(self) -> None:

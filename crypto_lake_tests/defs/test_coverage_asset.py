@@ -1,5 +1,6 @@
 """The coverage asset materialized for real after ticks and bars: raw files with a recorder
-outage whose trades were repaired from REST, a ranged run, its metadata and the DuckDB views."""
+outage whose trades were repaired from REST, a ranged run, its metadata and the DuckDB views;
+and an outage filled from Binance's public daily file instead, as the UI reports it."""
 
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ class Built:
     repaired_seconds: set[int]  # seconds since midnight with repaired BTCUSDT trades
 
 
-def outage_events(sd: rawgen.SymbolDay) -> tuple[list[tuple[int, bytes]], set[int]]:
+def outage_events(
+    sd: rawgen.SymbolDay, repair: bool = True
+) -> tuple[list[tuple[int, bytes]], set[int]]:
     """BTCUSDT recorded with a disconnect over [DOWN, UP): nothing received meanwhile, and the
-    missed trades repaired from REST right after the reconnect."""
+    missed trades repaired from REST right after the reconnect (if ``repair``)."""
     start = rawgen.day_start_us(DAY)
     lo, hi = start + DOWN * US, start + UP * US
     missed = [t for t in sd.trades if lo <= t.ts_us < hi]
@@ -44,7 +47,8 @@ def outage_events(sd: rawgen.SymbolDay) -> tuple[list[tuple[int, bytes]], set[in
                (hi * 1000, session_line(hi * 1000, "ws-1", "connect"))]  # fmt: skip
     repair_ns = (hi + 5 * US) * 1000
     events += [(repair_ns, line) for line in
-               rawgen.repair_lines(sd, {t.trade_id for t in missed}, repair_ns)]  # fmt: skip
+               rawgen.repair_lines(sd, {t.trade_id for t in missed}, repair_ns)
+               if repair]  # fmt: skip
     events.sort(key=lambda e: e[0])
     return events, {(t.ts_us - start) // US for t in missed}
 
@@ -172,3 +176,53 @@ def test_job_page_backfill_run_records_every_partition_built(built: Built) -> No
         meta = coverage_materialization(result, key)
         assert meta["pct_live"].value == first[key]["pct_live"].value
         assert meta["seconds_outage"].value == first[key]["seconds_outage"].value
+
+
+def test_an_outage_filled_from_the_public_file_is_reported_as_archive(tmp_path) -> None:
+    """The ticks step given the day's public trades file (as the ticks asset passes it when a
+    verified file exists); bars_1s and coverage then say how much of the partition came from
+    it, and the trades metadata how many trades."""
+    from crypto_lake.defs.market.stats import save_outages, tick_stats_metadata
+    from crypto_lake.lib.market.dedup import trade_conflicts_path
+    from crypto_lake.lib.market.ticks import build_ticks
+    from crypto_lake.lib.raw.catalog import RawCatalog
+    from crypto_lake_tests.lib.rawgen import archive_table
+
+    symbol = SYMBOLS[0]
+    sd = rawgen.generate(symbol, DAYS)
+    lake = make_lake(tmp_path, "", {})
+    events, filled = outage_events(sd, repair=False)
+    rawgen.write_raw(lake.layout, symbol, iter(events))
+    lake.catalog()
+    layout, start = lake.layout, rawgen.day_start_us(DAY)
+    day = [t for t in sd.trades if start <= t.ts_us < start + 86_400 * US]
+    public = archive_table([(t.trade_id, t.ts_us, t.price, t.qty, t.buyer_maker) for t in day])
+    stats = build_ticks(RawCatalog(layout).files_for(symbol, DAY), symbol, DAY,
+                        partition_file(layout, "trades", symbol, DAY),
+                        partition_file(layout, "quotes", symbol, DAY),
+                        layout.quarantine_root / symbol / DAY,
+                        seconds_out=layout.tick_seconds_path(symbol, DAY),
+                        conflicts_out=trade_conflicts_path(layout, symbol, DAY),
+                        archive=public)  # fmt: skip
+    save_outages(layout, symbol, DAY, stats)
+    trades_meta, _ = tick_stats_metadata(stats)
+    missed = sum(1 for t in sd.trades if start + DOWN * US <= t.ts_us < start + UP * US)
+    assert (trades_meta["archive_trades"], trades_meta["missing_trade_ids"]) == (missed, 0)
+    assert trades_meta["archive_file_trades"] == public.num_rows
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([bars_1s, coverage], resources={"lake": lake.resource},
+                                instance=instance,
+                                partition_key=str(market_key(DAY, symbol)))  # fmt: skip
+    assert result.success
+    mats = {e.event_specific_data.materialization.asset_key.to_user_string():
+            e.event_specific_data.materialization.metadata
+            for e in result.get_asset_materialization_events()}  # fmt: skip
+    assert mats["bars_1s"]["archive_rows"].value == len(filled)
+    assert mats["bars_1s"]["outage_rows"].value == 90  # the recorder was down all the same
+    cov = mats["coverage"]
+    # the file filled the day: the outage's quiet seconds are known empty, archive as well
+    assert cov["seconds_archive"].value == 90 > len(filled)
+    assert cov["seconds_outage"].value == 0
+    assert cov["seconds_repaired"].value == 0
+    assert cov["pct_archive"].value == round(100 * 90 / 86_400, 3)
+    assert "| archive | " in cov["summary"].value

@@ -184,6 +184,8 @@ def test_rules_gate_when_klines_cannot_be_fetched(
         "CRYPTO_LAKE__BINANCE__REST_BASE_URL", f"http://127.0.0.1:{server.server_port}"
     )
     keys = {f"{DAY}|{symbol}" for symbol in SYMBOLS}
+    for symbol in SYMBOLS:  # complete klines (another test's) would not be fetched again
+        partition_file(env.layout, "klines_1m", symbol, DAY).unlink(missing_ok=True)
     with dg.instance_for_test() as instance:
         try:
             result = run_job(instance, range_tags([DAY], SYMBOLS))

@@ -71,3 +71,19 @@ def test_schema_contract_evaluation_of_a_partition(tmp_path: Path) -> None:
         bad.metadata["failures"].value >= 1
         and "not_nullable" in bad.metadata["failure_cases"].value
     )
+
+
+def test_archive_provenance_is_registered() -> None:
+    """Trades from Binance's public daily file: a source column, no receive time; their
+    seconds and minutes flagged is_archive; coverage counts them in its own state."""
+    trades = schema.TRADES
+    assert trades.column("ts_recv").nullable
+    assert trades.column("source").isin == ("live", "repair", "archive")
+    assert "repaired == (source == 'repair')" in trades.rules
+    for ds in (schema.BARS_1S, schema.BARS_1M):
+        assert ds.names[ds.names.index("is_repaired") + 1] == "is_archive"
+    cov = schema.COVERAGE
+    assert "seconds_archive" in cov.names and "seconds_archive" in cov.rules[0]
+    assert {d.version for d in (trades, schema.BARS_1S, schema.BARS_1M, cov)} == {2}
+    shown = column_schema("trades")
+    assert next(c for c in shown.columns if c.name == "ts_recv").constraints.nullable

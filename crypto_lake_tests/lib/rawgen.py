@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 
 from crypto_lake.lib.core.paths import LakeLayout, part_file_name
 from crypto_lake.lib.raw.lines import repaired_line, session_line, ws_line
@@ -142,6 +143,44 @@ def disconnect_lines(start_ms: int, end_ms: int) -> list[tuple[int, bytes]]:
         (start_ms, session_line(start_ms * 1_000_000, "ws-1", "disconnect", reason="test")),
         (end_ms, session_line(end_ms * 1_000_000, "ws-9", "connect")),
     ]
+
+
+QUOTE_QTY = pa.decimal128(38, 16)
+_E8 = Decimal("1e-8")
+
+
+def archive_table(rows: list[tuple], agg: bool = False) -> pa.Table:
+    """A public daily file's trades as ``crypto_lake.lib.history`` reads them: rows of
+    (trade_id, ts_event_us, price, qty, is_buyer_maker), plus (first_trade_id,
+    last_trade_id) when ``agg`` (the aggregate id in trade_id), sorted by (time, id)."""
+    rows = sorted(rows, key=lambda r: (r[1], r[0]))
+    price = [Decimal(r[2]).quantize(_E8) for r in rows]
+    qty = [Decimal(r[3]).quantize(_E8) for r in rows]
+    cols = {
+        "trade_id": pa.array([r[0] for r in rows], pa.int64()),
+        "ts_event": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+        "price": pa.array(price, pa.decimal128(18, 8)),
+        "qty": pa.array(qty, pa.decimal128(20, 8)),
+        "quote_qty": pa.array([p * q for p, q in zip(price, qty, strict=True)], QUOTE_QTY),
+        "is_buyer_maker": pa.array([r[4] for r in rows], pa.bool_()),
+    }
+    if agg:
+        cols["first_trade_id"] = pa.array([r[5] for r in rows], pa.int64())
+        cols["last_trade_id"] = pa.array([r[6] for r in rows], pa.int64())
+    return pa.table(cols)
+
+
+def trades_archive(trades: list[Trade]) -> pa.Table:
+    """The public daily trades file of DAY holding ``trades`` (those of the day)."""
+    return archive_table([(t.id, t.t_ms * 1000, t.price, t.qty, t.m) for t in trades
+                          if DAY_START_MS <= t.t_ms < DAY_END_MS])  # fmt: skip
+
+
+def agg_archive(aggs: list[dict]) -> pa.Table:
+    """The public daily aggTrades file of DAY holding ``aggs`` (``aggregate``; ms times)."""
+    rows = [(a["a"], a["T"] * 1000, a["p"], a["q"], a["m"], a["f"], a["l"]) for a in aggs
+            if DAY_START_MS <= a["T"] < DAY_END_MS]  # fmt: skip
+    return archive_table(rows, agg=True)
 
 
 def write_raw(

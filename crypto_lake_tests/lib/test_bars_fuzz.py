@@ -3,11 +3,12 @@
 Each example is a day of raw lines in the collector's format (@trade and @bookTicker
 messages, REST repairs, session records): odd decimal texts, very small and very large
 values, duplicated and out-of-order trades and quotes, trades and quotes around both
-midnights, outages, a previous close and a grid cut. The tick tables are built once; the bars
-are then built three ways (the compiled core from the tick tables, the compiled core from
-the per-second summary ``build_ticks(seconds_out=...)`` saved, and the SQL definition) and
-the three files must be byte-identical. The bars are also checked against the independent
-Decimal reference (``reference.py``).
+midnights, outages, a previous close and a grid cut; and maybe a public daily file of the
+day ("archive" trades: copies of recorded trades, and trades the raw files lack). The tick
+tables are built once; the bars are then built three ways (the compiled core from the tick
+tables, the compiled core from the per-second summary ``build_ticks(seconds_out=...)``
+saved, and the SQL definition) and the three files must be byte-identical. The bars are
+also checked against the independent Decimal reference (``reference.py``).
 
 Reproducible by default (derandomized, no example database). Locally,
 ``CRYPTO_LAKE_FUZZ_EXAMPLES=500`` runs more examples and ``CRYPTO_LAKE_FUZZ_RANDOM=1`` draws
@@ -115,6 +116,13 @@ class FuzzDay:
     outages: list[tuple[int, int]]  # more [start_us, end_us) intervals passed to the bars
     previous_close: str | Decimal | None
     end_us: int | None
+    archive: list[RawTrade] | None  # the public daily file's trades (of the day), if any
+
+    def archive_table(self):
+        """The public file as ``build_ticks(archive=...)`` takes it (None: no file)."""
+        if self.archive is None:
+            return None
+        return rawgen.archive_table([(t.id, t.t_us, t.price, t.qty, t.m) for t in self.archive])
 
     def lines(self) -> list[tuple[int, bytes]]:
         out = [x for tr in self.trades for x in tr.lines()]
@@ -240,9 +248,15 @@ def fuzz_days(draw) -> FuzzDay:
         *draw(st.lists(st.sampled_from(EDGE_SECONDS) | st.integers(0, 86_399), max_size=3)),
     ]
     n_trades, n_quotes = draw(st.integers(0, 30)), draw(st.integers(0, 20))
-    trade_ids, update_ids = draw(_ids(n_trades)), draw(_ids(n_quotes))
-    trades = [draw(_trade(i, seconds)) for i in trade_ids]
-    assume(_quote_volumes_fit(trades))
+    n_archive = draw(st.integers(0, 10))  # trades only the public file has
+    trade_ids, update_ids = draw(_ids(n_trades + n_archive)), draw(_ids(n_quotes))
+    trades = [draw(_trade(i, seconds)) for i in trade_ids[:n_trades]]
+    archive = None
+    if draw(st.sampled_from([True, False])):  # a public file: the day's trades, recorded or not
+        only = [draw(_trade(i, seconds)) for i in trade_ids[n_trades:]]
+        copies = draw(st.lists(st.sampled_from(trades), unique_by=lambda t: t.id)) if trades else []
+        archive = [t for t in [*copies, *only] if START_US <= t.t_us < END_US]
+    assume(_quote_volumes_fit(trades + [t for t in archive or [] if t not in trades]))
     quotes = [draw(_quote(u, seconds)) for u in update_ids]
     disconnects = [
         (a // 1000, b // 1000) for a, b in draw(st.lists(_interval(seconds), max_size=2))
@@ -255,7 +269,7 @@ def fuzz_days(draw) -> FuzzDay:
             st.integers(START_US - US, END_US + US),
         )
     )
-    return FuzzDay(trades, quotes, disconnects, outages, draw(_previous_close()), end_us)
+    return FuzzDay(trades, quotes, disconnects, outages, draw(_previous_close()), end_us, archive)
 
 
 @pytest.fixture(scope="module")
@@ -278,9 +292,8 @@ def test_fast_and_sql_bars_are_byte_identical_on_fuzzed_raw_input(con, day: Fuzz
         root = Path(tmp)
         files = rawgen.write_raw(LakeLayout(root), lines)
         t, q, summary = root / "trades.parquet", root / "quotes.parquet", root / "s.parquet"
-        stats = build_ticks(
-            files, SYMBOL, DAY, t, q, root / "quarantine", con=con, seconds_out=summary
-        )
+        stats = build_ticks(files, SYMBOL, DAY, t, q, root / "quarantine", con=con,
+                            seconds_out=summary, archive=day.archive_table())  # fmt: skip
         assert stats.bad_lines == 0 and stats.trade_id_conflicts == 0
         assert load_seconds(summary, t, q) is not None
         outages = [*stats.outages, *day.outages]
@@ -320,7 +333,7 @@ def _assert_same_bytes(got: Path, expected: Path, name: str) -> None:
 # the bar columns the reference computes, plus the flags derived from it here
 CHECKED = ["open", "high", "low", "close", "volume_base", "volume_quote", "trade_count",
            "vwap", "taker_buy_base", "first_trade_id", "last_trade_id", "bid", "ask",
-           "bid_qty", "ask_qty", "spread", "is_live", "is_repaired", "is_empty",
+           "bid_qty", "ask_qty", "spread", "is_live", "is_repaired", "is_archive", "is_empty",
            "is_outage"]  # fmt: skip
 
 
@@ -331,6 +344,11 @@ def _assert_matches_reference(con, files: list[Path], bars: Path, outages, day: 
     grid_end = END_US if day.end_us is None else max(START_US, min(day.end_us, END_US))
     with localcontext(prec=80):  # products and sums of 38 digits, exact
         trades, quotes = reference_ticks(files, SYMBOL, START_US, END_US)
+        for a in day.archive or []:  # the public file fills the ids the raw files lack
+            if a.id not in trades:
+                trades[a.id] = {"id": a.id, "t": a.t_us, "p": Decimal(a.price),
+                                "q": Decimal(a.qty), "m": a.m, "f": a.id, "l": a.id,
+                                "repaired": False, "archive": True}  # fmt: skip
         ref = reference_bars(trades, quotes, START_US, grid_end)
     prev = None
     if day.previous_close is not None:  # as ::DECIMAL(18,8) reads it
@@ -339,7 +357,8 @@ def _assert_matches_reference(con, files: list[Path], bars: Path, outages, day: 
     outage = np.zeros(len(secs), dtype=bool)
     for a, b in outages:
         outage |= (secs * US < b) & ((secs + 1) * US > a)
-    live = {t["t"] // US for t in trades.values() if not t["repaired"]}
+    archive = {t["t"] // US for t in trades.values() if t.get("archive")}
+    live = {t["t"] // US for t in trades.values() if not t["repaired"] and not t.get("archive")}
     repaired = {t["t"] // US for t in trades.values() if t["repaired"]}
     for i, r in enumerate(ref):
         if r["close"] is None:
@@ -348,6 +367,7 @@ def _assert_matches_reference(con, files: list[Path], bars: Path, outages, day: 
             spread=None if r["bid"] is None else r["ask"] - r["bid"],
             is_live=r["sec"] in live,
             is_repaired=r["sec"] in repaired,
+            is_archive=r["sec"] in archive,
             is_empty=r["trade_count"] == 0,
             is_outage=bool(outage[i]),
         )

@@ -132,8 +132,9 @@ def test_closed_day_counts_every_state_exactly(tmp_path: Path, closed_day) -> No
     runs = [(s.start_us - START_US) // (60 * US) for s in stats.stretches]
     assert runs == [1, 120] and stats.stretch_count == 2
     assert (stats.stretches[0].seconds_outage, stats.stretches[0].seconds_unrecorded) == (40, 60)
-    assert stats.hourly[0] == (3600 - 110, 10, 40, 60, 0)
-    assert stats.hourly[2] == (3570, 0, 0, 30, 0)
+    # (live, repaired, archive, outage, unrecorded, pending)
+    assert stats.hourly[0] == (3600 - 110, 10, 0, 40, 60, 0)
+    assert stats.hourly[2] == (3570, 0, 0, 0, 30, 0)
 
 
 def test_today_stops_at_the_grid_end_and_counts_the_rest_as_pending(tmp_path: Path) -> None:

@@ -179,3 +179,17 @@ def test_a_summary_saved_by_other_code_is_not_reused(part, tmp_path, monkeypatch
     assert fastbars.load_seconds(summary, t, q) is not None
     monkeypatch.setattr(fastbars, "CODE_VERSION", "another-release")
     assert fastbars.load_seconds(summary, t, q) is None
+
+
+def test_trades_of_schema_v1_without_source_still_give_the_same_bars(part, tmp_path):
+    """A trades file written before the public-file import (schema v1: no ``source`` column,
+    no archive trades) gives the bars it always did on the compiled path."""
+    v1 = tmp_path / "t_v1.parquet"
+    pq.write_table(pq.read_table(part.trades).drop_columns(["source"]), v1)
+    out = {}
+    for name, trades in (("v1", v1), ("v2", part.trades)):
+        path = tmp_path / f"{name}.parquet"
+        build_bars_1s(trades, part.quotes, "BTCUSDT", rawgen.DAY, path, part.stats.outages)
+        out[name] = path.read_bytes()
+    assert out["v1"] == out["v2"]
+    assert not any(pq.read_table(tmp_path / "v2.parquet")["is_archive"].to_pylist())

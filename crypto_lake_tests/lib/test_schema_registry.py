@@ -24,6 +24,7 @@ from crypto_lake.lib.core import schema
 from crypto_lake.lib.core.contracts import read_frame, validate_file, validate_frame
 from crypto_lake.lib.core.parquet_out import write_dataset, write_dataset_groups
 from crypto_lake.lib.core.paths import MARKET_DATASETS, QA_DATASETS, LakeLayout
+from crypto_lake.lib.history.public_csv import read_klines
 from crypto_lake.lib.macro import store as macro
 from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s
 from crypto_lake.lib.market.coverage import build_coverage
@@ -34,6 +35,7 @@ from crypto_lake.lib.qa import detectors, fusion, rules
 from crypto_lake.lib.qa.config import QAConfig
 from crypto_lake.lib.qa.pipeline import day_window, qa_file, run_qa_files
 from crypto_lake.lib.raw.catalog import RawCatalog
+from crypto_lake.simulator import synthetic_day_zip
 from crypto_lake_tests.defs import rawgen
 
 DAYS = ["2024-03-01", "2024-03-02"]
@@ -81,6 +83,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         start_ms = rawgen.day_start_us(day) // 1000
         rows = [r for r in klines if start_ms <= r[0] < start_ms + 86_400_000]
         write_klines(rows, out("klines_1m", day), symbol=SYMBOL)
+        # klines_1s: a public 1 s klines file, read and written as import_klines_1s does
+        name, data = synthetic_day_zip(SYMBOL, day, 5_000, kind="klines", interval="1s")
+        (zipped := layout.root / "zips" / name).parent.mkdir(exist_ok=True)
+        zipped.write_bytes(data)
+        write_dataset(read_klines(zipped, day, "1s"), out("klines_1s", day), "klines_1s")
     run_qa_files(layout, SYMBOL, DAYS[0], day_window(DAYS[0]), QAConfig())
     for kind in QA_DATASETS:
         files[f"qa_{kind}"] = [qa_file(layout, kind, DAYS[0], SYMBOL)]

@@ -44,7 +44,8 @@ class Built:
     quotes: Path
 
 
-def _build(root: Path, lines: list[tuple[int, bytes]], shuffle_seed=None, threads=None) -> Built:
+def _build(root: Path, lines: list[tuple[int, bytes]], shuffle_seed=None, threads=None,
+           archive=None) -> Built:  # fmt: skip
     layout = LakeLayout(root)
     rawgen.write_raw(layout, lines, shuffle_seed=shuffle_seed)
     catalog = RawCatalog(layout)
@@ -53,7 +54,7 @@ def _build(root: Path, lines: list[tuple[int, bytes]], shuffle_seed=None, thread
     con = connect(threads=threads)
     out = root / "out"
     stats = build_ticks(files, "BTCUSDT", DAY, out / "t.parquet", out / "q.parquet",
-                        root / "quarantine", con=con)  # fmt: skip
+                        root / "quarantine", con=con, archive=archive)  # fmt: skip
     build_bars_1s(out / "t.parquet", out / "q.parquet", "BTCUSDT", DAY, out / "b.parquet",
                   stats.outages, con=con)  # fmt: skip
     build_bars_1m(out / "b.parquet", out / "m.parquet", con=con)
@@ -72,8 +73,9 @@ def clean(tmp_path_factory, data) -> Built:
     return _build(tmp_path_factory.mktemp("clean"), rawgen.clean_lines(trades, quotes))
 
 
-def _perturbed_lines(trades, quotes) -> list[tuple[int, bytes]]:
-    """Duplicates from a second connection, mixed ms/µs units, two gaps repaired later."""
+def _perturbed_lines(trades, quotes, repair_gap: bool = True) -> list[tuple[int, bytes]]:
+    """Duplicates from a second connection, mixed ms/µs units, two gaps repaired later (GAP
+    left open unless ``repair_gap``)."""
     rng = random.Random(3)
     lines = []
     for tr in trades:
@@ -84,7 +86,7 @@ def _perturbed_lines(trades, quotes) -> list[tuple[int, bytes]]:
         if rng.random() < 0.15:  # overlap of a replacement connection
             lines.append((recv + 7, rawgen.trade_line(tr, recv + 7, conn="ws-2")))
     for tr in trades:
-        if tr.id in GAP:  # repaired 3 minutes later, plus a duplicate repair
+        if tr.id in GAP and repair_gap:  # repaired 3 minutes later, plus a duplicate repair
             lines.append((tr.t_ms + 180_000, rawgen.rest_line(tr, tr.t_ms + 180_000)))
             lines.append((tr.t_ms + 181_000, rawgen.rest_line(tr, tr.t_ms + 181_000)))
         if tr.id in LATE_GAP:  # delivered two days late
@@ -111,6 +113,15 @@ def agg_input(tmp_path_factory, data) -> Built:
     lines = [(a["T"] + 3, rawgen.agg_line(a, a["T"] + 3)) for a in aggs]
     lines += [(q.recv_ms, rawgen.quote_line(q)) for q in quotes]
     return _build(tmp_path_factory.mktemp("agg"), lines)
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory, data) -> Built:
+    """The perturbed input with GAP never repaired, and the day's public trades file."""
+    trades, quotes = data
+    lines = _perturbed_lines(trades, quotes, repair_gap=False)
+    return _build(tmp_path_factory.mktemp("archived"), lines, shuffle_seed=11,
+                  archive=rawgen.trades_archive(trades))  # fmt: skip
 
 
 def _rows(path: Path) -> list[dict]:
@@ -208,3 +219,21 @@ def test_rebuild_is_byte_identical(tmp_path, data, clean):
     for a, b in [(clean.trades, again.trades), (clean.quotes, again.quotes),
                  (clean.bars, again.bars), (clean.bars_1m, again.bars_1m)]:  # fmt: skip
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_a_gap_filled_from_the_public_file_equals_clean(clean, archived):
+    """GAP never received nor repaired, filled from the day's public trades file: the bars are
+    those of the whole recording, the filled seconds flagged is_archive."""
+    for bars in ("bars", "bars_1m"):
+        a = pq.read_table(getattr(clean, bars)).select(VALUE_COLUMNS)
+        b = pq.read_table(getattr(archived, bars)).select(VALUE_COLUMNS)
+        assert a.equals(b), bars
+    stats = archived.stats
+    assert (stats.trade_id_gaps, stats.archive_trades) == ([], len(GAP))
+    assert stats.repaired_trades == len(LATE_GAP)  # a repair still wins over the archive
+    assert stats.trade_duplicates > 100 and stats.trade_id_conflicts == 0
+    t = pq.read_table(archived.trades, columns=["trade_id", "source"]).to_pylist()
+    assert {r["trade_id"] for r in t if r["source"] == "archive"} == set(GAP)
+    assert {r["trade_id"] for r in t if r["source"] == "repair"} == set(LATE_GAP)
+    flags = pq.read_table(archived.bars, columns=["is_archive"]).column(0).to_pylist()
+    assert 0 < sum(flags) <= len(GAP)

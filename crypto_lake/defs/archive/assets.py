@@ -134,13 +134,14 @@ def _context(layout: LakeLayout, symbol: str, day: str, run_id: str, override: s
     }  # fmt: skip
 
 
-_SECONDS = ("seconds_live", "seconds_repaired", "seconds_outage", "seconds_unrecorded",
-            "seconds_pending")  # fmt: skip
+_SECONDS = ("seconds_live", "seconds_repaired", "seconds_archive", "seconds_outage",
+            "seconds_unrecorded", "seconds_pending")  # fmt: skip
 
 
 def _coverage_summary(path: Path) -> dict[str, Any]:
-    table = pq.read_table(path, columns=list(_SECONDS))
-    sums = {c: int(pc.sum(table[c]).as_py() or 0) for c in _SECONDS}
+    present = set(pq.read_schema(path).names)  # a v1 coverage file has no seconds_archive
+    table = pq.read_table(path, columns=[c for c in _SECONDS if c in present])
+    sums = {c: int(pc.sum(table[c]).as_py() or 0) if c in present else 0 for c in _SECONDS}
     total = sum(sums.values())
     pct = {f"pct_{c[8:]}": round(100 * v / total, 4) if total else None for c, v in sums.items()}
     return {"minutes": table.num_rows, **sums, **pct}

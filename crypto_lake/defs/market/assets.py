@@ -11,7 +11,6 @@ reports as one partition. ``materialize_partitions`` records exactly the partiti
 
 import time
 import warnings
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,19 @@ from crypto_lake.defs.resources import LakeResource
 from crypto_lake.defs.table_schemas import asset_description, table_metadata
 from crypto_lake.lib.archive.day import with_compacted
 from crypto_lake.lib.core.paths import LakeLayout
+from crypto_lake.lib.history.importer import archive_trades
 from crypto_lake.lib.market.bars import build_bars_1m, build_bars_1s, last_trade_price
 from crypto_lake.lib.market.dedup import trade_conflicts_path
-from crypto_lake.lib.market.klines import fetch_klines, write_klines
+from crypto_lake.lib.market.klines import (
+    KlinesBanned,
+    KlinesClient,
+    KlinesError,
+    RestUsage,
+    StoredKlines,
+    stored_klines,
+    utc_text,
+    write_klines_day,
+)
 from crypto_lake.lib.market.outages import with_unrecorded_tail
 from crypto_lake.lib.market.parallel import map_partitions
 from crypto_lake.lib.market.ticks import TickStats, build_ticks
@@ -67,6 +76,8 @@ def partition_file(layout: LakeLayout, dataset: str, symbol: str, day: str) -> P
     specs=[
         dg.AssetSpec(
             "trades",
+            # Binance's public daily file, when imported (binance_trades_archive, not declared:
+            # it is optional), fills every trade id the raw files lack (source = archive)
             deps=["raw_market_events"],
             description=asset_description("trades"),
             metadata=table_metadata("trades"),
@@ -104,7 +115,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
                             partition_file(layout, "quotes", symbol, day),
                             layout.quarantine_root / symbol / day,
                             seconds_out=layout.tick_seconds_path(symbol, day),
-                            conflicts_out=trade_conflicts_path(layout, symbol, day))  # fmt: skip
+                            conflicts_out=trade_conflicts_path(layout, symbol, day),
+                            archive=archive_trades(layout, lake.config, symbol, day))  # fmt: skip
         recording = recording_until(layout.heartbeat_path, symbol)
         stats.outages, stats.outage_kinds = with_unrecorded_tail(
             stats.outages, stats.outage_kinds, day_bounds_us(day)[1], stats.max_ts_recv_us,
@@ -116,8 +128,9 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
 
     for (day, symbol, raw_files), stats in map_partitions(build, jobs):
         key = f"{day}|{symbol}"
-        if not raw_files:
-            context.log.warning(f"{key}: no sealed raw files; wrote empty tables")
+        if not raw_files and not stats.archive_file_trades:
+            context.log.warning(f"{key}: no sealed raw files and no imported public file; "
+                                "wrote empty tables")  # fmt: skip
         trades_out = partition_file(layout, "trades", symbol, day)
         quotes_out = partition_file(layout, "quotes", symbol, day)
         tmeta, qmeta = tick_stats_metadata(stats)
@@ -125,9 +138,10 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
         trades_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(trades_out))
         quotes_meta[key] = {**base_metadata(quotes_out, stats.quote_rows, "quotes"), **qmeta}
         quotes_meta[key]["preview"] = dg.MetadataValue.md(parquet_preview(quotes_out))
-        context.log.info(f"{key}: {stats.trade_rows} trades, {stats.quote_rows} quotes")
+        filled = f" ({stats.archive_trades} from the public file)" if stats.archive_trades else ""
+        context.log.info(f"{key}: {stats.trade_rows} trades{filled}, {stats.quote_rows} quotes")
     numeric_t = ["dagster/row_count", "duplicates_dropped", "bad_lines", "trade_id_gaps_open",
-                 "missing_trade_ids", "repaired_trades", "raw_files",
+                 "missing_trade_ids", "repaired_trades", "archive_trades", "raw_files",
                  "trade_id_conflicts"]  # fmt: skip
     numeric_q = ["dagster/row_count", "bad_lines", "raw_files"]
     yield from materialize_partitions(context, "trades", trades_meta, numeric_t)
@@ -174,7 +188,7 @@ def bars_1s(context: dg.AssetExecutionContext, lake: LakeResource):
         per[key][PREVIOUS_CLOSE] = previous_close_text(previous_close)
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
     numeric = ["dagster/row_count", "missing_seconds", "empty_rows", "outage_seconds",
-               "repaired_rows", "trade_count"]  # fmt: skip
+               "repaired_rows", "archive_rows", "trade_count"]  # fmt: skip
     yield from materialize_partitions(context, "bars_1s", per, numeric)
 
 
@@ -209,9 +223,8 @@ def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource):
         stats = build_bars_1m(partition_file(layout, "bars_1s", symbol, day), out)
         per[key] = {**base_metadata(out, stats.rows, "bars_1m"), **bar_stats_metadata(stats, 60)}
         per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
-    yield from materialize_partitions(
-        context, "bars_1m", per, ["dagster/row_count", "missing_rows", "trade_count"]
-    )
+    numeric = ["dagster/row_count", "missing_rows", "archive_rows", "trade_count"]
+    yield from materialize_partitions(context, "bars_1m", per, numeric)
     if refused:
         lines = "\n".join(f"- {key}: {'; '.join(r)}" for key, r in sorted(refused.items()))
         raise dg.Failure(
@@ -229,10 +242,9 @@ def previous_close_text(price: Decimal | None) -> str:
     return "none" if price is None else str(price)
 
 
-def _day_bounds_ms(day: str) -> tuple[int, int]:
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    start_ms = int(start.timestamp() * 1000)
-    return start_ms, start_ms + 86_400_000  # [start, end)
+KLINES_NUMERIC = ["dagster/row_count", "minutes_expected", "missing_minutes", "requests",
+                  "weight_used", "http_429"]  # fmt: skip
+REST_BAN_FILE = "binance_rest_ban.json"  # under the lake's state/: a 418 ban's end, for every run
 
 
 @dg.asset(
@@ -243,21 +255,118 @@ def _day_bounds_ms(day: str) -> tuple[int, int]:
     kinds={"parquet", "binance"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
     description=asset_description(
-        "klines_1m", "Fetched in pages of 1000, honouring Retry-After; also kept as history."
+        "klines_1m",
+        "Fetched in pages of 1000 within a share of Binance's request-weight limit "
+        "(binance.rest_weight_budget_share, paced by X-MBX-USED-WEIGHT-1M), honouring "
+        "Retry-After. A closed day whose file is complete is not fetched again, so a backfill "
+        "that stopped (an IP ban, HTTP 418, stops it at once, recording the partitions done) "
+        "resumes where it stopped when launched again. Each partition says how many minutes "
+        "were expected, whether it is complete, and the requests and weight it cost.",
     ),
     metadata=table_metadata("klines_1m"),
 )
 def binance_klines_1m(context: dg.AssetExecutionContext, lake: LakeResource):
     layout = lake.layout
-    base_url = lake.config.binance.rest_base_url
+    client = klines_client(lake)
     per: dict[str, dict[str, Any]] = {}
+    not_fetched: list[str] = []
+    stopped: KlinesError | None = None
     for day, symbol in partition_pairs(run_partition_keys(context)):
-        start_ms, end_ms = _day_bounds_ms(day)
-        rows = fetch_klines(base_url, symbol, "1m", start_ms, end_ms)
-        out = partition_file(layout, "klines_1m", symbol, day)
-        write_klines(rows, out, symbol=symbol)
         key = f"{day}|{symbol}"
-        per[key] = base_metadata(out, len(rows), "klines_1m")
-        per[key]["source"] = dg.MetadataValue.url(f"{base_url}/api/v3/klines")
-        per[key]["preview"] = dg.MetadataValue.md(parquet_preview(out))
-    yield from materialize_partitions(context, "binance_klines_1m", per, ["dagster/row_count"])
+        out = partition_file(layout, "klines_1m", symbol, day)
+        stored = stored_klines(out, symbol, day)
+        if stored is not None and stored.complete:  # a closed day already complete: keep it
+            per[key] = klines_metadata(out, stored, RestUsage(), fetched=False)
+            continue
+        if stopped is not None:
+            not_fetched.append(key)
+            continue
+        try:
+            fetched = client.fetch_day(symbol, day)
+        except KlinesError as exc:
+            stopped = exc
+            not_fetched.append(key)
+            context.log.error(f"{key}: {exc}")
+            continue
+        stored = write_klines_day(fetched, out)
+        per[key] = klines_metadata(out, stored, fetched.usage, fetched=True)
+        per[key]["source"] = dg.MetadataValue.url(f"{client.base_url}/api/v3/klines")
+        context.log.info(f"{key}: {stored.rows} klines of {stored.minutes_expected} minutes "
+                         f"expected, {fetched.usage.requests} requests")  # fmt: skip
+    observed = [*KLINES_NUMERIC, "complete", "fetched"]
+    yield from materialize_partitions(
+        context, "binance_klines_1m", per, KLINES_NUMERIC, observed=observed,
+        run_totals=lambda _: klines_run_totals(per, client.usage), separately=stopped is not None,
+    )  # fmt: skip
+    if stopped is not None:
+        raise klines_failure(stopped, per, not_fetched, client.usage)
+
+
+def klines_client(lake: LakeResource) -> KlinesClient:
+    """One client per run: its pacing state spans every partition the run fetches."""
+    cfg = lake.config.binance
+    return KlinesClient(
+        cfg.rest_base_url,
+        weight_limit=cfg.rest_weight_limit_per_minute,
+        budget_share=cfg.rest_weight_budget_share,
+        timeout=cfg.rest_timeout_seconds,
+        max_retries=cfg.rest_max_retries,
+        ban_file=lake.layout.state_dir / REST_BAN_FILE,
+    )
+
+
+def klines_metadata(
+    out: Path, stored: StoredKlines, usage: RestUsage, *, fetched: bool
+) -> dict[str, Any]:
+    """One klines partition: rows, minutes expected and missing, complete, what it cost."""
+    meta = base_metadata(out, stored.rows, "klines_1m")
+    meta.update({
+        "minutes_expected": stored.minutes_expected,
+        "missing_minutes": stored.missing_minutes,
+        "complete": stored.complete,
+        "fetched": fetched,  # False: a complete file was already there
+        "requests": usage.requests,
+        "weight_used": usage.weight,
+        "http_429": usage.http_429,
+        "rest_wait_seconds": round(usage.waited_s, 1),
+        "preview": dg.MetadataValue.md(parquet_preview(out)),
+    })  # fmt: skip
+    if stored.trading_from_ms is not None:
+        meta["trading_started"] = utc_text(stored.trading_from_ms / 1000)
+    return meta
+
+
+def klines_run_totals(per: dict[str, dict[str, Any]], usage: RestUsage) -> dict[str, Any]:
+    return {
+        "run_partitions_complete": sum(1 for m in per.values() if m["complete"]),
+        "run_partitions_fetched": sum(1 for m in per.values() if m["fetched"]),
+        "run_rest_wait_seconds": round(usage.waited_s, 1),
+        "run_max_used_weight_1m": usage.max_used_weight,  # the IP's peak, as Binance counted
+    }
+
+
+def klines_failure(
+    error: KlinesError, per: dict[str, dict[str, Any]], not_fetched: list[str], usage: RestUsage
+) -> dg.Failure:
+    """Why the run stopped, what it recorded and how to resume. A ban is not retried: a
+    retry during a ban only makes it longer."""
+    done = f"{len(per)} partition(s) recorded, {len(not_fetched)} not fetched"
+    missing = ", ".join(not_fetched)
+    if isinstance(error, KlinesBanned):
+        until = utc_text(error.until) if error.until else "unknown"
+        text = (f"Binance banned this IP (HTTP 418) until {until}; stopped at once, no request "
+                f"is sent before then. {done}: {missing}. Launch the backfill (or re-execute "
+                "this run) again after the ban ends: complete partitions are skipped, so it "
+                "resumes with the ones missing.")  # fmt: skip
+    else:
+        text = (f"Fetching klines failed: {error}. {done}: {missing}. Re-running resumes: "
+                "complete partitions are skipped.")  # fmt: skip
+    metadata = {
+        "partitions_recorded": len(per),
+        "not_fetched": dg.MetadataValue.text(missing),
+        "requests": usage.requests,
+        "weight_used": usage.weight,
+    }
+    if isinstance(error, KlinesBanned) and error.until:
+        metadata["ban_until"] = utc_text(error.until)
+    return dg.Failure(text, metadata=metadata, allow_retries=not isinstance(error, KlinesBanned))

@@ -25,6 +25,7 @@ from crypto_lake.defs.market.partitions import (
     range_tags,
     split_key,
 )
+from crypto_lake.defs.market.quality import PARITY_1S_CHECK
 from crypto_lake.defs.raw.events import raw_batch
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.raw.catalog import RawCatalog
@@ -36,7 +37,8 @@ market_day_job = dg.define_asset_job(
     name="market_day_job",
     selection=dg.AssetSelection.assets(
         "trades", "quotes", "binance_klines_1m", "bars_1s", "bars_1m", "coverage"
-    ),
+    )
+    - dg.AssetSelection.checks(PARITY_1S_CHECK),
     description="Build trades, quotes, klines, bars_1s (+ R1–R7 checks), bars_1m and coverage "
     "for a block of days × symbols in one run.",
 )

@@ -78,8 +78,10 @@ def target_of(instance: dg.DagsterInstance, key: str, asset: dg.AssetKey = BARS)
     return Target(storage_id=mat.storage_id, run_id=mat.run_id, timestamp=mat.timestamp)
 
 
-def evaluation(rule: CheckRule, key: str, res: RuleResult, target: Any) -> dg.AssetCheckEvaluation:
-    """One rule's result for one partition, as the UI shows it."""
+def evaluation(
+    rule: CheckRule, key: str, res: RuleResult, target: Any, extra: dict[str, Any] | None = None
+) -> dg.AssetCheckEvaluation:
+    """One rule's result for one partition, as the UI shows it (``extra``: more metadata)."""
     if res.skipped:
         passed, severity = False, dg.AssetCheckSeverity.WARN
         description = f"Skipped: {res.reason}"
@@ -106,6 +108,7 @@ def evaluation(rule: CheckRule, key: str, res: RuleResult, target: Any) -> dg.As
             "skipped": dg.MetadataValue.bool(bool(res.skipped)),
             "reason": dg.MetadataValue.text(res.reason or ("passed" if passed else "failed")),
             "worst_rows": dg.MetadataValue.md(markdown_table(res.worst_rows[:MAX_WORST_ROWS])),
+            **(extra or {}),
         },
     )
 

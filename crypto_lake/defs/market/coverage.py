@@ -1,4 +1,5 @@
-"""The `coverage` asset: per symbol and minute, what the lake observed live, repaired, lost.
+"""The `coverage` asset: per symbol and minute, what the lake observed live, repaired, filled from
+Binance's public daily file, lost.
 
 The definitions (which second counts as what) live in :mod:`crypto_lake.lib.market.coverage`; this
 module runs them per partition and turns the result into what the UI shows: percentages,
@@ -29,9 +30,11 @@ from crypto_lake.lib.market.coverage import (
     render_hourly_chart,
 )
 
-PCT_KEYS = ["pct_live", "pct_repaired", "pct_outage", "pct_unrecorded", "pct_minutes_with_quotes"]
-STAT_COUNTS = ["seconds_live", "seconds_repaired", "seconds_outage", "seconds_unrecorded",
-               "seconds_pending", "minutes_with_quotes", "trade_count", "quote_count"]  # fmt: skip
+PCT_KEYS = ["pct_live", "pct_repaired", "pct_archive", "pct_outage", "pct_unrecorded",
+            "pct_minutes_with_quotes"]  # fmt: skip
+STAT_COUNTS = ["seconds_live", "seconds_repaired", "seconds_archive", "seconds_outage",
+               "seconds_unrecorded", "seconds_pending", "minutes_with_quotes", "trade_count",
+               "quote_count"]  # fmt: skip
 COUNT_KEYS = ["dagster/row_count", *STAT_COUNTS, "lost_stretches"]
 
 
@@ -93,7 +96,11 @@ def _hm(us: int, *, end: bool = False) -> str:
 
 def summary_markdown(stats: CoverageStats) -> str:
     """Headline, seconds by state, lost stretches and the hourly chart, as one Markdown text."""
-    verdict = "complete: every second live or repaired" if stats.complete else "not complete"
+    verdict = (
+        "complete: every second live, repaired or from Binance's public daily file"
+        if stats.complete
+        else "not complete"
+    )
     states = [
         {"state": state, "seconds": getattr(stats, f"seconds_{state}"),
          "share": _pct(getattr(stats, f"pct_{state}"))}

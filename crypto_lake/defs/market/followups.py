@@ -32,7 +32,7 @@ from crypto_lake.defs.market.automation import (
     valid_days,
 )
 from crypto_lake.defs.market.partitions import CONFIG, shift_day, split_key
-from crypto_lake.defs.market.quality import PARITY_RULE
+from crypto_lake.defs.market.quality import PARITY_1S_CHECK, PARITY_RULE
 from crypto_lake.defs.resources import LakeResource
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.market.bars import last_trade_price
@@ -48,7 +48,8 @@ KLINES_RETRY_SECONDS = 3600
 
 bars_job = dg.define_asset_job(
     name="bars_job",
-    selection=dg.AssetSelection.assets("bars_1s", "bars_1m"),
+    selection=dg.AssetSelection.assets("bars_1s", "bars_1m")
+    - dg.AssetSelection.checks(PARITY_1S_CHECK),
     description="Rebuild bars_1s (+ R1–R7) and bars_1m from the trades and quotes already built.",
 )
 klines_parity_job = dg.define_asset_job(

@@ -35,6 +35,10 @@ def tick_stats_metadata(stats: TickStats) -> tuple[dict[str, Any], dict[str, Any
         "duplicates_dropped": stats.trade_duplicates,
         "bad_lines": stats.bad_lines,
         "repaired_trades": stats.repaired_trades,
+        # from Binance's public daily file: the ids the raw files lack (source archive), and
+        # every trade of the day the file held
+        "archive_trades": stats.archive_trades,
+        "archive_file_trades": stats.archive_file_trades,
         "trade_id_gaps_open": len(gaps),
         "missing_trade_ids": stats.missing_trade_ids,
         "outages": len(stats.outages),
@@ -81,6 +85,7 @@ def bar_stats_metadata(stats: BarStats, seconds_per_row: int = 1) -> dict[str, A
         "empty_rows": stats.empty_seconds,
         "live_rows": stats.live_seconds,
         "repaired_rows": stats.repaired_seconds,
+        "archive_rows": stats.archive_seconds,  # rows with trades from the public daily file
         "outage_rows": stats.outage_seconds,
         "rows_without_quote": stats.seconds_without_quote,
     }

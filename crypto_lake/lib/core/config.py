@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crypto_lake.lib.core.symbols import validate_symbol, validate_ticker
 from crypto_lake.lib.ops.config import AlertsConfig
@@ -67,9 +75,29 @@ class _Section(BaseModel):
 class BinanceConfig(_Section):
     ws_base_url: str = "wss://data-stream.binance.vision"
     rest_base_url: str = "https://data-api.binance.vision"
+    # Binance's public daily/monthly files (history before the collector ran, 1 s klines)
+    public_data_url: str = "https://data.binance.vision"
     trade_stream: Literal["trade", "aggTrade"] = "trade"
     time_unit: Literal["ms", "us"] = "us"
     max_streams_per_connection: int = Field(1024, ge=2, le=1024)
+    # REST (klines backfills): Binance's request-weight limit per minute and IP, and the share
+    # of it the klines fetch may use, paced by X-MBX-USED-WEIGHT-1M; the rest stays free for
+    # the collector's gap repairs from the same IP (collector.rest_weight_budget_per_minute).
+    rest_weight_limit_per_minute: int = Field(6000, gt=0)
+    rest_weight_budget_share: float = Field(0.5, gt=0, le=1)
+    rest_timeout_seconds: float = Field(10.0, gt=0)
+    # Retries of one request after a 429 (waiting its Retry-After), a 5xx or a lost connection;
+    # a 418 (IP ban) is never retried.
+    rest_max_retries: int = Field(5, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _budget_allows_a_request(self) -> BinanceConfig:
+        if int(self.rest_weight_limit_per_minute * self.rest_weight_budget_share) < 2:
+            raise ValueError(
+                "rest_weight_limit_per_minute x rest_weight_budget_share must allow at least "
+                "one klines request (weight 2) per minute"
+            )
+        return self
 
 
 class CollectorConfig(_Section):

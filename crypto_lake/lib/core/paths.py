@@ -11,7 +11,8 @@ from urllib.parse import quote
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol, validate_ticker
 
 EXCHANGE = "binance"
-MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "coverage")
+MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "klines_1s",
+                   "coverage")  # fmt: skip
 QA_DATASETS = ("violations", "anomalies", "verdicts")
 # What the archive keeps per symbol-day (SPEC §9): the raw lines compacted into one zstd file,
 # and a copy of each table's partition file; each file has a .meta.json sidecar.
@@ -19,6 +20,13 @@ PART_FILE = "part-0.parquet"  # one file per market partition; a rebuild replace
 RAW_ARCHIVE = "raw"
 ARCHIVE_TABLES = ("trades", "quotes", "bars_1s", "bars_1m", "coverage")
 ARCHIVE_DATASETS = (RAW_ARCHIVE, *ARCHIVE_TABLES)
+
+# Binance's public daily/monthly files (data.binance.vision, SPEC §8a), kept as downloaded
+# under history/ in Binance's own folder layout.
+PUBLIC_FILE_KINDS = ("trades", "aggTrades", "klines")
+PUBLIC_KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
+                          "12h", "1d")  # fmt: skip
+_MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 # part-000042.jsonl, part-000042.jsonl.gz, part-000042.jsonl.zst, part-000042.jsonl.open
 _PART_RE = re.compile(r"^part-(\d{6,})\.jsonl(\.gz|\.zst)?(\.open)?$")
@@ -51,6 +59,32 @@ def part_file_name(number: int, *, compression: str = "none", is_open: bool = Fa
     if is_open:
         return f"part-{number:06d}.jsonl.open"
     return f"part-{number:06d}.jsonl{COMPRESSION_SUFFIX[compression]}"
+
+
+def public_period(period: str | date) -> tuple[str, str]:
+    """("daily", "YYYY-MM-DD") for a day, ("monthly", "YYYY-MM") for a month: which of
+    Binance's public files covers ``period``."""
+    if isinstance(period, str) and _MONTH_RE.fullmatch(period):
+        return "monthly", period
+    return "daily", validate_day(period)
+
+
+def public_file_key(kind: str, symbol: str, period: str | date, interval: str | None = None
+                    ) -> str:  # fmt: skip
+    """Binance's path of a public zip below ``{base}/data/``, e.g.
+    ``spot/daily/trades/BTCUSDT/BTCUSDT-trades-2025-03-01.zip`` or
+    ``spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-12.zip``."""
+    if kind not in PUBLIC_FILE_KINDS:
+        raise ValueError(f"unknown public file kind {kind!r}; known: {PUBLIC_FILE_KINDS}")
+    if (interval is not None) != (kind == "klines"):
+        raise ValueError(f"an interval is required for klines and only for them (got {kind!r}, "
+                         f"interval {interval!r})")  # fmt: skip
+    if interval is not None and interval not in PUBLIC_KLINE_INTERVALS:
+        raise ValueError(f"unknown kline interval {interval!r}; known: {PUBLIC_KLINE_INTERVALS}")
+    frequency, period = public_period(period)
+    symbol = validate_symbol(symbol)
+    folder = f"spot/{frequency}/{kind}/{symbol}" + (f"/{interval}" if interval else "")
+    return f"{folder}/{symbol}-{interval or kind}-{period}.zip"
 
 
 @dataclass(frozen=True)
@@ -133,6 +167,14 @@ class LakeLayout:
     def archive_sidecar(self, dataset: str, symbol: str, day: str | date) -> Path:
         """The ``{DAY}.meta.json`` beside an archive file."""
         return self.archive_file(dataset, symbol, day).with_name(f"{validate_day(day)}.meta.json")
+
+    # history ---------------------------------------------------------------------------------
+    def public_file(self, kind: str, symbol: str, period: str | date,
+                    interval: str | None = None) -> Path:  # fmt: skip
+        """Where a verified public zip of Binance is kept (its ``.CHECKSUM`` beside it):
+        ``history/binance/`` + Binance's path below ``data/`` (``public_file_key``), e.g.
+        ``history/binance/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2025-03-01.zip``."""
+        return self.root / "history" / EXCHANGE / public_file_key(kind, symbol, period, interval)
 
     # state -----------------------------------------------------------------------------------
     @property

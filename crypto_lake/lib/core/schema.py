@@ -215,6 +215,8 @@ def _bar_columns(unit: str) -> tuple[Column, ...]:
         Column("spread_bps", F64, "spread / mid x 10,000", nullable=True),
         Column("is_live", BOOL, f"a trade of the {unit} was received live"),
         Column("is_repaired", BOOL, f"a trade of the {unit} was repaired from Binance's REST API"),
+        Column("is_archive", BOOL, f"a trade of the {unit} came from Binance's public daily file "
+               "(source archive: the recorder did not have it)"),
         Column("is_empty", BOOL, f"no trade in the {unit}"),
         Column("is_outage", BOOL, f"the {unit} overlaps a time the recorder was not recording "
                "(outage or unrecorded)"),
@@ -227,32 +229,52 @@ _BAR_RULES = ("high >= low", "low <= open", "open <= high", "low <= close", "clo
 
 TRADES = Dataset(
     name="trades",
-    version=1,
+    version=2,
     description=(
         "Every trade of the day (UTC, by exchange trade time), parsed from the sealed raw "
-        "files (the @trade or the @aggTrade stream, one kind per day), deduplicated by trade "
-        "id (a live copy wins over a REST repair) and sorted by (trade time, id). Prices and "
-        "quantities are exact decimals (pandas reads them as Decimal), quote_qty the exact "
-        "product price x qty."
+        "files (the @trade or the @aggTrade stream, one kind per day) and completed from "
+        "Binance's public daily file (trades or aggTrades of the same kind) where one was "
+        "imported: the trade ids the raw files do not have. Deduplicated by trade id (a live "
+        "copy wins over a REST repair, which wins over the public file; `source` says which "
+        "was kept) and sorted by (trade time, id). Prices and quantities are exact decimals "
+        "(pandas reads them as Decimal), quote_qty the exact product price x qty."
     ),
     path=_market_path("trades"),
     columns=(
         _SYMBOL,
         Column("trade_id", I64, "Binance trade id (the aggregate id for aggTrade input)"),
         Column("ts_event", TS, "exchange trade time"),
-        Column("ts_recv", TS, "when the collector received the message (its clock)"),
+        Column(
+            "ts_recv",
+            TS,
+            "when the collector received the message (its clock); NULL for a "
+            "trade from Binance's public daily file (source archive), never received",
+            nullable=True,
+        ),
         Column("price", PRICE, "trade price", gt=0),
         Column("qty", QTY, "base quantity", ge=0),
         Column("quote_qty", QUOTE_VOLUME, "price x qty, exact", ge=0),
         Column("is_buyer_maker", BOOL, "the buyer was the maker (a taker sold)"),
         Column("repaired", BOOL, "fetched from Binance's REST API to fill a gap, not live"),
+        Column(
+            "source",
+            STR,
+            "where the kept copy came from: live (the WebSocket stream), "
+            "repair (Binance's REST API, = repaired) or archive (Binance's public daily "
+            "file, for an id the raw files do not have)",
+            isin=("live", "repair", "archive"),
+        ),
         Column("first_trade_id", I64, "first underlying trade id (= trade_id for @trade)"),
         Column("last_trade_id", I64, "last underlying trade id (= trade_id for @trade)"),
         Column("trade_count", I64, "underlying trades: last_trade_id - first_trade_id + 1", ge=1),
     ),
     sort_keys=("ts_event", "trade_id"),
     unique=("trade_id",),
-    rules=("first_trade_id <= last_trade_id", "quote_qty == price * qty"),
+    rules=(
+        "first_trade_id <= last_trade_id",
+        "quote_qty == price * qty",
+        "repaired == (source == 'repair')",
+    ),
 )
 
 QUOTES = Dataset(
@@ -279,14 +301,16 @@ QUOTES = Dataset(
 
 BARS_1S = Dataset(
     name="bars_1s",
-    version=1,
+    version=2,
     description=(
         "1-second bars on a continuous UTC grid (86,400 rows for a closed day; today up to "
         "the last complete second): OHLC, volumes, trade count, VWAP, taker-buy volume, "
         "first/last trade id, the last best bid/ask, mid, spread, and flags (live, repaired, "
-        "empty, outage). A trade belongs to the second of its exchange time; open/close are "
-        "the first/last trade by id. Empty seconds carry the previous close with zero volume, "
-        "like Binance's 1 s klines. Byte-identical output for the same input."
+        "archive, empty, outage: a second of a recorder outage filled from Binance's public "
+        "daily file is both archive and outage). A trade belongs to the second of its "
+        "exchange time; open/close are the first/last trade by id. Empty seconds carry the "
+        "previous close with zero volume, like Binance's 1 s klines. Byte-identical output "
+        "for the same input."
     ),
     path=_market_path("bars_1s"),
     columns=_bar_columns("second"),
@@ -297,7 +321,7 @@ BARS_1S = Dataset(
 
 BARS_1M = Dataset(
     name="bars_1m",
-    version=1,
+    version=2,
     description=(
         "1-minute rollup of bars_1s, built the way Binance builds its 1 m klines: O/H/L/C "
         "from the seconds with trades (an all-empty minute carries the previous close), "
@@ -321,6 +345,26 @@ BARS_1M = Dataset(
     rules=(*_BAR_RULES, "trade_seconds <= seconds", "outage_seconds <= seconds"),
 )
 
+
+def _kline_columns(unit: str, close: str) -> tuple[Column, ...]:
+    return (
+        _SYMBOL,
+        Column("open_time", TS, f"start of the {unit} (UTC)"),
+        Column("open", PRICE, "first trade price", gt=0),
+        Column("high", PRICE, "highest trade price", gt=0),
+        Column("low", PRICE, "lowest trade price", gt=0),
+        Column("close", PRICE, "last trade price", gt=0),
+        Column("volume", VOLUME, "base volume", ge=0),
+        Column("close_time", TS, f"Binance's close time: {close}"),
+        Column("quote_volume", VOLUME, "quote volume", ge=0),
+        Column("trade_count", I64, "number of trades", ge=0),
+        Column("taker_buy_base", VOLUME, "base volume bought by takers", ge=0),
+        Column("taker_buy_quote", VOLUME, "quote volume bought by takers", ge=0),
+    )
+
+
+_KLINE_RULES = ("high >= low", "close_time > open_time", "taker_buy_base <= volume")
+
 KLINES_1M = Dataset(
     name="klines_1m",
     version=1,
@@ -330,36 +374,40 @@ KLINES_1M = Dataset(
         "rollup of bars_1s with."
     ),
     path=_market_path("klines_1m"),
-    columns=(
-        _SYMBOL,
-        Column("open_time", TS, "start of the minute (UTC)"),
-        Column("open", PRICE, "first trade price", gt=0),
-        Column("high", PRICE, "highest trade price", gt=0),
-        Column("low", PRICE, "lowest trade price", gt=0),
-        Column("close", PRICE, "last trade price", gt=0),
-        Column("volume", VOLUME, "base volume", ge=0),
-        Column("close_time", TS, "Binance's close time: open_time + 59.999 s"),
-        Column("quote_volume", VOLUME, "quote volume", ge=0),
-        Column("trade_count", I64, "number of trades", ge=0),
-        Column("taker_buy_base", VOLUME, "base volume bought by takers", ge=0),
-        Column("taker_buy_quote", VOLUME, "quote volume bought by takers", ge=0),
-    ),
+    columns=_kline_columns("minute", "open_time + 59.999 s"),
     sort_keys=("open_time",),
     unique=("open_time",),
-    rules=("high >= low", "close_time > open_time", "taker_buy_base <= volume"),
+    rules=_KLINE_RULES,
+)
+
+KLINES_1S = Dataset(
+    name="klines_1s",
+    version=1,
+    description=(
+        "Binance's official 1-second klines of the day from its public daily file "
+        "(data.binance.vision, SHA256-verified): one row per second from the symbol's first "
+        "trade, an empty second repeating the previous close with zero volume. The reference "
+        "the klines_1s_parity check compares bars_1s with, second by second."
+    ),
+    path=_market_path("klines_1s"),
+    columns=_kline_columns("second", "open_time + 0.999 s (0.999999 s in files from 2025)"),
+    sort_keys=("open_time",),
+    unique=("open_time",),
+    rules=_KLINE_RULES,
 )
 
 _SECONDS = "seconds of the minute"
 COVERAGE = Dataset(
     name="coverage",
-    version=1,
+    version=2,
     description=(
         "What the lake can be trusted for: per symbol and UTC minute, the seconds observed "
-        "live (connected, trades or not), repaired from REST, lost to an outage (collector "
-        "running, connection down), unrecorded (collector not running, or missing from the "
-        "bars) and still pending (today, after the last bar), plus trade and quote counts and "
-        "whether best bid/ask was being recorded. Every second is in exactly one state, so "
-        "the five counts sum to 60. 1,440 rows for a closed day."
+        "live (connected, trades or not), repaired from REST, filled from Binance's public "
+        "daily file (archive), lost to an outage (collector running, connection down), "
+        "unrecorded (collector not running, or missing from the bars) and still pending "
+        "(today, after the last bar), plus trade and quote counts and whether best bid/ask "
+        "was being recorded. Every second is in exactly one state, so the six counts sum to "
+        "60. 1,440 rows for a closed day."
     ),
     path=_market_path("coverage"),
     columns=(
@@ -368,6 +416,14 @@ COVERAGE = Dataset(
         Column("minute", TS, "start of the minute (UTC)"),
         Column("seconds_live", I32, f"{_SECONDS} observed live", ge=0, le=60),
         Column("seconds_repaired", I32, f"{_SECONDS} with trades repaired from REST", ge=0, le=60),
+        Column(
+            "seconds_archive",
+            I32,
+            f"{_SECONDS} with trades from Binance's public daily "
+            "file (the recorder did not have them; its quotes are not there)",
+            ge=0,
+            le=60,
+        ),
         Column("seconds_outage", I32, f"{_SECONDS} lost to an outage", ge=0, le=60),
         Column("seconds_unrecorded", I32, f"{_SECONDS} not recorded", ge=0, le=60),
         Column(
@@ -389,8 +445,8 @@ COVERAGE = Dataset(
     sort_keys=("minute",),
     unique=("minute",),
     rules=(
-        "seconds_live + seconds_repaired + seconds_outage + seconds_unrecorded "
-        "+ seconds_pending == 60",
+        "seconds_live + seconds_repaired + seconds_archive + seconds_outage "
+        "+ seconds_unrecorded + seconds_pending == 60",
     ),
 )
 
@@ -527,6 +583,6 @@ QA_VERDICTS = Dataset(
 
 DATASETS: dict[str, Dataset] = {
     d.name: d
-    for d in (TRADES, QUOTES, BARS_1S, BARS_1M, KLINES_1M, COVERAGE, MACRO_1M, DXY_SYNTHETIC_1M,
-              QA_VIOLATIONS, QA_ANOMALIES, QA_VERDICTS)
+    for d in (TRADES, QUOTES, BARS_1S, BARS_1M, KLINES_1M, KLINES_1S, COVERAGE, MACRO_1M,
+              DXY_SYNTHETIC_1M, QA_VIOLATIONS, QA_ANOMALIES, QA_VERDICTS)
 }  # fmt: skip

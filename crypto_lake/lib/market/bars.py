@@ -4,7 +4,10 @@ Bars follow Binance's own klines: a trade belongs to the second of its exchange 
 open/close are the first/last trade by trade id; an empty second repeats the previous close
 with zero volume and count. Quotes are as-of: the bar carries the newest quote (highest
 update id) received at or before the end of its second, carried forward; bid/ask are NULL
-before the day's first quote.
+before the day's first quote. The flags say where a second's trades came from
+(``is_live``, ``is_repaired``, ``is_archive``: ``trades.source``) and whether the recorder
+was recording (``is_outage``: a second of an outage filled from Binance's public daily file
+is both ``is_outage`` and ``is_archive``).
 
 All money arithmetic is exact (DECIMAL), every aggregate is order-independent or has a
 unique tie-break, and rows are written in a fixed order with fixed writer settings, so the
@@ -52,6 +55,7 @@ class BarStats:
     empty_seconds: int = 0
     live_seconds: int = 0
     repaired_seconds: int = 0
+    archive_seconds: int = 0  # rows with trades from Binance's public daily file
     outage_seconds: int = 0
     seconds_without_quote: int = 0
     grid_complete: bool = False  # the grid covers the whole day
@@ -101,7 +105,8 @@ WITH t AS (
         sum(trade_count) AS trade_count,
         sum(qty) FILTER (WHERE NOT is_buyer_maker) AS taker_buy_base,
         min(first_trade_id) AS first_trade_id, max(last_trade_id) AS last_trade_id,
-        bool_or(NOT repaired) AS has_live, bool_or(repaired) AS has_repaired
+        bool_or(source = 'live') AS has_live, bool_or(source = 'repair') AS has_repaired,
+        bool_or(source = 'archive') AS has_archive
     FROM t GROUP BY sec
 ), q AS (
     SELECT epoch_us(ts_recv) // {US} AS sec,
@@ -122,7 +127,7 @@ WITH t AS (
     WINDOW w AS (ORDER BY g.sec ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 )
 SELECT sec, open, high, low, close, volume_base, volume_quote, trade_count, taker_buy_base,
-    first_trade_id, last_trade_id, has_live, has_repaired,
+    first_trade_id, last_trade_id, has_live, has_repaired, has_archive,
     coalesce(carried_close, $prev_close::{PRICE_T}) AS c,
     quote.bid AS bid, quote.ask AS ask, quote.bid_qty AS bid_qty, quote.ask_qty AS ask_qty,
     is_outage
@@ -146,6 +151,7 @@ SELECT $symbol AS symbol,
     (ask - bid)::DOUBLE / ((bid::DOUBLE + ask::DOUBLE) / 2) * 10000 AS spread_bps,
     coalesce(has_live, false) AS is_live,
     coalesce(has_repaired, false) AS is_repaired,
+    coalesce(has_archive, false) AS is_archive,
     coalesce(trade_count, 0) = 0 AS is_empty,
     is_outage
 FROM core
@@ -229,7 +235,8 @@ def bar_stats(con: duckdb.DuckDBPyConnection, table: pa.Table) -> BarStats:
             """SELECT count(*), epoch_us(min(window_start)), epoch_us(max(window_start)),
                       coalesce(sum(trade_count), 0),
                       count(*) FILTER (WHERE is_empty), count(*) FILTER (WHERE is_live),
-                      count(*) FILTER (WHERE is_repaired), count(*) FILTER (WHERE is_outage),
+                      count(*) FILTER (WHERE is_repaired), count(*) FILTER (WHERE is_archive),
+                      count(*) FILTER (WHERE is_outage),
                       count(*) FILTER (WHERE bid IS NULL)
                FROM bars_view"""
         ).fetchall()[0]
@@ -272,7 +279,8 @@ SELECT any_value(symbol) AS symbol,
     arg_max(mid, window_start) AS mid, arg_max(spread, window_start) AS spread,
     arg_max(spread_bps, window_start) AS spread_bps,
     bool_or(is_live) AS is_live, bool_or(is_repaired) AS is_repaired,
-    bool_and(is_empty) AS is_empty, bool_or(is_outage) AS is_outage,
+    bool_or(is_archive) AS is_archive, bool_and(is_empty) AS is_empty,
+    bool_or(is_outage) AS is_outage,
     count(*)::INTEGER AS seconds,
     count(*) FILTER (WHERE NOT is_empty)::INTEGER AS trade_seconds,
     count(*) FILTER (WHERE is_outage)::INTEGER AS outage_seconds

@@ -173,6 +173,12 @@ def _bit(flags, bit, out):
         out[i] = (flags[i] & bit) != 0
 
 
+@numba.njit(cache=True, nogil=True)
+def _shifted(flags, shift, out):
+    for i in range(len(flags)):
+        out[i] = flags[i] >> shift
+
+
 # --- Arrow arrays over the buffers --------------------------------------------------------------
 def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
     return None if valid is None else bitmap(valid)
@@ -191,9 +197,9 @@ def decimal(words: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = No
     return pa.Array.from_buffers(dtype, len(words) // 2, [_validity(valid), pa.py_buffer(words)])
 
 
-def timestamps(us: np.ndarray) -> pa.Array:
-    """Microseconds since the epoch as timestamp[us, UTC]."""
-    return int64(us, TS_US)
+def timestamps(us: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Microseconds since the epoch as timestamp[us, UTC] (null where ``valid`` is False)."""
+    return int64(us, TS_US, valid)
 
 
 def units(bufs: Buffers | None, name: str, values: np.ndarray, dtype: pa.DataType,
@@ -227,6 +233,16 @@ def flag(bufs: Buffers, name: str, flags: np.ndarray, bit: int) -> pa.Array:
     return booleans(out)
 
 
+def codes(bufs: Buffers, name: str, flags: np.ndarray, shift: int,
+          dictionary: tuple[str, ...]) -> pa.Array:  # fmt: skip
+    """``dictionary[flags >> shift]`` per row, as a dictionary array over the buffers (the
+    Parquet writer keeps it dictionary encoded when asked: see ``repeat``)."""
+    indices = bufs.vector(name, len(flags), np.int32)
+    _shifted(np.ascontiguousarray(flags), shift, indices)
+    return pa.DictionaryArray.from_arrays(pa.Array.from_buffers(pa.int32(), len(flags), [
+        None, pa.py_buffer(indices)]), strings(dictionary))  # fmt: skip
+
+
 def booleans(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """A numpy bool array (and optional validity) as an arrow boolean array, bit-packed here
     (pa.array would first import pyarrow's pandas layer)."""
@@ -252,7 +268,12 @@ def string(value: str) -> pa.Array:
     """A one-element string array, built from its buffers: ``pa.array([value])`` would first
     import pandas (to ask whether the list is a pandas object), about a second of a tick
     build's process when nothing else imported it."""
-    data = value.encode()
-    offsets = np.array([0, len(data)], dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets),
-                                                  pa.py_buffer(data)])  # fmt: skip
+    return strings((value,))
+
+
+def strings(values: tuple[str, ...]) -> pa.Array:
+    """A string array of ``values``, built from its buffers (see ``string``)."""
+    data = [v.encode() for v in values]
+    offsets = np.cumsum([0, *map(len, data)], dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)

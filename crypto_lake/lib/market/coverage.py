@@ -1,4 +1,5 @@
-"""Coverage: per symbol and UTC minute, what the lake observed, repaired, lost or has not yet seen.
+"""Coverage: per symbol and UTC minute, what the lake observed, repaired, filled, lost or has not
+yet seen.
 
 Built from one ``bars_1s`` partition, its ``quotes`` table and the partition's outage
 intervals ``(start_us, end_us, kind)``: kind ``"outage"`` = the collector ran but had no live
@@ -7,23 +8,28 @@ An interval touches every second it overlaps, even partly (the rule ``bars_1s`` 
 ``is_outage`` with).
 
 Every second of a minute is in exactly one state, the first of these that applies, so
-``seconds_live + seconds_repaired + seconds_outage + seconds_unrecorded + seconds_pending``
-is 60 in every row:
+``seconds_live + seconds_repaired + seconds_archive + seconds_outage + seconds_unrecorded +
+seconds_pending`` is 60 in every row:
 
 - ``pending``: at or after the bars' grid end (last 1 s bar + 1 s): not recorded *yet*
   (today's open partition, or bars built before the day closed). Not quiet, not lost.
 - ``unrecorded``: before the grid end but missing from the bars, or touched by an interval of
-  kind ``unrecorded`` (and not repaired).
+  kind ``unrecorded`` (and not archive or repaired).
+- ``archive``: the second has trades from Binance's public daily file (``is_archive``): the
+  recorder missed them (an outage, or an id gap it could not repair) and the public file
+  filled them in; its quotes are not there. On a day the public file filled (any
+  ``is_archive`` second), every second the recorder lost is ``archive`` too: the file holds
+  every trade of the day, so a lost second without archive trades is known to have had none.
 - ``repaired``: the second has trades repaired from REST (``is_repaired``): its trades are
   whole again, whatever the connection was doing; its quotes are not.
 - ``outage``: ``is_outage`` in the bars or touched by an interval of kind ``outage``.
 - ``live``: observed live: the recorder was connected and listening, with or without trades
   (a quiet second counts: it is a true zero, not a hole).
 
-``trade_count`` is the minute's trades (live and repaired), ``quote_count`` the best bid/ask
-updates received in it (before the grid end), and ``quotes_recorded`` is true when at least
-one quote was received in the minute, or bid and ask were known in a second of the minute
-while the recorder was connected (a bar row, not pending, not in any outage or unrecorded
+``trade_count`` is the minute's trades (live, repaired and archive), ``quote_count`` the
+best bid/ask updates received in it (before the grid end), and ``quotes_recorded`` is true
+when at least one quote was received in the minute, or bid and ask were known in a second of
+the minute while the recorder was connected (a bar row, not pending, not in any outage or unrecorded
 interval): then the best bid/ask of that second is the one in force, not a guess.
 
 Rows: the 1,440 minutes of a closed day; for today, the minutes up to the bars' grid end
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from crypto_lake.lib.core.charts import palette_png
 from crypto_lake.lib.core.duck import connect
@@ -53,15 +60,16 @@ log = get_logger("coverage")
 US = 1_000_000
 MINUTE_US = 60 * US
 KINDS = ("outage", "unrecorded")
-STATES = ("live", "repaired", "outage", "unrecorded")  # the lost/kept states, chart order
+STATES = ("live", "repaired", "archive", "outage", "unrecorded")  # kept/lost, chart order
 MAX_STRETCHES = 20
 
 _MINUTES_SQL = f"""
 WITH b AS (
-    SELECT epoch_us(window_start) // {US} AS sec, trade_count, is_repaired, is_outage,
-        bid IS NOT NULL AND ask IS NOT NULL AS quoted
+    SELECT epoch_us(window_start) // {US} AS sec, trade_count, is_repaired, {{is_archive}},
+        is_outage, bid IS NOT NULL AND ask IS NOT NULL AS quoted
     FROM read_parquet($bars)
     WHERE epoch_us(window_start) >= $start_us AND epoch_us(window_start) < $grid_end_us
+), day AS (SELECT coalesce(bool_or(is_archive), false) AS imported FROM b
 ), iv AS (
     SELECT unnest(range(greatest(s, $start_us) // {US},
                         (least(e, $grid_end_us) - 1) // {US} + 1)) AS sec, k
@@ -74,7 +82,10 @@ WITH b AS (
     SELECT g.range // 60 AS m, b.trade_count,
         CASE WHEN g.range >= $grid_end_us // {US} THEN 'pending'
              WHEN b.sec IS NULL THEN 'unrecorded'
+             WHEN b.is_archive THEN 'archive'
              WHEN b.is_repaired THEN 'repaired'
+             WHEN (coalesce(ivs.unrecorded, false) OR b.is_outage
+                   OR coalesce(ivs.outage, false)) AND (SELECT imported FROM day) THEN 'archive'
              WHEN coalesce(ivs.unrecorded, false) THEN 'unrecorded'
              WHEN b.is_outage OR coalesce(ivs.outage, false) THEN 'outage'
              ELSE 'live' END AS state,
@@ -90,6 +101,7 @@ WITH b AS (
 SELECT $symbol AS symbol, $day::DATE AS date, make_timestamptz(s.m * {MINUTE_US}) AS minute,
     count(*) FILTER (WHERE state = 'live')::INTEGER AS seconds_live,
     count(*) FILTER (WHERE state = 'repaired')::INTEGER AS seconds_repaired,
+    count(*) FILTER (WHERE state = 'archive')::INTEGER AS seconds_archive,
     count(*) FILTER (WHERE state = 'outage')::INTEGER AS seconds_outage,
     count(*) FILTER (WHERE state = 'unrecorded')::INTEGER AS seconds_unrecorded,
     count(*) FILTER (WHERE state = 'pending')::INTEGER AS seconds_pending,
@@ -99,6 +111,8 @@ SELECT $symbol AS symbol, $day::DATE AS date, make_timestamptz(s.m * {MINUTE_US}
 FROM s LEFT JOIN q ON q.m = s.m
 GROUP BY s.m ORDER BY s.m
 """
+# bars_1s files of schema v1 have no is_archive column (and no archive trades)
+_IS_ARCHIVE, _NO_ARCHIVE = "is_archive", "false AS is_archive"
 
 # Per symbol and date over a coverage relation ({source}): sums and percentages of the seconds
 # before the grid end. Used for the Dagster metadata and as the view ``coverage_daily``.
@@ -106,6 +120,7 @@ DAILY_SQL = """
 SELECT symbol, date, count(*)::BIGINT AS minutes,
     sum(seconds_live)::BIGINT AS seconds_live,
     sum(seconds_repaired)::BIGINT AS seconds_repaired,
+    coalesce(sum(seconds_archive), 0)::BIGINT AS seconds_archive,
     sum(seconds_outage)::BIGINT AS seconds_outage,
     sum(seconds_unrecorded)::BIGINT AS seconds_unrecorded,
     sum(seconds_pending)::BIGINT AS seconds_pending,
@@ -114,13 +129,16 @@ SELECT symbol, date, count(*)::BIGINT AS minutes,
     round(100.0 * sum(seconds_live) / nullif(sum(60 - seconds_pending), 0), 3) AS pct_live,
     round(100.0 * sum(seconds_repaired) / nullif(sum(60 - seconds_pending), 0), 3)
         AS pct_repaired,
+    round(100.0 * coalesce(sum(seconds_archive), 0) / nullif(sum(60 - seconds_pending), 0), 3)
+        AS pct_archive,
     round(100.0 * sum(seconds_outage) / nullif(sum(60 - seconds_pending), 0), 3) AS pct_outage,
     round(100.0 * sum(seconds_unrecorded) / nullif(sum(60 - seconds_pending), 0), 3)
         AS pct_unrecorded,
     round(100.0 * count(*) FILTER (WHERE quotes_recorded)
           / nullif(count(*) FILTER (WHERE seconds_pending < 60), 0), 3)
         AS pct_minutes_with_quotes,
-    -- every second of the whole day kept (live or repaired): the day can be trusted as is
+    -- every second of the whole day kept (live, repaired or from the public daily file): the
+    -- day's trades can be trusted as they are
     count(*) = 1440 AND sum(seconds_outage + seconds_unrecorded + seconds_pending) = 0
         AS complete
 FROM {source}
@@ -128,7 +146,8 @@ GROUP BY symbol, date
 """
 _HOURLY_SQL = """
 SELECT hour(minute) AS hour, sum(seconds_live)::BIGINT, sum(seconds_repaired)::BIGINT,
-    sum(seconds_outage)::BIGINT, sum(seconds_unrecorded)::BIGINT, sum(seconds_pending)::BIGINT
+    sum(seconds_archive)::BIGINT, sum(seconds_outage)::BIGINT, sum(seconds_unrecorded)::BIGINT,
+    sum(seconds_pending)::BIGINT
 FROM cov GROUP BY 1 ORDER BY 1
 """
 # Runs of consecutive minutes that lost seconds (outage or unrecorded).
@@ -160,6 +179,7 @@ class CoverageStats:
     minutes: int = 0
     seconds_live: int = 0
     seconds_repaired: int = 0
+    seconds_archive: int = 0
     seconds_outage: int = 0
     seconds_unrecorded: int = 0
     seconds_pending: int = 0
@@ -168,13 +188,15 @@ class CoverageStats:
     minutes_with_quotes: int = 0
     pct_live: float | None = None
     pct_repaired: float | None = None
+    pct_archive: float | None = None
     pct_outage: float | None = None
     pct_unrecorded: float | None = None
     pct_minutes_with_quotes: float | None = None
     complete: bool = False
     grid_end_us: int = 0
-    # per hour of the day (0-23): seconds (live, repaired, outage, unrecorded, pending)
-    hourly: dict[int, tuple[int, int, int, int, int]] = field(default_factory=dict)
+    # per hour of the day (0-23): seconds (live, repaired, archive, outage, unrecorded,
+    # pending): STATES, then pending
+    hourly: dict[int, tuple[int, ...]] = field(default_factory=dict)
     stretches: list[LostStretch] = field(default_factory=list)  # the first MAX_STRETCHES
     stretch_count: int = 0
 
@@ -229,7 +251,9 @@ def build_coverage(
         "iv_end": [int(b) for _, b, _ in intervals],
         "iv_kind": [str(k) for _, _, k in intervals],
     }
-    table = con.sql(_MINUTES_SQL, params=params).to_arrow_table()
+    has_archive = "is_archive" in pq.read_schema(bars_path).names
+    sql = _MINUTES_SQL.format(is_archive=_IS_ARCHIVE if has_archive else _NO_ARCHIVE)
+    table = con.sql(sql, params=params).to_arrow_table()
     write_dataset(table, out, "coverage")
     stats = coverage_stats(con, table, symbol, day)
     stats.grid_end_us = grid_end
@@ -261,17 +285,18 @@ def coverage_stats(con: duckdb.DuckDBPyConnection, table, symbol: str, day: str)
 
 
 def render_hourly_chart(stats: CoverageStats) -> bytes:
-    """A small PNG: per hour of the day, stacked live/repaired/outage/unrecorded/pending seconds."""
+    """A small PNG: per hour of the day, stacked live/repaired/archive/outage/unrecorded/pending
+    seconds."""
     from matplotlib.figure import Figure  # heavy import, only when a chart is drawn
 
-    colours = {"live": "#2ca02c", "repaired": "#1f77b4", "outage": "#ff7f0e",
-               "unrecorded": "#d62728", "pending": "#c7c7c7"}  # fmt: skip
+    colours = {"live": "#2ca02c", "repaired": "#1f77b4", "archive": "#9467bd",
+               "outage": "#ff7f0e", "unrecorded": "#d62728", "pending": "#c7c7c7"}  # fmt: skip
     hours = list(range(24))
     fig = Figure(figsize=(6.4, 2.2), dpi=72)
     ax = fig.subplots()
     bottom = [0.0] * 24
     for i, state in enumerate([*STATES, "pending"]):
-        minutes = [stats.hourly.get(h, (0,) * 5)[i] / 60 for h in hours]
+        minutes = [stats.hourly.get(h, (0,) * (len(STATES) + 1))[i] / 60 for h in hours]
         ax.bar(hours, minutes, bottom=bottom, width=0.85, color=colours[state], label=state)
         bottom = [b + m for b, m in zip(bottom, minutes, strict=True)]
     ax.set_xlim(-0.6, 23.6)
@@ -280,6 +305,6 @@ def render_hourly_chart(stats: CoverageStats) -> bytes:
     ax.set_ylabel("minutes", fontsize=7)
     ax.set_title(f"{stats.symbol} {stats.day}: coverage per hour (UTC)", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6, ncol=5, loc="lower center", bbox_to_anchor=(0.5, -0.45), frameon=False)
+    ax.legend(fontsize=6, ncol=6, loc="lower center", bbox_to_anchor=(0.5, -0.45), frameon=False)
     fig.subplots_adjust(left=0.08, right=0.99, top=0.88, bottom=0.33)
-    return palette_png(fig, colors=16)  # a few kB
+    return palette_png(fig, colors=24)  # a few kB (fewer colours merge the small states)

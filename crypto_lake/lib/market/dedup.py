@@ -1,10 +1,11 @@
 """Duplicate ticks and trade id conflicts.
 
 Trades are unique by trade id (aggTrade input: by aggregate id), quotes by update id. A live
-copy wins over a REST-repaired one; among equals the earliest received wins. Copies of one
-trade id that disagree on what the exchange said (trade time, price, qty, maker side) are a
-*conflict*: the same copy is kept, but every copy is quarantined, counted and saved for the
-partition's blocking check (``load_trade_conflicts``).
+copy wins over a REST-repaired one, which wins over one from Binance's public daily file
+(the flags row sorts them: ``flags >> 1`` is 0, 1, 2); among equals the earliest received
+wins. Copies of one trade id that disagree on what the exchange said (trade time, price,
+qty, maker side) are a *conflict*: the same copy is kept, but every copy is quarantined,
+counted and saved for the partition's blocking check (``load_trade_conflicts``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from crypto_lake.lib.core.symbols import validate_day, validate_symbol
 from crypto_lake.lib.raw import fastparse
 
 MAX_LISTED_CONFLICTS = 100  # conflicting trade ids listed in TickStats and the saved state
+SOURCES = ("live", "repair", "archive")  # trades.source, indexed by flags >> 1
 
 
 def dedup_sorted(
@@ -75,7 +77,8 @@ def dedup_sorted(
 def trades_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per column: whether two copies of a trade (rows as TRADE_COLUMNS) disagree on what
     the exchange said: trade time, price, qty or maker side. Receive time, connection, the
-    repaired flag and aggregate ids may differ between a live line and its REST repair. The
+    repaired flag and aggregate ids may differ between a live line and its REST repair (or
+    its copy in the public daily file). The
     time is compared to the millisecond when either copy may come from a ms-unit line (its
     µs time is a whole ms): a µs stream repaired with ms REST times is the same trade."""
     ta, tb = a[5], b[5]
@@ -90,12 +93,15 @@ def conflict_copies(rows: np.ndarray) -> list[dict]:
     quarantine record: its parsed values and how it was received."""
     out, previous = [], None
     for r in rows.T.tolist():  # conflicts are rare: plain Python is fine
+        archive = bool(r[8] & fastparse.FLAG_ARCHIVE)
         out.append({
             "reason": "trade id conflict", "trade_id": r[2],
             "kept": r[2] != previous, "ts_event_us": r[5],
             "price": _units_text(r[6]), "qty": _units_text(r[7]),
-            "is_buyer_maker": bool(r[8] & fastparse.FLAG_IBM), "recv_us": r[1],
+            "is_buyer_maker": bool(r[8] & fastparse.FLAG_IBM),
+            "recv_us": None if archive else r[1],
             "repaired": bool(r[8] & fastparse.FLAG_REPAIRED),
+            "source": SOURCES[r[8] >> 1],
             "first_trade_id": r[3], "last_trade_id": r[4],
         })  # fmt: skip
         previous = r[2]

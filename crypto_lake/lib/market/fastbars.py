@@ -31,8 +31,8 @@ _I64_MIN = np.iinfo(np.int64).min
 
 # rows of the per-second int64 accumulator
 (_N, _OPEN_ID, _OPEN, _CLOSE_ID, _CLOSE, _HIGH, _LOW, _COUNT, _FIRST, _LAST, _LIVE, _REP,
- _N_TAKER, _VB_HI, _VQ_HI, _TB_HI) = range(16)  # fmt: skip
-_N_ACC = 16
+ _ARCH, _N_TAKER, _VB_HI, _VQ_HI, _TB_HI) = range(17)  # fmt: skip
+_N_ACC = 17
 # rows of the per-second uint64 accumulator (low words of the 128-bit sums)
 _VB_LO, _VQ_LO, _TB_LO = range(3)
 # rows of the per-second quote state
@@ -45,6 +45,9 @@ _VQ_HI_MAX = _VQ_MAX >> 64
 
 _TRADE_COLUMNS = ["trade_id", "ts_event", "price", "qty", "is_buyer_maker", "repaired",
                   "first_trade_id", "last_trade_id"]  # fmt: skip
+_SOURCE = "source"  # trades v2: "archive" rows (trades v1 files have none, and no column)
+# the trade flags the core reads (as ``fastparse``'s flags row): maker side, repaired, archive
+_IBM, _REPAIRED, _ARCHIVE = 1, 2, 4
 _QUOTE_COLUMNS = ["update_id", "ts_recv", "bid", "bid_qty", "ask", "ask_qty"]
 
 
@@ -60,7 +63,8 @@ def _add128(lo, hi, i, x_lo, x_hi):
 @numba.njit(cache=True, nogil=True)
 def _trades_pass(start_sec, ts, tid, px, qty, flags, fid, lid, acc, acc_u):
     """Per second of trade time: open/close by trade id, high, low, 128-bit sums of qty,
-    price * qty (quote_qty, exact) and taker-buy qty, underlying trade count, id range.
+    price * qty (quote_qty, exact) and taker-buy qty, underlying trade count, id range, and
+    whether a trade was live, repaired or from the archive.
     Returns the first second whose quote sum left DECIMAL(38,16)'s range (may have wrapped),
     else -1."""
     nsec = acc.shape[1]
@@ -98,10 +102,12 @@ def _trades_pass(start_sec, ts, tid, px, qty, flags, fid, lid, acc, acc_u):
         acc[_VQ_HI, s] = _add128(acc_u[_VQ_LO], acc[_VQ_HI, s], s, p_lo, numba.int64(p_hi))
         if overflow < 0 and (acc[_VQ_HI, s] < 0 or acc[_VQ_HI, s] > _VQ_HI_MAX):
             overflow = s
-        if not flags[k] & 1:
+        if not flags[k] & _IBM:
             acc[_N_TAKER, s] += 1
             acc[_TB_HI, s] = _add128(acc_u[_TB_LO], acc[_TB_HI, s], s, q_lo, q_hi)
-        if flags[k] & 2:
+        if flags[k] & _ARCHIVE:
+            acc[_ARCH, s] = 1
+        elif flags[k] & _REPAIRED:
             acc[_REP, s] = 1
         else:
             acc[_LIVE, s] = 1
@@ -165,6 +171,15 @@ def _bools(arr: pa.Array) -> np.ndarray:
     return _unpack(arr, 1)
 
 
+def _is_archive(arr: pa.Array) -> np.ndarray:
+    """Whether each value of the trades' ``source`` column (read as a dictionary) is
+    "archive"."""
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    codes = [i for i, v in enumerate(arr.dictionary.to_pylist()) if v == "archive"]
+    return np.isin(arr.indices.to_numpy(zero_copy_only=False), codes)
+
+
 def _valid(arr: pa.Array) -> np.ndarray:
     return _unpack(arr, 0) if arr.null_count else np.ones(len(arr), dtype=np.bool_)
 
@@ -221,6 +236,7 @@ def _seconds(acc, acc_u, qs, start_sec: int) -> pa.Table:
         "last_trade_id": _int64(acc[_LAST], has),
         "has_live": columns.booleans(acc[_LIVE] > 0, has),
         "has_repaired": columns.booleans(acc[_REP] > 0, has),
+        "has_archive": columns.booleans(acc[_ARCH] > 0, has),
         "carried_close": _units(carried, c_valid, columns.PRICE),
         "bid": _units(qs[_Q_BID], q_valid, columns.PRICE),
         "ask": _units(qs[_Q_ASK], q_valid, columns.PRICE),
@@ -253,12 +269,15 @@ def seconds_from_parquet(trades_path: Path, quotes_path: Path, start_sec: int,
     """``seconds_from_rows`` of the trades and quotes tables. quote_qty and trade_count are
     not read: the tick builder writes them as price * qty and last - first + 1."""
     acc, acc_u, qs = _state(nsec)
-    for batch in pq.ParquetFile(trades_path).iter_batches(columns=_TRADE_COLUMNS,
-                                                          batch_size=1 << 20):  # fmt: skip
+    sources = [_SOURCE] if _SOURCE in pq.read_schema(trades_path).names else []
+    pf = pq.ParquetFile(trades_path, read_dictionary=sources)
+    for batch in pf.iter_batches(columns=[*_TRADE_COLUMNS, *sources], batch_size=1 << 20):
         c = dict(zip(batch.schema.names, batch.columns, strict=True))
         flags = _bools(c["is_buyer_maker"]).astype(np.int64) | (
             _bools(c["repaired"]).astype(np.int64) << 1
         )
+        if _SOURCE in c:
+            flags |= _is_archive(c[_SOURCE]).astype(np.int64) << 2
         over = _trades_pass(start_sec, _ints(c["ts_event"]), _ints(c["trade_id"]),
                             _ints(c["price"]), _ints(c["qty"]), flags, _ints(c["first_trade_id"]),
                             _ints(c["last_trade_id"]), acc, acc_u)  # fmt: skip

@@ -47,9 +47,11 @@ FROM bars_1m b FULL JOIN klines_1m k ON b.symbol = k.symbol AND b.window_start =
 """
 
 
-# "What can I trust for this day across symbols": coverage summed per symbol and date.
+# "What can I trust for this day across symbols": coverage summed per symbol and date. Files
+# of coverage schema v1 have no seconds_archive: a lake holding only those still binds.
 _COVERAGE_DAILY_SQL = "CREATE OR REPLACE VIEW coverage_daily AS " + coverage.DAILY_SQL.format(
-    source="coverage"
+    source="(SELECT * FROM coverage UNION ALL BY NAME "
+    "SELECT NULL::INTEGER AS seconds_archive WHERE false)"
 )
 
 

@@ -253,8 +253,10 @@ j AS (
       -- trade the exchange has no kline, and our bars have no price yet)
       AND NOT (k.open_time IS NULL AND coalesce(b.trade_count, 0) = 0)
       -- a minute the recorder did not watch whole (before its first connect, between a
-      -- disconnect and the reconnect) is not a parity question: R5 checks its trade ids
-      AND NOT coalesce(b.is_outage, false)
+      -- disconnect and the reconnect) is not a parity question: R5 checks its trade ids;
+      -- unless Binance's public daily file filled the day (it holds every trade of the day)
+      AND (NOT coalesce(b.is_outage, false)
+           OR coalesce((SELECT bool_or(is_archive) FROM b), false))
 )
 SELECT *, (
     bar_open IS DISTINCT FROM kl_open OR bar_high IS DISTINCT FROM kl_high

@@ -770,6 +770,9 @@ def _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
 TRADE_COLUMNS = ("kind", "recv_us", "id", "first_id", "last_id", "ts_us", "px", "qt", "flags")
 QUOTE_COLUMNS = ("recv_us", "id", "px", "qt", "ask_px", "ask_qt")
 FLAG_IBM, FLAG_REPAIRED = 1, 2  # bits of the trades' flags row
+# a row from Binance's public daily file (``market.archive_trades``; never set here). The
+# dedup sorts copies by flags >> 1: live (0) before repaired (1) before archive (2).
+FLAG_ARCHIVE = 4
 
 
 @dataclass
