@@ -49,9 +49,9 @@ from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.history.importer import (
     Imported,
     ImportFailed,
-    archive_kind,
     import_klines_1s,
     import_trades_archive,
+    public_trades_kind,
 )
 from crypto_lake.lib.qa.parity import DESCRIPTION as PARITY_DESCRIPTION
 from crypto_lake.lib.qa.parity import RULE as PARITY_1S
@@ -109,7 +109,7 @@ def _fail_partitions(context: Any, asset: str, errors: dict[str, str]) -> None:
     ),
 )
 def binance_trades_archive(context: dg.AssetExecutionContext, lake: LakeResource):
-    kind = archive_kind(lake.config)
+    kind = public_trades_kind(lake.config)
     per: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     for day, symbol in partition_pairs(run_partition_keys(context)):
@@ -267,7 +267,7 @@ def lost_seconds(layout: LakeLayout, symbol: str, day: str) -> int:
 def partitions_to_fill(layout: LakeLayout, config: Config, now: datetime) -> dict[str, set[str]]:
     """{day: symbols} of recent closed days, published by now, whose coverage lost seconds
     and whose public trades file is not imported."""
-    kind = archive_kind(config)
+    kind = public_trades_kind(config)
     todo: dict[str, set[str]] = {}
     for back in range(1, FILL_LOOKBACK_DAYS + 1):
         day = (now.date() - timedelta(days=back)).isoformat()

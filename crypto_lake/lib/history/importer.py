@@ -73,7 +73,7 @@ class Imported:
         return meta
 
 
-def archive_kind(config: Config) -> str:
+def public_trades_kind(config: Config) -> str:
     """The public file whose ids match what the collector records: trades or aggTrades."""
     return KIND_OF_STREAM[config.binance.trade_stream]
 
@@ -102,7 +102,7 @@ def _read_archive(path: Path, kind: str, day: str) -> pa.Table:
 def import_trades_archive(layout: LakeLayout, config: Config, symbol: str, day: str) -> Imported:
     """Fetch, verify and parse the day's public trades (or aggTrades) file of ``symbol``."""
     symbol, day = validate_symbol(symbol), validate_day(day)
-    kind = archive_kind(config)
+    kind = public_trades_kind(config)
     file = _fetch(layout, config, kind, symbol, day)
     try:
         table = _read_archive(file.path, kind, day)
@@ -117,12 +117,12 @@ def import_trades_archive(layout: LakeLayout, config: Config, symbol: str, day: 
 def archive_trades(layout: LakeLayout, config: Config, symbol: str, day: str) -> pa.Table | None:
     """The imported archive of (symbol, day) as a table for the trades build, or None when
     none is stored. The stored zip is checked against its stored checksum first."""
-    path = layout.public_file(archive_kind(config), symbol, day)
+    path = layout.public_file(public_trades_kind(config), symbol, day)
     if not path.exists():
         return None
     try:
         verify_stored_file(path)
-        return _read_archive(path, archive_kind(config), day)
+        return _read_archive(path, public_trades_kind(config), day)
     except PublicFileError as exc:
         raise ImportFailed(
             f"{exc}; the stored archive no longer verifies: materialize binance_trades_archive "
