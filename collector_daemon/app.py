@@ -32,6 +32,7 @@ import orjson
 import zstandard
 
 from collector_daemon.connection import GroupSettings, StreamGroup
+from collector_daemon.depth import DepthTracker
 from collector_daemon.exits import (
     EXIT_IOERR,
     EXIT_OK,
@@ -50,6 +51,7 @@ from collector_daemon.health import (
 from collector_daemon.lock import LakeLock
 from collector_daemon.recovery import recover_lake
 from collector_daemon.repair import RestRepairer
+from collector_daemon.rest import RestClient
 from collector_daemon.resume import (
     load_checkpoint,
     recent_ids,
@@ -58,6 +60,7 @@ from collector_daemon.resume import (
     unclean_end_ns,
 )
 from collector_daemon.router import Router
+from collector_daemon.snapshots import DepthSnapshotter
 from collector_daemon.tracker import IdTracker
 from collector_daemon.writer import RawWriter
 from crypto_lake.lib.core.config import Config
@@ -116,14 +119,28 @@ class Collector:
             fsync=c.fsync,
             on_failure=self._on_write_failure,
         )
+        d = c.depth
+        self.depth = {s: DepthTracker() for s in d.symbols}
         self.router = Router(
             self.writer,
             trade_stream=self.stream_kind,
             time_unit=cfg.binance.time_unit,
             trackers=self.trackers,
+            depth=self.depth,
+            depth_stream=binance.DEPTH_STREAM_SUFFIX[d.update_speed_ms],
+            on_depth_snapshot=self._wake_snapshots,
         )
         self.groups: list[StreamGroup] = []
+        self.rest: RestClient | None = None  # gap repairs and depth snapshots share it
+        if c.repair_gaps or self.depth:
+            self.rest = RestClient(
+                rest_url=cfg.binance.rest_base_url,
+                time_unit=cfg.binance.time_unit,
+                budget_per_minute=c.rest_weight_budget_per_minute,
+                timeout=cfg.binance.rest_timeout_seconds,
+            )
         self.repairer: RestRepairer | None = None
+        self.snapshots = self._snapshotter()
         self.metrics: MetricsServer | None = None
         self._stop: asyncio.Event | None = None
         self._prev_rate = (time.monotonic(), 0)
@@ -177,9 +194,44 @@ class Collector:
             log.warning("previous run did not stop cleanly (%s)", ", ".join(sorted(ends)))
         return ends
 
+    def _snapshotter(self) -> DepthSnapshotter | None:
+        """The depth snapshot fetcher, when some symbols record depth."""
+        if not self.depth or self.rest is None:
+            return None
+        c = self.cfg.collector
+        d = c.depth
+        return DepthSnapshotter(
+            client=self.rest,
+            writer=self.writer,
+            router=self.router,
+            trackers=self.depth,
+            stream=binance.DEPTH_STREAM_SUFFIX[d.update_speed_ms],
+            limit=d.snapshot_limit,
+            verify_seconds=d.verify_interval_minutes * 60,
+            weight_cap=int(c.rest_weight_budget_per_minute * d.snapshot_weight_share),
+        )
+
+    def _wake_snapshots(self, symbol: str) -> None:
+        if self.snapshots is not None:
+            self.snapshots.wake(symbol)
+
+    def _symbol_chunks(self) -> list[list[str]]:
+        """The configured symbols in order, cut into connections of at most
+        ``max_streams_per_connection`` streams (trade, bookTicker and maybe depth each)."""
+        limit = self.cfg.binance.max_streams_per_connection
+        chunks: list[list[str]] = []
+        used = limit
+        for s in self.cfg.symbols:
+            n = len(self.router.streams_for([s]))
+            if used + n > limit:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(s)
+            used += n
+        return chunks
+
     def _build_groups(self) -> None:
         b = self.cfg.binance
-        per_conn = max(1, b.max_streams_per_connection // 2)  # trade + bookTicker per symbol
         c = self.cfg.collector
         settings = GroupSettings(
             silence_timeout=c.silence_timeout_seconds,
@@ -187,9 +239,7 @@ class Collector:
             backoff_base=c.backoff_base_seconds,
             backoff_cap=c.backoff_cap_seconds,
         )
-        symbols = self.cfg.symbols
-        for i in range(0, len(symbols), per_conn):
-            chunk = symbols[i : i + per_conn]
+        for chunk in self._symbol_chunks():
             streams = "/".join(self.router.streams_for(chunk))
             url = f"{b.ws_base_url.rstrip('/')}/stream?streams={streams}"
             if b.time_unit == "us":
@@ -331,7 +381,7 @@ class Collector:
                         "up_since_ns": g.up_since_ns,
                     }
                 )
-        rest = self.repairer.stats if self.repairer else None
+        rest = self.rest.stats if self.rest else None
         try:
             disk = shutil.disk_usage(self.layout.root)
         except OSError:
@@ -368,6 +418,7 @@ class Collector:
             "groups": self.group_states(now_ns),  # every group, live or not
             "gaps": {**self.book.counts(), "open_list": self.book.summary()},
             "rest": rest.__dict__.copy() if rest else None,
+            "depth": {s: t.summary() for s, t in self.depth.items()},  # empty: no depth
             "bytes_written": self.writer.bytes_written,
             "lines_written": self.writer.lines_written,
             "parts_sealed": self.writer.parts_sealed,
@@ -472,18 +523,17 @@ class Collector:
             loop.create_task(c())
             for c in (self._flush_loop, self._sync_loop, self._gap_loop, self._heartbeat_loop)
         ]
-        if self.cfg.collector.repair_gaps:
-            c, b = self.cfg.collector, self.cfg.binance
+        if self.cfg.collector.repair_gaps and self.rest is not None:
             self.repairer = RestRepairer(
-                rest_url=b.rest_base_url,
+                client=self.rest,
                 trade_stream=self.stream_kind,
-                time_unit=b.time_unit,
-                budget_per_minute=c.rest_weight_budget_per_minute,
                 writer=self.writer,
                 trackers=self.trackers,
                 book=self.book,
             )
             helpers.append(loop.create_task(self.repairer.run()))
+        if self.snapshots is not None:
+            helpers.append(loop.create_task(self.snapshots.run()))
         if self.cfg.collector.metrics_port:
             self.metrics = MetricsServer(
                 self.cfg.collector.metrics_host, self.cfg.collector.metrics_port, self.snapshot
@@ -511,6 +561,9 @@ class Collector:
         for t in helpers:
             t.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+        if self.rest is not None:
+            with contextlib.suppress(Exception):
+                await self.rest.close()
         if not failed:
             self.router.session("collector", self.cfg.symbols, "collector_stop", reason="signal")
         await self.writer.close()

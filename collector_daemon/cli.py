@@ -54,7 +54,8 @@ _OVERRIDES: dict[str, tuple[str | None, str, Any]] = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crypto-lake-collector",
-        description="Record Binance trades and best bid/ask into rotating raw JSONL files.",
+        description="Record Binance trades, best bid/ask and order book depth into rotating raw "
+        "JSONL files.",
     )
     p.add_argument(
         "--config", help="config file (default: $CRYPTO_LAKE_CONFIG or ./crypto_lake.yaml)"
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-weight-budget", type=int, help="REST weight per minute for repairs")
     p.add_argument("--metrics-host")
     p.add_argument("--metrics-port", type=int, help="Prometheus endpoint port (0 disables)")
+    p.add_argument(
+        "--depth-symbols", help="comma-separated symbols whose order book (diff depth) is recorded"
+    )
+    p.add_argument(
+        "--depth-verify-minutes", type=float, help="minutes between verification snapshots"
+    )
     p.add_argument("--no-repair", action="store_true", help="record gaps but do not repair them")
     p.add_argument("--no-fsync", action="store_true", help="skip fsync (tests/benchmarks only)")
     p.add_argument(
@@ -104,6 +111,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
             (data[section] if section else data)[key] = value
     if args.symbols:
         data["symbols"] = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    depth = data["collector"]["depth"]
+    if args.depth_symbols is not None:
+        depth["symbols"] = [s.strip().upper() for s in args.depth_symbols.split(",") if s.strip()]
+    if args.depth_verify_minutes is not None:
+        depth["verify_interval_minutes"] = args.depth_verify_minutes
     if args.no_repair:
         data["collector"]["repair_gaps"] = False
     if args.no_fsync:

@@ -99,6 +99,40 @@ def _group_families(hb: dict[str, Any]) -> Iterator[Metric]:
     yield from (connected, down, age)
 
 
+def _depth_families(hb: dict[str, Any]) -> Iterator[Metric]:
+    """Per depth symbol: diff events, sequence gaps, snapshots (by reason), failed and stale
+    snapshot fetches. Nothing when no symbol records depth."""
+    depth = hb.get("depth")
+    if not isinstance(depth, dict) or not depth:
+        return
+    sym = ["symbol"]
+    events = CounterMetricFamily(PREFIX + "depth_events", "diff depth events written", labels=sym)
+    gaps = CounterMetricFamily(
+        PREFIX + "depth_gaps", "breaks in the diff depth sequence (U != previous u + 1)", labels=sym
+    )
+    snaps = CounterMetricFamily(
+        PREFIX + "depth_snapshots", "depth snapshots written", labels=["symbol", "reason"]
+    )
+    failed = CounterMetricFamily(
+        PREFIX + "depth_snapshot_failures", "failed depth snapshot fetches (retried)", labels=sym
+    )
+    stale = CounterMetricFamily(
+        PREFIX + "depth_snapshots_stale",
+        "depth snapshots older than the events they had to cover (fetched again)",
+        labels=sym,
+    )
+    for symbol, info in sorted(depth.items()):
+        if not isinstance(info, dict):
+            continue
+        for family, key in ((events, "events"), (gaps, "gaps"), (failed, "snapshots_failed"),
+                            (stale, "snapshots_stale")):  # fmt: skip
+            if isinstance(info.get(key), int):
+                family.add_metric([symbol], info[key])
+        for reason, n in sorted((info.get("snapshots_by_reason") or {}).items()):
+            snaps.add_metric([symbol, reason], n)
+    yield from (events, gaps, snaps, failed, stale)
+
+
 def metric_families(hb: dict[str, Any]) -> Iterator[Metric]:
     """The heartbeat ``hb`` as Prometheus metric families (names start with ``PREFIX``).
 
@@ -138,6 +172,7 @@ def metric_families(hb: dict[str, Any]) -> Iterator[Metric]:
     for q, value in (hb.get("latency_ms") or {}).items():
         latency.add_metric([q], value)
     yield latency
+    yield from _depth_families(hb)
 
 
 class HeartbeatMetrics:

@@ -3,8 +3,10 @@
 Each message is routed by the symbol of its stream name, and only streams the connection
 subscribed to are accepted, so nothing an exchange (or an attacker) sends can choose a
 path. Trade/aggTrade ids go through the symbol's IdTracker (duplicates dropped, holes
-opened), bookTicker update ids through a recent-ids window. Anything malformed or unexpected
-is written to ``raw/_quarantine/`` with the reason and counted; nothing raises out of here.
+opened), bookTicker update ids through a recent-ids window, diff depth events through the
+symbol's DepthTracker (sequence gaps counted, snapshots requested: depth.py). Anything
+malformed or unexpected is written to ``raw/_quarantine/`` with the reason and counted;
+nothing raises out of here.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import base64
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 
+from collector_daemon.depth import DepthTracker, Event
 from collector_daemon.tracker import IdTracker, RecentIds
 from collector_daemon.writer import QUARANTINE, RawWriter
 from crypto_lake.lib.core.logs import get_logger
@@ -24,9 +28,12 @@ from crypto_lake.lib.raw.lines import RawLineError, session_line, ws_line
 
 log = get_logger("collector.router")
 
-TRADE, BOOK = 0, 1
+TRADE, BOOK, DEPTH = 0, 1, 2
 MAX_QUARANTINE_BYTES = 1 << 20
 _BOOK_ID = binance.BOOK_TICKER.key("update_id")
+_DEPTH_EVENT = binance.DEPTH_UPDATE.event
+_DEPTH_COLUMNS = ("event_type", "event_time", "first_update_id", "update_id", "bids", "asks")
+_DEPTH_KEYS = tuple(binance.DEPTH_UPDATE.key(c) for c in _DEPTH_COLUMNS)
 _EVENT = binance.SERVER_SHUTDOWN.key("event_type")
 _SHUTDOWN = binance.SERVER_SHUTDOWN.event
 
@@ -61,7 +68,12 @@ class Router:
         trade_stream: str,
         time_unit: str,
         trackers: dict[str, IdTracker],
+        depth: dict[str, DepthTracker] | None = None,
+        depth_stream: str = binance.DEPTH_STREAM_SUFFIX[100],
+        on_depth_snapshot: Callable[[str], None] | None = None,
     ) -> None:
+        """``depth``: the trackers of the symbols whose ``depth_stream`` is recorded;
+        ``on_depth_snapshot(symbol)`` is told when one of them wants a snapshot."""
         self.writer = writer
         self.trade_stream = trade_stream
         trade = binance.TRADE_STREAMS[trade_stream]
@@ -71,6 +83,9 @@ class Router:
         self.time_unit = time_unit
         self.trackers = trackers
         self.books = {s: RecentIds() for s in trackers}
+        self.depth = depth or {}
+        self.depth_stream = depth_stream
+        self.on_depth_snapshot = on_depth_snapshot
         self.stats = RouterStats()
 
     def streams_for(self, symbols: list[str]) -> dict[str, tuple[str, int]]:
@@ -78,12 +93,17 @@ class Router:
         for s in symbols:
             out[f"{s.lower()}@{self.trade_stream}"] = (s, TRADE)
             out[f"{s.lower()}@{binance.BOOK_TICKER.name}"] = (s, BOOK)
+            if s in self.depth:
+                out[f"{s.lower()}@{self.depth_stream}"] = (s, DEPTH)
         return out
 
     def mark_reconnect(self, symbols: list[str]) -> None:
-        """A connection was lost: a hole before the next trade is named 'reconnect'."""
+        """A connection was lost: a hole before the next trade is named 'reconnect', and the
+        next depth event asks for a 'reconnect' snapshot."""
         for s in symbols:
             self.trackers[s].cause_hint = "reconnect"
+            if s in self.depth:
+                self.depth[s].reconnected()
 
     # session records -------------------------------------------------------------------------
     def session(self, conn_id: str, symbols: list[str], event: str, **fields: object) -> None:
@@ -143,7 +163,7 @@ class Router:
             self.stats.latency_ns.append(
                 recv_ns - event_time * (1_000 if unit == "us" else 1_000_000)
             )
-        else:
+        elif kind == BOOK:
             ident = data.get(_BOOK_ID)
             if type(ident) is not int:
                 reason = f"bookTicker without integer {_BOOK_ID}"
@@ -153,6 +173,10 @@ class Router:
                 self.stats.duplicates += 1
                 return
             unit = self.time_unit  # bookTicker has no time field: the requested unit
+        else:
+            unit = self._depth_event(conn, symbol, recv_ns, msg, data)  # type: ignore[assignment]
+            if unit is None:
+                return
         try:
             line = ws_line(recv_ns, conn.conn_id, unit, msg)  # type: ignore[arg-type]
         except RawLineError as exc:
@@ -161,6 +185,33 @@ class Router:
         self.writer.write(symbol, recv_ns, line)
         self.stats.messages += 1
         self.stats.last_msg_ns[symbol] = recv_ns
+
+    def _depth_event(
+        self, conn: ConnState, symbol: str, recv_ns: int, msg: bytes, data: dict
+    ) -> str | None:
+        """Check a diff depth event and track its sequence; its time unit when it is to be
+        written, None when it was quarantined or dropped as a duplicate."""
+        e, event_time, first, last, bids, asks = (data.get(k) for k in _DEPTH_KEYS)
+        if (e != _DEPTH_EVENT or type(first) is not int or type(last) is not int
+                or first > last or type(bids) is not list or type(asks) is not list):  # fmt: skip
+            reason = "depthUpdate without integer U <= u and b/a lists"
+            self.quarantine(conn.conn_id, recv_ns, msg, reason)
+            return None
+        tracker = self.depth[symbol]
+        wanted = tracker.wanted
+        verdict = tracker.accept(first, last)
+        if verdict is Event.DUPLICATE:
+            self.stats.duplicates += 1
+            return None
+        if verdict is Event.GAP:
+            after = tracker.gap_after or 0
+            log.warning("%s depth gap: U=%d after u=%d (%d updates lost); snapshot requested",
+                        symbol, first, after, first - after - 1)  # fmt: skip
+        if tracker.wanted != wanted and self.on_depth_snapshot is not None:
+            self.on_depth_snapshot(symbol)
+        if type(event_time) is int:
+            return binance.time_unit_of(event_time)
+        return self.time_unit
 
     def _unexpected(
         self, conn: ConnState, recv_ns: int, msg: bytes, obj: dict, data: object

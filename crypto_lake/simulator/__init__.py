@@ -14,6 +14,14 @@ Behaviour worth knowing (where Binance leaves room, this is what the simulator d
 * Streams: ``<symbol>@trade``, ``@aggTrade``, ``@bookTicker`` for configured symbols only;
   anything else is HTTP 400 before the upgrade. ``timeUnit=MICROSECOND`` switches E/T to µs.
   Client text messages (SUBSCRIBE...) and raw ``/ws/<stream>`` paths are not supported.
+* Order books (book.py), only with ``SimConfig.depth_symbols``: ``@depth@100ms`` and
+  ``@depth`` (1 s) diff events and ``/api/v3/depth`` (weight by limit, cut at 5000); other
+  symbols' depth streams are accepted and quiet. The book's update ids are bookTicker's ``u``
+  (a bookTicker shows the book's best levels after its u; trades happen at them).
+  ``order_book(symbol)`` is the ground truth (after any update id, at the end of any second,
+  kept for ``depth_history_s``). Faults: ``depth_drop``, ``depth_reorder``,
+  ``depth_stale_snapshot``. Without depth symbols the market is byte-for-byte unchanged
+  (a replay accepts depth streams and sends the file's recorded diff events).
 * Pings every ``ping_interval_s``; only a pong echoing a ping's payload counts, and a
   connection without one for ``ping_timeout_s`` is cut. Connections are closed (code 1000)
   at ``max_connection_age_s``; with ``server_shutdown_notice`` a bare

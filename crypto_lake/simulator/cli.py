@@ -66,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
         "backfills cheap)",
     )
     p.add_argument(
+        "--depth-symbols",
+        default="",
+        help="comma-separated symbols (among --symbols) with an order book behind "
+        "<symbol>@depth@100ms, <symbol>@depth and /api/v3/depth (default: none)",
+    )
+    p.add_argument("--depth-levels", type=int, default=200, help="book levels per side")
+    p.add_argument(
+        "--depth-changes-per-s",
+        type=float,
+        default=100.0,
+        help="background book updates per second per symbol, deeper than the touch",
+    )
+    p.add_argument(
+        "--depth-history-minutes",
+        type=float,
+        default=15.0,
+        help="book ground truth kept this long (it changes hundreds of times a second)",
+    )
+    p.add_argument(
         "--public-files-include-today",
         action="store_true",
         help="serve today's public files too (trades up to now); Binance publishes a day after",
@@ -137,6 +156,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         history_days=args.history_days,
         history_rate_scale=args.history_rate_scale,
         public_files_include_today=args.public_files_include_today,
+        depth_symbols=[s.strip().upper() for s in args.depth_symbols.split(",") if s.strip()],
+        depth_levels=args.depth_levels,
+        depth_changes_per_s=args.depth_changes_per_s,
+        depth_history_s=args.depth_history_minutes * 60,
     )
 
 

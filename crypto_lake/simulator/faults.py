@@ -4,6 +4,10 @@ Plain attributes (probabilities, flags) are read by the server on every message/
 Methods that act on live connections run on the simulator's event loop; when called from
 another thread (SimulatorThread) they are handed to that loop and return once applied.
 
+Order book faults (``depth_*``) act on one symbol's book (SimConfig.depth_symbols) and are
+applied on the loop like ``skip_trade_ids``: diff events dropped or swapped for every client
+(on both update speeds), snapshots answered from an older book.
+
 Public-file faults (``public_file_*``) apply per file: (kind, symbol, period), where kind is
 ``trades``, ``aggTrades`` or ``klines`` (every interval), period a day ``YYYY-MM-DD`` or a
 month ``YYYY-MM`` (daily and monthly files are separate), and ``symbol=None`` means every
@@ -29,6 +33,9 @@ class FaultTarget(Protocol):
     def _skip_trades(self, symbol: str, n: int) -> None: ...
     def _drop_all(self) -> None: ...
     def _stall_all(self, seconds: float) -> None: ...
+    def _depth_drop(self, symbol: str, n: int) -> None: ...
+    def _depth_reorder(self, symbol: str) -> None: ...
+    def _depth_stale(self, symbol: str, n: int, age_s: float) -> None: ...
 
 
 class Faults:
@@ -88,6 +95,28 @@ class Faults:
     def stall_connections(self, seconds: float) -> None:
         """Open connections send nothing (no data, no pings, no pongs) for ``seconds``."""
         self._run(self._target_call("_stall_all"), float(seconds))
+
+    # -- order book (@depth streams and /api/v3/depth) ---------------------------------------
+    def depth_drop(self, symbol: str, n: int = 1) -> None:
+        """The next ``n`` diff events of ``symbol`` are not sent: the update ids they covered
+        are lost, so the next event's U is above the previous u + 1."""
+        validate_symbol(symbol)
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._run(self._target_call("_depth_drop"), symbol, int(n))
+
+    def depth_reorder(self, symbol: str) -> None:
+        """The next two diff events of ``symbol`` are delivered in swapped order."""
+        validate_symbol(symbol)
+        self._run(self._target_call("_depth_reorder"), symbol)
+
+    def depth_stale_snapshot(self, symbol: str, n: int = 1, age_s: float = 5.0) -> None:
+        """The next ``n`` depth snapshots of ``symbol`` are stale: the book (and its
+        lastUpdateId) at the end of a second at least ``age_s`` ago, or the oldest one kept."""
+        validate_symbol(symbol)
+        if n < 0 or age_s < 0:
+            raise ValueError("n and age_s must be >= 0")
+        self._run(self._target_call("_depth_stale"), symbol, int(n), float(age_s))
 
     def rest_429(self, n: int, retry_after_s: int = 1) -> None:
         """The next ``n`` REST requests answer 429 with ``Retry-After: retry_after_s``."""

@@ -17,6 +17,7 @@ WEIGHTS = {
     "aggTrades": 4,
     "historicalTrades": 25,
     "trades": 25,
+    "depth": 5,  # at the default limit 100; it grows with the limit (RestApi.weight_of)
 }
 
 

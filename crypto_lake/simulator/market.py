@@ -4,6 +4,10 @@ Deterministic given the seed and the clock: each symbol owns a ``random.Random``
 ``"{seed}:{symbol}"``, and event times are the model's start time plus drawn gaps, so the same
 seed started at the same instant produces the same market. Events are generated lazily up to
 "now" by :meth:`MarketModel.advance`, in wall-clock time, exactly as a live exchange would.
+
+A symbol with an order book (:meth:`MarketModel.add_books`, book.py) takes its bookTicker ids
+and sizes from the book, which follows the model's touch; the model's own draws stay the same,
+so its trades and touch prices do not depend on whether the symbol has a book.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from crypto_lake.simulator.history import DayCache, SymbolHistory
 from crypto_lake.simulator.instruments import Instrument, format_e8, instrument_for
 from crypto_lake.simulator.ledger import SymbolLedger, TradeSource
 from crypto_lake.simulator.tape import Tape
+
+if TYPE_CHECKING:
+    from crypto_lake.simulator.book import OrderBook
 
 QUOTES_PER_ORDER = 7.0  # extra bookTicker updates per taker order (plus one after each order)
 BURSTS_PER_S = 1 / 60  # a burst of activity starts about once a minute per symbol
@@ -28,7 +36,8 @@ _log = math.log
 class Event:
     """One market event, rendered to wire frames on demand (see wire.py).
 
-    kind is "trade", "aggTrade" or "bookTicker"; ``ident`` is t, a or u respectively.
+    kind is "trade", "aggTrade", "bookTicker" or "depthUpdate"; ``ident`` is t, a or u
+    respectively (u, the last update id, for depthUpdate, whose U is ``first_id``).
     """
 
     kind: str
@@ -50,6 +59,8 @@ class Event:
     # Rendered WebSocket frames per time unit, cached: every connection shares them.
     wire_ms: bytes | None = None
     wire_us: bytes | None = None
+    bids: bytes = b""  # depthUpdate b and a: the changed levels as JSON arrays
+    asks: bytes = b""
 
 
 class SymbolMarket:
@@ -75,6 +86,7 @@ class SymbolMarket:
         self.burst_until = 0
         self.burst_mult = 1.0
         self.skip_remaining = 0  # trades still to withhold from sockets
+        self.book: OrderBook | None = None  # the symbol's order book (MarketModel.add_books)
         # Burst starts are a Poisson process in time, so rate_scale does not make them common.
         self.burst_prob = BURSTS_PER_S / self.order_rate
         self._order_gap_us = 1e6 / self.order_rate  # mean gaps; bursts divide them
@@ -83,7 +95,8 @@ class SymbolMarket:
         self._prices: dict[int, bytes] = {}
         self._qtys: dict[int, bytes] = {}
         # Resting sizes shown in bookTicker: a seeded table keeps the hot path cheap.
-        self._book_sizes = [self._qty(self._lots(3.0)) for _ in range(_BOOK_SIZES)]
+        self._book_lots = [self._lots(3.0) for _ in range(_BOOK_SIZES)]
+        self._book_sizes = [self._qty(lots) for lots in self._book_lots]
         self.next_order = start_us + self._gap(self._order_gap_us, start_us)
         self.next_quote = start_us + self._gap(self._quote_gap_us, start_us)
 
@@ -114,6 +127,9 @@ class SymbolMarket:
 
     def advance(self, now_us: int, out: list[Event]) -> None:
         """Append every event with time <= now_us to ``out`` in time order."""
+        if self.book is not None:
+            self._advance_with_book(self.book, now_us, out)
+            return
         append = out.append
         while True:
             if self.next_order <= self.next_quote:
@@ -128,6 +144,30 @@ class SymbolMarket:
                     return
                 append(self._quote_event(t))
                 self.next_quote = t + self._gap(self._quote_gap_us, t)
+
+    def _advance_with_book(self, book: OrderBook, now_us: int, out: list[Event]) -> None:
+        """:meth:`advance` with the book's background updates and diff events interleaved."""
+        with book.lock:
+            while True:
+                t = self.next_order if self.next_order <= self.next_quote else self.next_quote
+                tb = book.next_change
+                if tb < t:
+                    if tb > now_us:
+                        break
+                    book.flush_windows(tb, out)
+                    book.background_change(tb)
+                    continue
+                if t > now_us:
+                    break
+                book.flush_windows(t, out)
+                if self.next_order <= self.next_quote:
+                    self._order(t, out)
+                    self.next_order = t + self._gap(self._order_gap_us, t)
+                else:
+                    out.append(self._quote_event(t))
+                    self.next_quote = t + self._gap(self._quote_gap_us, t)
+            book.flush_windows(now_us, out)
+            book.advanced_to_us = now_us
 
     def _quote_event(self, t: int) -> Event:
         # The hottest function of the simulator (most messages are quotes): locals, no calls.
@@ -150,6 +190,10 @@ class SymbolMarket:
         self.bid, self.ask = bid, ask
         # real u skips values: useless for gap detection, fine for ordering
         self.update_id = uid = self.update_id + 1 + int(rng() * 5)
+        bid_size = int(rng() * _BOOK_SIZES)
+        ask_size = int(rng() * _BOOK_SIZES)
+        if self.book is not None:
+            return self._book_ticker(t, bid, bid_size, ask, ask_size)
         prices, sizes = self._prices, self._book_sizes
         return Event(
             "bookTicker",
@@ -158,10 +202,22 @@ class SymbolMarket:
             uid,
             t,
             bid=prices.get(bid) or self._price(bid),
-            bid_qty=sizes[int(rng() * _BOOK_SIZES)],
+            bid_qty=sizes[bid_size],
             ask=prices.get(ask) or self._price(ask),
-            ask_qty=sizes[int(rng() * _BOOK_SIZES)],
+            ask_qty=sizes[ask_size],
         )
+
+    def _book_ticker(self, t: int, bid: int, bid_size: int, ask: int, ask_size: int) -> Event:
+        """The quote as one book update: the bookTicker shows the book after it (its u)."""
+        assert self.book is not None
+        uid, bid_lots, ask_lots = self.book.set_touch(
+            t, bid, self._book_lots[bid_size], ask, self._book_lots[ask_size]
+        )
+        return Event(
+            "bookTicker", self.symbol, self.book_stream, uid, t,
+            bid=self._price(bid), bid_qty=self._qty(bid_lots),
+            ask=self._price(ask), ask_qty=self._qty(ask_lots),
+        )  # fmt: skip
 
     def _order(self, t: int, out: list[Event]) -> None:
         rng, inst = self.rng, self.inst
@@ -237,6 +293,37 @@ class MarketModel:
             hist.end_ids_at(led.first_trade_id, led.first_agg_id)
             self.tapes[symbol] = Tape(hist, led)
 
+    def add_books(self, symbols: list[str], levels: int, changes_per_s: float) -> None:
+        """Give ``symbols`` an order book (book.py) behind their bookTicker; call before the
+        market trades. ``levels`` per side, ``changes_per_s`` background updates per second."""
+        from crypto_lake.simulator.book import OrderBook
+
+        for symbol in symbols:
+            market = self.symbols[symbol]
+            if market.ledger.trade_count:
+                raise RuntimeError("books must be added before the market trades")
+            market.book = OrderBook(
+                market.inst, self.seed, self.start_us, (market.bid, market.ask),
+                market.update_id, levels, changes_per_s, market.mean_lots, market._price,
+                market._qty,
+            )  # fmt: skip
+
+    def books(self) -> dict[str, OrderBook]:
+        """The order books by symbol (symbols without one are left out)."""
+        return {s: m.book for s, m in self.symbols.items() if m.book is not None}
+
+    def close_depth_windows(self, now_us: int) -> list[Event]:
+        """The diff events of every book's open windows now, without waiting for their end
+        (before a pause, so everything that happened has been published)."""
+        out: list[Event] = []
+        for book in self.books().values():
+            with book.lock:
+                book.flush_windows(now_us, out, force=True)
+        for ev in out:
+            ev.event_us = now_us
+        self.events_generated += len(out)
+        return out
+
     def source(self, symbol: str) -> TradeSource:
         """What REST and public files answer from: the tape with history, else the ledger."""
         tape = self.tapes.get(symbol)
@@ -268,6 +355,9 @@ class MarketModel:
             market.next_order += delta_us
             market.next_quote += delta_us
             market.burst_until += delta_us
+            if market.book is not None:
+                market.book.next_change += delta_us
+                market.book.advanced_to_us += delta_us
 
     def trim_before(self, time_us: int) -> int:
         """Forget trades older than ``time_us`` in every symbol's ledger."""

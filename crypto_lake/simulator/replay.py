@@ -18,7 +18,13 @@ import orjson
 
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.symbols import InvalidNameError, stream_symbol
-from crypto_lake.lib.raw.binance import AGG_TRADE, BOOK_TICKER, TRADE
+from crypto_lake.lib.raw.binance import (
+    AGG_TRADE,
+    BOOK_TICKER,
+    DEPTH_STREAM_SUFFIX,
+    DEPTH_UPDATE,
+    TRADE,
+)
 from crypto_lake.lib.raw.lines import RawLineError, open_raw, parse_line
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.market import Event
@@ -32,7 +38,9 @@ _IDENT_KEY = {  # the key of each stream's id (Event.ident)
     TRADE.name: TRADE.key("trade_id"),
     AGG_TRADE.name: AGG_TRADE.key("trade_id"),
     BOOK_TICKER.name: BOOK_TICKER.key("update_id"),
+    **{suffix: DEPTH_UPDATE.key("update_id") for suffix in DEPTH_STREAM_SUFFIX.values()},
 }
+_EVENT_KIND = {suffix: DEPTH_UPDATE.name for suffix in DEPTH_STREAM_SUFFIX.values()}
 
 
 def market_events(path: Path, stats: dict[str, int]) -> Iterator[tuple[int, Event]]:
@@ -54,7 +62,8 @@ def market_events(path: Path, stats: dict[str, int]) -> Iterator[tuple[int, Even
             kind = stream.partition("@")[2]
             ident = data.get(_IDENT_KEY.get(kind, ""), 0)
             frame = ws_text_frame(orjson.dumps({"stream": stream, "data": data}))
-            ev = Event(kind, symbol, stream, ident if isinstance(ident, int) else 0, 0)
+            ident = ident if isinstance(ident, int) else 0
+            ev = Event(_EVENT_KIND.get(kind, kind), symbol, stream, ident, 0)
             ev.wire_ms = ev.wire_us = frame  # replayed verbatim whatever the client asked
             yield line["recv_ns"], ev
 

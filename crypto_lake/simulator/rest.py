@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol
-from crypto_lake.lib.raw.binance import TIME_UNIT_HEADER, US_PER_UNIT
+from crypto_lake.lib.raw.binance import DEPTH, TIME_UNIT_HEADER, US_PER_UNIT, depth_weight
 from crypto_lake.simulator import queries
 from crypto_lake.simulator.instruments import format_e8
 from crypto_lake.simulator.limits import WEIGHTS, RateLimiter
@@ -19,6 +19,7 @@ from crypto_lake.simulator.streams import StreamRequestError, parse_time_unit
 from crypto_lake.simulator.wire import rest_error
 
 MAX_LIMIT = 1000
+DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX = 100, 5000  # a larger depth limit is cut to 5000
 
 
 class ApiError(Exception):
@@ -38,7 +39,8 @@ def _json(data: Any, used: int) -> web.Response:
 
 
 class RestApi:
-    """Handlers for /api/v3/*; all answers come from the market's tapes (history + live)."""
+    """Handlers for /api/v3/*; answers come from the market's tapes (history + live) and,
+    for ``depth``, its order books."""
 
     def __init__(self, market: MarketModel, limiter: RateLimiter) -> None:
         self.market = market
@@ -52,6 +54,8 @@ class RestApi:
             "historicalTrades": self.historical_trades,
             "trades": self.recent_trades,
         }
+        if market.books():  # without order books there is no depth endpoint at all
+            self.handlers["depth"] = self.depth
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/v3/{endpoint}", self.dispatch)]
@@ -65,7 +69,7 @@ class RestApi:
                 body=rest_error(-1, f"unknown endpoint {name!r}"),
                 content_type="application/json",
             )
-        verdict = self.limiter.admit(request.remote or "?", WEIGHTS[name])
+        verdict = self.limiter.admit(request.remote or "?", self.weight_of(name, request))
         headers = {"X-MBX-USED-WEIGHT-1M": str(verdict.used)}
         if verdict.status != 200:
             headers["Retry-After"] = str(verdict.retry_after)
@@ -90,6 +94,15 @@ class RestApi:
                 headers=headers,
             )
         return _json(result, verdict.used)
+
+    def weight_of(self, name: str, request: web.Request) -> int:
+        """The request weight of a call: the endpoint's, or by the limit for depth."""
+        if name == "depth":
+            try:
+                return depth_weight(self._depth_limit(request))
+            except ApiError:
+                return WEIGHTS[name]  # answered with an error, weighed like the default
+        return WEIGHTS[name]
 
     # -- parameters -------------------------------------------------------------------------
     def _symbol(self, request: web.Request) -> str:
@@ -125,6 +138,14 @@ class RestApi:
                 -1130, f"Invalid data sent for a parameter: limit must be 1..{MAX_LIMIT}."
             )
         return limit
+
+    def _depth_limit(self, request: web.Request) -> int:
+        limit = self._int(request, "limit")
+        if limit is None:
+            return DEPTH_LIMIT_DEFAULT
+        if limit < 1:
+            raise ApiError(-1130, "Invalid data sent for a parameter: limit must be >= 1.")
+        return min(limit, DEPTH_LIMIT_MAX)
 
     def _time(self, request: web.Request, name: str, unit_div: int) -> int | None:
         """A time parameter in µs; an end time covers its whole millisecond."""
@@ -229,3 +250,12 @@ class RestApi:
         return queries.historical_trades(
             self.market.source(symbol), None, self._limit(request), unit_div
         )
+
+    def depth(self, request: web.Request, unit_div: int) -> dict:
+        """The order book now: lastUpdateId and up to ``limit`` levels per side, best first."""
+        symbol = self._symbol(request)
+        book = self.market.symbols[symbol].book
+        if book is None:
+            raise ApiError(-1121, "Invalid symbol: no order book is simulated for it.")
+        view = book.rest_view(self._depth_limit(request))
+        return DEPTH.element(update_id=view.update_id, bids=view.bids, asks=view.asks)

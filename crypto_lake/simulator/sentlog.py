@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+from crypto_lake.lib.raw.binance import DEPTH_STREAM_SUFFIX
 from crypto_lake.simulator.market import Event
 
 
@@ -50,6 +51,11 @@ class SentLog:
     def update_ids(self, symbol: str) -> set[int]:
         """bookTicker update ids (``u``) sent on any socket."""
         return self._copy(symbol, "bookTicker")
+
+    def depth_update_ids(self, symbol: str, speed_ms: int = 100) -> set[int]:
+        """Last update ids (``u``) of the diff events sent on ``@depth@100ms`` (or ``@depth``
+        with ``speed_ms=1000``) on any socket."""
+        return self._copy(symbol, DEPTH_STREAM_SUFFIX[speed_ms])
 
     def count(self) -> int:
         """Number of data frames written (duplicates included)."""

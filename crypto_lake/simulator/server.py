@@ -13,6 +13,7 @@ from aiohttp import web
 
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.raw.binance import TIME_UNIT_PARAM
+from crypto_lake.simulator.book import OrderBook
 from crypto_lake.simulator.config import SimConfig
 from crypto_lake.simulator.connection import Connection
 from crypto_lake.simulator.faults import Faults
@@ -23,7 +24,13 @@ from crypto_lake.simulator.market import Event, MarketModel
 from crypto_lake.simulator.public_files import PublicFiles
 from crypto_lake.simulator.rest import RestApi
 from crypto_lake.simulator.sentlog import SentLog
-from crypto_lake.simulator.streams import StreamRequestError, parse_streams, parse_time_unit
+from crypto_lake.simulator.streams import (
+    DEPTH_STREAM_KINDS,
+    STREAM_KINDS,
+    StreamRequestError,
+    parse_streams,
+    parse_time_unit,
+)
 from crypto_lake.simulator.wire import rest_error
 
 log = get_logger("simulator")
@@ -39,6 +46,12 @@ class ExchangeSimulator:
         self.faults._bind(self, None)
         self.sent = SentLog(cfg.record_sent_ids)
         self.market = MarketModel(cfg.symbols, cfg.seed, time.time_ns() // 1000, cfg.rate_scale)
+        if cfg.depth_symbols:
+            self.market.add_books(cfg.depth_symbols, cfg.depth_levels, cfg.depth_changes_per_s)
+        # Depth streams exist once there are books (a symbol without one has a quiet stream),
+        # and in a replay, which sends the file's recorded diff events.
+        has_depth = bool(cfg.depth_symbols) or cfg.replay_path is not None
+        self.stream_kinds = DEPTH_STREAM_KINDS if has_depth else STREAM_KINDS
         self.connections: dict[int, Connection] = {}
         self._ids = count(1)
         self._runner: web.AppRunner | None = None
@@ -124,6 +137,14 @@ class ExchangeSimulator:
         """Ground truth: every live trade of ``symbol``, including ones skipped on sockets."""
         return self.market.ledger(symbol).trade_dicts()
 
+    def order_book(self, symbol: str) -> OrderBook:
+        """Ground truth of ``symbol``'s order book (``at_update``, ``at_second_end``, ``view``);
+        its methods are safe to call from any thread."""
+        book = self.market.symbols[symbol].book if symbol in self.market.symbols else None
+        if book is None:
+            raise ValueError(f"symbol {symbol!r} has no simulated order book (depth_symbols)")
+        return book
+
     def tape(self, symbol: str) -> TradeSource:
         """Everything REST and the public files answer from: history (if any), then live."""
         return self.market.source(symbol)
@@ -142,15 +163,22 @@ class ExchangeSimulator:
     async def _market_loop(self) -> None:
         interval = self.cfg.tick_interval_s
         history_us = None if self.cfg.history_s is None else int(self.cfg.history_s * 1e6)
+        book_s = self.cfg.depth_retention_s if self.market.books() else None
+        book_us = None if book_s is None else int(book_s * 1e6)
         next_trim = time.monotonic() + TRIM_EVERY_S
         while True:
             if self._paused_at_us is None:
                 events = self.market.advance(time.time_ns() // 1000)
                 if events:
                     self.publish(events)
-            if history_us is not None and time.monotonic() >= next_trim:
+            if (history_us is not None or book_us is not None) and time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + TRIM_EVERY_S
-                self.market.trim_before(_retention_cutoff(time.time_ns() // 1000, history_us))
+                now_us = time.time_ns() // 1000
+                if history_us is not None:
+                    self.market.trim_before(_retention_cutoff(now_us, history_us))
+                if book_us is not None:
+                    for book in self.market.books().values():
+                        book.trim_before(now_us - book_us)
             await asyncio.sleep(interval)
 
     def pause_market(self) -> None:
@@ -168,7 +196,7 @@ class ExchangeSimulator:
         if self._paused_at_us is None:
             now_us = time.time_ns() // 1000
             if self._tasks:  # running: publish what happened up to now, then freeze
-                events = self.market.advance(now_us)
+                events = self.market.advance(now_us) + self.market.close_depth_windows(now_us)
                 if events:
                     self.publish(events)
             self._paused_at_us = now_us
@@ -190,8 +218,9 @@ class ExchangeSimulator:
             return web.Response(status=503, text="Service Unavailable (refused by fault knob)")
         try:
             streams = parse_streams(
-                request.query.get("streams"), self.stream_symbols, self.cfg.max_streams
-            )
+                request.query.get("streams"), self.stream_symbols, self.cfg.max_streams,
+                self.stream_kinds,
+            )  # fmt: skip
             unit = parse_time_unit(request.query.get(TIME_UNIT_PARAM))
         except StreamRequestError as exc:
             return web.Response(
@@ -227,6 +256,24 @@ class ExchangeSimulator:
         if symbol not in self.market.symbols:
             raise ValueError(f"symbol {symbol!r} is not simulated")
         self.market.symbols[symbol].skip_remaining += n
+
+    def _depth_drop(self, symbol: str, n: int) -> None:
+        book = self.order_book(symbol)
+        with book.lock:
+            for w in book.windows:
+                w.drop_left += n
+
+    def _depth_reorder(self, symbol: str) -> None:
+        book = self.order_book(symbol)
+        with book.lock:
+            for w in book.windows:
+                w.reorder = True
+
+    def _depth_stale(self, symbol: str, n: int, age_s: float) -> None:
+        book = self.order_book(symbol)
+        with book.lock:
+            book.stale_left += n
+            book.stale_age_us = int(age_s * 1e6)
 
     def _drop_all(self) -> None:
         for conn in list(self.connections.values()):

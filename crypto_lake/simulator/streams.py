@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol
-from crypto_lake.lib.raw.binance import STREAMS, TIME_UNIT_NAMES, TIME_UNIT_PARAM
+from crypto_lake.lib.raw.binance import (
+    DEPTH_STREAM_SUFFIX,
+    STREAMS,
+    TIME_UNIT_NAMES,
+    TIME_UNIT_PARAM,
+)
 from crypto_lake.simulator.wire import Unit
 
 STREAM_KINDS = tuple(STREAMS)  # trade, aggTrade, bookTicker
+# with order books (SimConfig.depth_symbols): plus depth@100ms and depth (1000 ms)
+DEPTH_STREAM_KINDS = STREAM_KINDS + tuple(DEPTH_STREAM_SUFFIX.values())
 
 
 class StreamRequestError(ValueError):
     """A stream URL the exchange would reject (HTTP 400 before the upgrade)."""
 
 
-def parse_stream_name(name: str, known_symbols: set[str]) -> str:
+def parse_stream_name(
+    name: str, known_symbols: set[str], kinds: tuple[str, ...] = STREAM_KINDS
+) -> str:
     """Validate ``btcusdt@trade``-style names; returns the canonical stream name."""
     sym, sep, kind = name.partition("@")
     if not sep or not sym:
@@ -24,16 +33,21 @@ def parse_stream_name(name: str, known_symbols: set[str]) -> str:
         symbol = validate_symbol(sym.upper())
     except InvalidNameError as exc:
         raise StreamRequestError(str(exc)) from exc
-    if kind not in STREAM_KINDS:
+    if kind not in kinds:
         raise StreamRequestError(
-            f"unknown stream kind {kind!r} in {name!r}: supported {', '.join(STREAM_KINDS)}"
+            f"unknown stream kind {kind!r} in {name!r}: supported {', '.join(kinds)}"
         )
     if symbol not in known_symbols:
         raise StreamRequestError(f"unknown symbol {symbol!r} in stream {name!r}")
     return f"{sym}@{kind}"
 
 
-def parse_streams(raw: str | None, known_symbols: set[str], max_streams: int) -> list[str]:
+def parse_streams(
+    raw: str | None,
+    known_symbols: set[str],
+    max_streams: int,
+    kinds: tuple[str, ...] = STREAM_KINDS,
+) -> list[str]:
     """The ``streams`` query parameter as a validated list (order kept, duplicates removed)."""
     if not raw:
         raise StreamRequestError("missing 'streams' parameter, e.g. ?streams=btcusdt@trade")
@@ -42,7 +56,7 @@ def parse_streams(raw: str | None, known_symbols: set[str], max_streams: int) ->
         raise StreamRequestError("empty 'streams' parameter")
     if len(names) > max_streams:
         raise StreamRequestError(f"too many streams: {len(names)} > {max_streams}")
-    return list(dict.fromkeys(parse_stream_name(n, known_symbols) for n in names))
+    return list(dict.fromkeys(parse_stream_name(n, known_symbols, kinds) for n in names))
 
 
 def parse_time_unit(raw: str | None) -> Unit:

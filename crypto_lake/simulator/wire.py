@@ -89,6 +89,9 @@ _AGG_TRADE = _frame_format(binance.AGG_TRADE, (
 _BOOK_TICKER = _frame_format(binance.BOOK_TICKER, (
     "update_id", "symbol", "bid", "bid_qty", "ask", "ask_qty",
 ))  # fmt: skip
+_DEPTH_UPDATE = _frame_format(binance.DEPTH_UPDATE, (
+    "event_time", "symbol", "first_update_id", "update_id", "bids", "asks",
+))  # fmt: skip
 
 
 def _trade(ev: Event, unit: Unit) -> bytes:
@@ -113,10 +116,18 @@ def _book_ticker(ev: Event, unit: Unit) -> bytes:
     )  # fmt: skip
 
 
+def _depth_update(ev: Event, unit: Unit) -> bytes:
+    return _DEPTH_UPDATE % (
+        _ascii(ev.stream), to_unit(ev.event_us, unit), _ascii(ev.symbol), ev.first_id, ev.ident,
+        ev.bids, ev.asks,
+    )  # fmt: skip
+
+
 _RENDERERS = {
     binance.TRADE.name: _trade,
     binance.AGG_TRADE.name: _agg_trade,
     binance.BOOK_TICKER.name: _book_ticker,
+    binance.DEPTH_UPDATE.name: _depth_update,
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 from crypto_lake.lib.market.ticks import build_ticks
 from crypto_lake.lib.raw import fastparse
 from crypto_lake.lib.raw.catalog import day_bounds_us
-from crypto_lake.lib.raw.lines import session_line, ws_line
+from crypto_lake.lib.raw.lines import depth_snapshot_line, session_line, ws_line
 
 DAY = "2024-03-01"
 START_US, END_US = day_bounds_us(DAY)
@@ -44,6 +44,57 @@ def _agg(a: int, f: int, last: int) -> bytes:
            f'"a":{a},"p":"60000.00000000","q":"1.00000000","f":{f},"l":{last},"T":{t},'
            f'"m":false,"M":true}}}}')  # fmt: skip
     return ws_line(t * 1000 + 9_000, "ws-2", "us", msg.encode())
+
+
+_LEVELS = '[["59999.00000000","1.25000000"],["59998.50000000","0.00000000"]]'
+
+
+def _depth(first: int, last: int, recv_us: int, sym: str = "btcusdt", b: str = _LEVELS,
+           a: str = '[["60001.00000000","2.00000000"]]') -> bytes:  # fmt: skip
+    """A diff depth event as the collector writes it (``@depth@100ms``)."""
+    msg = (f'{{"stream":"{sym}@depth@100ms","data":{{"e":"depthUpdate","E":{recv_us - 900},'
+           f'"s":"{sym.upper()}","U":{first},"u":{last},"b":{b},"a":{a}}}}}')  # fmt: skip
+    return ws_line(recv_us * 1000, "ws-1", "us", msg.encode())
+
+
+def _snapshot(last_id: int, recv_us: int, stream: str = "btcusdt@depth@100ms",
+              reason: str = "start") -> bytes:  # fmt: skip
+    """A REST depth snapshot as the collector writes it."""
+    body = f'{{"lastUpdateId":{last_id},"bids":{_LEVELS},"asks":[["60001.00000000","2.0"]]}}'
+    return depth_snapshot_line(recv_us * 1000, stream, reason, 1000, body.encode(), "us")
+
+
+def _depth_lines() -> list[bytes]:
+    """Order book lines the collector writes: diff events (the compiled reader's own
+    other-stream lines), snapshots (the general path's), an empty side, the 1000 ms stream."""
+    lines = [_depth(500 + 10 * k, 509 + 10 * k, T0 + k * 100_000) for k in range(20)]
+    lines += [_depth(700, 700, T0 + 5, b="[]"), _depth(701, 702, T0 + 6, a="[]")]
+    lines += [_depth(703, 705, T0 + 7).replace(b"@depth@100ms", b"@depth")]
+    lines += [_snapshot(499, T0 + 10), _snapshot(650, T0 + 900_000, reason="verify")]
+    return lines
+
+
+def _odd_depth_lines() -> list[bytes]:
+    """Depth-like lines outside the grammar, or typed apart by the general path."""
+    base = _depth(800, 801, T0 + 50).rstrip(b"\n")
+    return [
+        base.replace(b'"1.25000000"]', b'"1.25000000","x"]'),  # three values in a level
+        base.replace(b'["59999.00000000",', b"[59999.0,"),  # a number, not a string
+        base.replace(b'"b":[[', b'"b":[[[').replace(b'"0.00000000"]]', b'"0.00000000"]]]'),
+        base.replace(b'"b":[', b'"b": ['),  # whitespace
+        base.replace(b'"b":[["59999', b'"b":[["\\u0035999'),  # an escape in a level
+        base.replace(b'],["59998', b'],,["59998'),  # not JSON
+        base.replace(b'"a":[["60001.00000000","2.00000000"]]', b'"a":[["60001","2"],]'),
+        base.replace(b'"a":[["60001.00000000","2.00000000"]]', b'"a":null'),
+        base.replace(b'"U":800', b'"U":800,"U":801'),  # a duplicate key
+        base.replace(b'"stream":"btcusdt@depth@100ms"', b'"stream":"btcusdt@bookTicker"'),
+        base.replace(b'"stream":"btcusdt@depth@100ms"', b'"stream":"btcusdt@trade@100ms"'),
+        base[:-20],  # torn
+        _depth(802, 803, T0 + 60, sym="ethusdt").rstrip(b"\n"),  # another symbol
+        _snapshot(900, T0 + 70, stream="btcusdt@trade").rstrip(b"\n"),  # depth REST on trades
+        _snapshot(901, T0 + 80, stream="ethusdt@depth@100ms").rstrip(b"\n"),
+        _snapshot(902, T0 + 90).rstrip(b"\n").replace(b'"bids":[', b'"bids":["x",'),
+    ]
 
 
 def _odd_lines() -> list[bytes]:
@@ -90,6 +141,7 @@ def _common_lines() -> list[bytes]:
     lines += [_trade(0), _book(12, T0 + 1000)]  # duplicates
     lines += [_trade(49, t_us=START_US - 10)]  # yesterday's trade: dropped by both
     lines += [_book(99, END_US + 10)]  # tomorrow's quote: dropped by both
+    lines += [_depth(1, 2, T0 + 77)]  # order book diff event: counted as another stream
     return lines
 
 
@@ -114,6 +166,7 @@ def test_template_lines_are_read_by_the_compiled_reader():
     parsed = fastparse.parse(data, "BTCUSDT", START_US, END_US, keep_other=True)
     assert parsed.fallback == []
     assert parsed.trades.shape[1] == 49 and parsed.quotes.shape[1] == 31
+    assert parsed.other_lines == 1  # the depth event
     # prices in 1e-8, times in µs whatever the unit
     assert parsed.trades[6, 0] == 6_000_012_000_000 and parsed.trades[7, 0] == 50_000_000
     assert parsed.trades[5, 40] == T0 + 100_000 + 40_000  # an ms line
@@ -122,7 +175,8 @@ def test_template_lines_are_read_by_the_compiled_reader():
 def test_a_full_buffer_resumes_at_the_line_it_stopped_at():
     """With room for one row and one fallback line per call, the reader stops at each line it
     has no room for and goes on from there: the same rows, counts and lines as in one call."""
-    data = b"".join(_common_lines()) + b"\n".join(_odd_lines()) + b"\n\n"
+    odd = _odd_lines() + _odd_depth_lines() + _depth_lines()
+    data = b"".join(_common_lines()) + b"\n".join(x.rstrip(b"\n") for x in odd) + b"\n\n"
     whole = fastparse.parse(data, "BTCUSDT", START_US, END_US, keep_other=True)
     buf, lower = np.frombuffer(data, dtype=np.uint8), np.frombuffer(b"btcusdt", dtype=np.uint8)
     trades, quotes, fallback, other, at, calls = [], [], [], 0, 0, 0
@@ -152,17 +206,34 @@ def test_odd_lines_are_left_to_the_general_path():
     assert taken == 3, [x for x in odd if x not in parsed.fallback]
 
 
+def test_depth_events_are_other_lines_of_the_compiled_reader():
+    """Diff events are read (strictly) and counted as other-stream lines, never handed on;
+    snapshots (``rest``) and depth-like lines outside the grammar are handed on."""
+    lines, odd = _depth_lines(), _odd_depth_lines()
+    parsed = fastparse.parse(b"".join(lines), "BTCUSDT", START_US, END_US, keep_other=True)
+    assert parsed.trades.shape[1] == parsed.quotes.shape[1] == 0
+    assert parsed.other_lines == len(lines) - 2 and len(parsed.fallback) == 2
+    assert all(b'"rest":"depth"' in x for x in parsed.fallback)
+    parsed = fastparse.parse(b"\n".join(odd), "BTCUSDT", START_US, END_US, keep_other=True)
+    taken = [x for x in odd if x not in parsed.fallback]
+    # inside the grammar: a key read and not kept twice (as in any other line; neither path
+    # uses it) and another symbol's event
+    assert taken == [odd[8], odd[12]], taken
+
+
 @pytest.mark.parametrize("layout", ["one_file", "split_days"])
 def test_fast_and_general_paths_agree_byte_for_byte(tmp_path, layout):
-    common, odd = _common_lines(), _odd_lines()
+    common, odd = _common_lines(), _odd_lines() + _odd_depth_lines()
+    depth = _depth_lines()
     if layout == "one_file":
-        files = {f"{DAY}/part-000001.jsonl": common[:40] + odd + common[40:]}
+        files = {f"{DAY}/part-000001.jsonl": common[:40] + odd + depth + common[40:]}
     else:  # a neighbour day's file holding late trades, plus bad lines in it
         files = {
-            f"{DAY}/part-000001.jsonl": common[:30] + odd[:12],
-            f"{DAY}/part-000002.jsonl": common[30:] + odd[12:],
-            "2024-03-02/part-000000.jsonl": [_trade(200), _trade(201), b"garbage"],
-        }
+            f"{DAY}/part-000001.jsonl": common[:30] + odd[:12] + depth[:10],
+            f"{DAY}/part-000002.jsonl": common[30:] + odd[12:] + depth[10:],
+            "2024-03-02/part-000000.jsonl": [_trade(200), _trade(201), b"garbage",
+                                             _depth(3, 4, END_US + 5), _snapshot(2, END_US + 9)],
+        }  # fmt: skip
     (fast_stats, fast_t, fast_q), (slow_stats, slow_t, slow_q) = _both_paths(tmp_path, files)
     assert fast_t == slow_t and fast_q == slow_q
     fast_d, slow_d = dataclasses.asdict(fast_stats), dataclasses.asdict(slow_stats)
@@ -173,6 +244,10 @@ def test_fast_and_general_paths_agree_byte_for_byte(tmp_path, layout):
     q_fast = Path(fast_stats.quarantine_path).read_bytes()
     q_slow = Path(slow_stats.quarantine_path).read_bytes()
     assert q_fast == q_slow and q_fast.count(b"\n") >= fast_stats.bad_lines
+    # the order book: snapshots of the own depth stream and well-formed events are no bad
+    # lines; a depth snapshot filed under the trade stream, a torn event are
+    assert b'lastUpdateId\\":499' not in q_fast and b'lastUpdateId\\":650' not in q_fast
+    assert b'lastUpdateId\\":900' in q_fast and b'"U\\":500' not in q_fast
 
 
 INT_TOKENS = [b"0", b"7", b"-1", b"-0", b"01", b"-01", b"00", b"", b"-", b"--1", b"1.5", b"1e5",

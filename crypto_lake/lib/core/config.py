@@ -43,9 +43,10 @@ from pydantic import (
     model_validator,
 )
 
-from crypto_lake.lib.core.symbols import validate_symbol, validate_ticker
+from crypto_lake.lib.core.symbols import InvalidNameError, validate_symbol, validate_ticker
 from crypto_lake.lib.ops.config import AlertsConfig
 from crypto_lake.lib.qa.config import QAConfig
+from crypto_lake.lib.raw.binance import depth_weight
 
 DEFAULT_SYMBOLS = [
     "BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT",
@@ -100,6 +101,38 @@ class BinanceConfig(_Section):
         return self
 
 
+class DepthConfig(_Section):
+    """Order book depth (SPEC §8a): the diff stream of some symbols plus REST snapshots.
+
+    Each listed symbol also gets ``<symbol>@depth@100ms`` (or ``@depth`` at 1000 ms) on the
+    combined stream; the collector fetches ``/api/v3/depth`` snapshots at start, after every
+    reconnect or sequence gap, and every ``verify_interval_minutes`` (collector_daemon/depth.py).
+    """
+
+    symbols: list[str] = Field(default_factory=list)  # a subset of the top-level symbols
+    update_speed_ms: Literal[100, 1000] = 100
+    # levels per side of a snapshot; its request weight: crypto_lake.lib.raw.binance.depth_weight
+    snapshot_limit: int = Field(1000, ge=1, le=5000)
+    verify_interval_minutes: float = Field(10.0, ge=0)  # 0: no verification snapshots
+    # Snapshots use at most this share of collector.rest_weight_budget_per_minute; gap repairs
+    # may use all of it.
+    snapshot_weight_share: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("symbols")
+    @classmethod
+    def _valid_symbols(cls, v: list[str]) -> list[str]:
+        for i, s in enumerate(v):
+            try:
+                validate_symbol(s)
+            except InvalidNameError:
+                raise ValueError(
+                    f"entry {i} is not a symbol (expected 2-20 upper-case letters or digits)"
+                ) from None
+        if len(set(v)) != len(v):
+            raise ValueError("a symbol is listed twice")
+        return v
+
+
 class CollectorConfig(_Section):
     rotate_seconds: float = Field(60.0, gt=0)
     # Sealed files: zstd by default (measured 7.7x smaller than plain, and read faster).
@@ -114,6 +147,19 @@ class CollectorConfig(_Section):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 disables the endpoint
     fsync: bool = True
+    depth: DepthConfig = Field(default_factory=DepthConfig)
+
+    @model_validator(mode="after")
+    def _budget_allows_a_snapshot(self) -> CollectorConfig:
+        d = self.depth
+        if d.symbols and depth_weight(d.snapshot_limit) > int(
+            self.rest_weight_budget_per_minute * d.snapshot_weight_share
+        ):
+            raise ValueError(
+                "rest_weight_budget_per_minute x depth.snapshot_weight_share must allow at "
+                "least one depth snapshot (its weight at depth.snapshot_limit) per minute"
+            )
+        return self
 
 
 class DagsterConfig(_Section):
@@ -213,6 +259,21 @@ class Config(_Section):
     @classmethod
     def _valid_tickers(cls, v: list[str]) -> list[str]:
         return [validate_ticker(t) for t in v]
+
+    @model_validator(mode="after")
+    def _depth_symbols_are_recorded(self) -> Config:
+        unknown = [i for i, s in enumerate(self.collector.depth.symbols) if s not in self.symbols]
+        if unknown:
+            raise ValueError(
+                f"collector.depth.symbols: entries {unknown} are not among the configured "
+                "symbols (the depth stream is recorded only for symbols the collector records)"
+            )
+        if self.collector.depth.symbols and self.binance.max_streams_per_connection < 3:
+            raise ValueError(
+                "binance.max_streams_per_connection must be at least 3 with depth symbols "
+                "(trade, bookTicker and depth of one symbol share a connection)"
+            )
+        return self
 
     # Secrets live outside the model's file-backed fields.
     @property

@@ -3,9 +3,9 @@
 Every line the compiled reader (``tick_reader``) leaves aside, or every line when it is not
 used, is read by DuckDB's JSON reader and typed into the temporary table ``stage`` of the
 build's connection: one row per line with its kind (trade, agg, book, session, bad, invalid,
-other), receive time, ids, trade time, prices and quantities as integers of 1e-8, and the
-text of bad lines. Trades, quotes, session records (``outages``) and bad lines
-(``quarantine``) are then cut from it.
+other: other streams and symbols, order book depth events and snapshots), receive time, ids,
+trade time, prices and quantities as integers of 1e-8, and the text of bad lines. Trades,
+quotes, session records (``outages``) and bad lines (``quarantine``) are then cut from it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from crypto_lake.lib.raw.catalog import ndjson_source
 _TRADES = (binance.TRADE, binance.HISTORICAL_TRADES)  # kind 'trade': live, then repaired
 _AGGS = (binance.AGG_TRADE, binance.AGG_TRADES)  # kind 'agg'
 _BOOK = (binance.BOOK_TICKER,)
+# a REST depth snapshot is filed under the symbol's depth stream ("btcusdt@depth@100ms"):
+# order book data, not a trade ('other', like the diff events themselves)
+(_DEPTH_SUFFIX,) = {name.split("@")[0] for name in binance.DEPTH_STREAM_SUFFIX.values()}
 
 
 def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) -> str:
@@ -78,6 +81,7 @@ def _stage_sql(symbol: str, start_us: int, end_us: int, own: bool, other: bool) 
                 WHEN split_part(stream, '@', 1) <> '{lower}' THEN 'other'
                 WHEN rest = '{binance.HISTORICAL_TRADES.name}' THEN 'trade'
                 WHEN rest = '{binance.AGG_TRADES.name}' THEN 'agg'
+                WHEN rest = '{binance.DEPTH.name}' AND suffix = '{_DEPTH_SUFFIX}' THEN 'other'
                 WHEN rest IS NOT NULL THEN 'bad'
                 WHEN suffix = '{binance.TRADE.name}' THEN 'trade'
                 WHEN suffix = '{binance.AGG_TRADE.name}' THEN 'agg'

@@ -10,6 +10,7 @@ and its kind:
 * ``decimal``: a JSON string holding a plain decimal (``"60000.12000000"``);
 * ``int`` and ``bool``: JSON numbers and ``true``/``false``;
 * ``string``: any other JSON string;
+* ``levels``: a JSON array of ``[price, qty]`` pairs of decimal strings (order book sides);
 * ``time``: an integer time since the epoch, in the unit the message was requested in:
   milliseconds by default, microseconds when the stream URL has ``timeUnit=MICROSECOND`` or
   the REST request the header ``X-MBX-TIME-UNIT: MICROSECOND`` (``TIME_UNIT_PARAM``,
@@ -23,7 +24,10 @@ The collector (ids, times, repair endpoint), both raw readers (the compiled
 ``crypto_lake.lib.raw.fastparse`` and the SQL of ``crypto_lake.lib.market.tick_staging``),
 the raw catalog, the klines reader (``crypto_lake.lib.market.klines``) and the exchange
 simulator (frames and REST answers) take keys from here.
-Depth streams join when the book is recorded.
+The order book: ``@depth@100ms`` (or ``@depth``, every second) diff events and the REST
+``depth`` snapshot. Book update ids are one sequence per symbol shared with ``@bookTicker``'s
+``u``: a diff event covers ``U`` to ``u`` and the next one starts at ``u + 1``; a snapshot's
+``lastUpdateId`` is the last update in it. A level with quantity 0 is removed.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 TimeUnit = Literal["ms", "us"]
-FieldKind = Literal["decimal", "int", "bool", "string", "time"]
+FieldKind = Literal["decimal", "int", "bool", "string", "time", "levels"]
 
 TIME_UNIT_PARAM = "timeUnit"  # stream URL query parameter
 TIME_UNIT_HEADER = "X-MBX-TIME-UNIT"  # REST request header
@@ -130,6 +134,31 @@ BOOK_TICKER = Message("bookTicker", "ws", _fields(
     ("b", "bid", "decimal"), ("B", "bid_qty", "decimal"),
     ("a", "ask", "decimal"), ("A", "ask_qty", "decimal"),
 ))  # fmt: skip
+DEPTH_UPDATE = Message("depthUpdate", "ws", _fields(
+    _EVENT, _EVENT_TIME, _SYMBOL,
+    ("U", "first_update_id", "int", "the first book update id in the event"),
+    ("u", "update_id", "int", "the last; the next event's U is u + 1 unless updates were lost"),
+    ("b", "bids", "levels", "changed bid levels: the new quantity, 0 = removed"),
+    ("a", "asks", "levels", "changed ask levels"),
+))  # fmt: skip
+DEPTH_STREAM_SUFFIX = {100: "depth@100ms", 1000: "depth"}  # update speed (ms) -> stream name
+DEPTH = Message("depth", "rest", _fields(
+    ("lastUpdateId", "update_id", "int", "the book's last update id in the snapshot"),
+    ("bids", "bids", "levels", "best first"),
+    ("asks", "asks", "levels", "best first"),
+))  # fmt: skip
+# request weight of GET /api/v3/depth by limit: (largest limit, weight)
+DEPTH_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
+
+
+def depth_weight(limit: int) -> int:
+    """The request weight of a depth snapshot of ``limit`` levels per side."""
+    for most, weight in DEPTH_WEIGHTS:
+        if limit <= most:
+            return weight
+    raise ValueError(f"depth limit {limit} is above 5000")
+
+
 SERVER_SHUTDOWN = Message("serverShutdown", "ws", _fields(_EVENT, _EVENT_TIME))
 
 HISTORICAL_TRADES = Message("historicalTrades", "rest", _fields(

@@ -9,7 +9,11 @@ times faster than a general JSON reader. It is strict by design: any line outsid
 grammar (whitespace, escapes, floats, nulls, duplicate keys, more than 8 decimals, session
 records, REST repairs, malformed text) is not guessed at but handed back as a *fallback* line,
 which the general DuckDB path in ``crypto_lake.lib.market.tick_staging`` types exactly as it
-always did. So for every line, the result is the one the general path would give;
+always did. Order book diff events (``@depth@100ms``, as many lines as trades on a busy
+symbol) are read too, strictly (their ``b``/``a`` arrays of ``[price, qty]`` string pairs
+included), only to be counted as other-stream lines, as the general path counts them; their
+REST snapshots hold ``rest`` and go to the general path, which counts them alike. So for
+every line, the result is the one the general path would give;
 ``crypto_lake_tests/lib/test_fastparse.py`` proves it line by line and file by file.
 """
 
@@ -30,7 +34,7 @@ from crypto_lake.lib.raw.binance import AGG_TRADE, BOOK_TICKER, TRADE
 KIND_TRADE, KIND_AGG, KIND_BOOK, KIND_OTHER = 1, 2, 3, 4
 
 # value types of a captured token
-_NONE, _INT, _STR, _TRUE, _FALSE = 0, 1, 2, 3, 4
+_NONE, _INT, _STR, _TRUE, _FALSE, _LEVELS = 0, 1, 2, 3, 4, 5
 INT64_MAX = np.iinfo(np.int64).max
 
 # top-level keys
@@ -72,7 +76,7 @@ _N_DATA = len(_SLOTS)
 _D_IGNORED = _N_DATA  # e, E, s, M: read and checked, not used
 # payload key (one byte) -> slot, _D_IGNORED, or -1 for a key no stream has
 _KEY_SLOT = np.full(256, -1, dtype=np.int64)
-for _key in {k for m in binance.STREAMS.values() for k in m.keys}:
+for _key in {k for m in (*binance.STREAMS.values(), binance.DEPTH_UPDATE) for k in m.keys}:
     if len(_key) != 1:
         raise ImportError(f"fastparse reads one-letter payload keys, not {_key!r}")
     _KEY_SLOT[ord(_key)] = _SLOTS.get(_key, _D_IGNORED)
@@ -158,7 +162,7 @@ def map_fingerprint() -> str:
 # does. So a map whose constants differ from this fingerprint gets a reader compiled afresh in
 # each process (correct, slower to start), and crypto_lake_tests/lib/test_binance.py fails
 # until the fingerprint is updated here, which changes this file and so renews the cache.
-MAP_FINGERPRINT = "f070e7e94c86dc27"
+MAP_FINGERPRINT = "3aca35faeba4dc65"
 _CACHE = map_fingerprint() == MAP_FINGERPRINT
 
 
@@ -280,7 +284,43 @@ def _value(buf, p, end, starts, ends, types, slot):
         if slot >= 0:
             types[slot] = _FALSE
         return p + 5
-    return -1  # null, arrays, objects, junk
+    if c == 91:
+        q = _levels(buf, p, end)
+        if q > 0 and slot >= 0:
+            types[slot] = _LEVELS  # never a value a trade or quote column accepts
+        return q
+    return -1  # null, other arrays, objects, junk
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _levels(buf, p, end):
+    """Index after the array of ``["price","qty"]`` string pairs whose '[' is at ``p`` (an
+    order book side), or -1 for anything else."""
+    p += 1
+    if p < end and buf[p] == 93:
+        return p + 1
+    while p < end:
+        if buf[p] != 91:
+            return -1
+        for k in range(2):
+            p += 1
+            if p >= end or buf[p] != 34:
+                return -1
+            p = _string_end(buf, p + 1, end)
+            if p < 0:
+                return -1
+            p += 1
+            if p >= end or buf[p] != (44 if k == 0 else 93):
+                return -1
+        p += 1
+        if p >= end:
+            return -1
+        if buf[p] == 93:
+            return p + 1
+        if buf[p] != 44:
+            return -1
+        p += 1
+    return -1
 
 
 @numba.njit(cache=_CACHE, nogil=True)
@@ -668,14 +708,17 @@ def _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
             elif not _eq(buf, starts[_K_UNIT], ends[_K_UNIT], _L_MS):
                 ok = False
         if ok:
-            # stream = "<lower>@<suffix>" with exactly one '@'
+            # stream = "<symbol>@<suffix>[@<more>]": the suffix tells the kind, as in the
+            # general path (a depth stream is "<symbol>@depth@100ms")
             s0, s1 = starts[_K_STREAM], ends[_K_STREAM]
             at = -1
+            at2 = s1  # the second '@', if any
             for i in range(s0, s1):
                 if buf[i] == 64:
-                    if at >= 0:
-                        ok = False
-                    at = i
+                    if at < 0:
+                        at = i
+                    elif at2 == s1:
+                        at2 = i
             if at < 0:
                 ok = False
             if ok:
@@ -687,14 +730,16 @@ def _parse_lines(buf, at, lower, start_us, end_us, keep_other, tr, bk, fb_start,
                             break
                 if not mine:
                     kind = KIND_OTHER
-                elif _eq(buf, at + 1, s1, _L_TRADE):
+                elif _eq(buf, at + 1, at2, _L_TRADE):
                     kind = KIND_TRADE
-                elif _eq(buf, at + 1, s1, _L_AGGTRADE):
+                elif _eq(buf, at + 1, at2, _L_AGGTRADE):
                     kind = KIND_AGG
-                elif _eq(buf, at + 1, s1, _L_BOOKTICKER):
+                elif _eq(buf, at + 1, at2, _L_BOOKTICKER):
                     kind = KIND_BOOK
                 else:
                     kind = KIND_OTHER
+                if at2 < s1 and kind != KIND_OTHER:
+                    ok = False  # "btcusdt@trade@x": not what the collector writes
         if not ok:
             fb_start[n_fb], fb_end[n_fb] = line_s, e
             n_fb += 1

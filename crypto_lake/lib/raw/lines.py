@@ -1,6 +1,6 @@
 """The raw line schema shared by the collector (writer) and Dagster (reader).
 
-Every line of a raw part file is one JSON object. Three kinds exist:
+Every line of a raw part file is one JSON object. Four kinds exist:
 
 * market data, exactly what the exchange sent, wrapped with the local receive clock::
 
@@ -14,6 +14,13 @@ Every line of a raw part file is one JSON object. Three kinds exist:
 
     {"recv_ns": ..., "conn": "rest", "unit": "ms", "stream": "btcusdt@trade",
      "rest": "historicalTrades", "data": {"id": 1, "price": "...", ...}}
+
+* order book snapshots from REST ``/api/v3/depth``; ``data`` is the verbatim answer body
+  (``lastUpdateId``, ``bids``, ``asks``), ``stream`` the symbol's depth stream, ``reason``
+  why it was fetched (``DEPTH_SNAPSHOT_REASONS``) and ``limit`` the levels asked for::
+
+    {"recv_ns": ..., "conn": "rest", "unit": "ms", "stream": "btcusdt@depth@100ms",
+     "rest": "depth", "reason": "start", "limit": 1000, "data": {"lastUpdateId": 1, ...}}
 
 * session records, so a reader can tell an outage from a quiet market::
 
@@ -59,6 +66,12 @@ SESSION_EVENTS = (
     "collector_stop",  # "unclean": true when written by the next start (see above)
 )
 REST_SOURCES = tuple(REPAIR_SOURCES)  # historicalTrades, aggTrades
+DEPTH_SNAPSHOT_REASONS = (
+    "start",  # the first snapshot after the depth stream started on a connection
+    "gap",  # the diff events broke their sequence (U != previous u + 1)
+    "reconnect",  # the connection carrying the depth stream was replaced or reconnected
+    "verify",  # the periodic snapshot the rebuilt book is checked against
+)
 
 
 class RawLineError(ValueError):
@@ -91,6 +104,22 @@ def repaired_line(recv_ns: int, stream: str, unit: TimeUnit, source: str, payloa
         "data": payload,
     }
     return orjson.dumps(record) + b"\n"
+
+
+def depth_snapshot_line(
+    recv_ns: int, stream: str, reason: str, limit: int, body: bytes, unit: TimeUnit = "ms"
+) -> bytes:
+    """A REST depth snapshot; ``body`` is the answer's bytes, spliced in unchanged."""
+    if reason not in DEPTH_SNAPSHOT_REASONS:
+        raise ValueError(f"unknown depth snapshot reason {reason!r}")
+    body = body.strip()
+    if not body.startswith(b"{"):
+        raise RawLineError("depth snapshot is not a JSON object")
+    head = orjson.dumps(
+        {"recv_ns": recv_ns, "conn": "rest", "unit": unit, "stream": stream, "rest": "depth",
+         "reason": reason, "limit": limit}
+    )  # fmt: skip
+    return head[:-1] + b',"data":' + body + b"}\n"
 
 
 def session_line(recv_ns: int, conn: str, event: str, **fields: Any) -> bytes:
