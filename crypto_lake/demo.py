@@ -13,6 +13,9 @@ prints where to look, and stops everything on Ctrl+C (or after ``--duration`` se
 Once today's first 1-second bars exist it asks Dagster (as a user would in the UI) for
 today's QA report (``qa_daily_job``), and again every ``--report-every`` seconds, so the
 report is there within minutes instead of after midnight.
+
+The order book of ``--depth-symbols`` (default BTCUSDT) is recorded too (diff events and REST
+snapshots), so ``book_1s`` and its checks fill in as the book refresh sensor runs.
 """
 
 from __future__ import annotations
@@ -170,6 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
     p.add_argument("--lake", type=Path, default=ROOT / "lake-demo", help="demo lake root")
     p.add_argument("--symbols", default=DEMO_SYMBOLS, help="comma-separated symbols")
+    p.add_argument(
+        "--depth-symbols",
+        default="BTCUSDT",
+        help="symbols whose order book is recorded and rebuilt (book_1s); '' for none",
+    )
     p.add_argument("--port", type=int, default=3000, help="Dagster web UI port on 127.0.0.1")
     p.add_argument("--rotate-seconds", type=float, default=15.0, help="raw file rotation")
     p.add_argument("--no-dagster", action="store_true", help="only simulator + collector")
@@ -202,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "LAKE_ROOT": str(lake),
         "DAGSTER_HOME": str(home),
         "CRYPTO_LAKE__SYMBOLS": f"[{args.symbols}]",
+        "CRYPTO_LAKE__COLLECTOR__DEPTH__SYMBOLS": f"[{args.depth_symbols}]",
+        # a verification snapshot every 2 minutes, so book_1s shows them soon
+        "CRYPTO_LAKE__COLLECTOR__DEPTH__VERIFY_INTERVAL_MINUTES": "2",
         # compressed automation: refresh today's partitions every minute
         "CRYPTO_LAKE__DAGSTER__REFRESH_INTERVAL_SECONDS": "60",
         "PYTHONUNBUFFERED": "1",
@@ -224,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet.start(
             "simulator",
             [py, "-m", "crypto_lake.simulator", "--symbols", args.symbols, "--port", "0",
-             "--port-file", str(port_file), *outage,
+             "--port-file", str(port_file), *outage, "--depth-symbols", args.depth_symbols,
              # a week of history before now, and Binance's public files of it (try a
              # history_import_job backfill, or `crypto-lake history`)
              "--history-days", "7", "--history-rate-scale", "0.05"],

@@ -11,7 +11,8 @@ import pytest
 # processes they started; they go first so the short ones fill in around them.
 LONG_FIRST = ("test_demo.py", "test_simulator_to_bars.py", "e2e/", "test_production_deploy.py",
               "test_container_k8s.py", "test_capture.py",
-              "test_fastparse.py", "test_unclean_stop.py", "test_partition_truth.py")  # fmt: skip
+              "test_fastparse.py", "test_book_fuzz.py", "test_unclean_stop.py",
+              "test_partition_truth.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

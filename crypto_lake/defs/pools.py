@@ -3,7 +3,7 @@
 `dagster.yaml` sets ``concurrency.pools`` to ``granularity: run`` with ``default_limit: 1``, so
 the run queue holds back any run (scheduled, UI backfill, launchpad) whose assets share a pool
 with a run in progress: one Yahoo-bound run, one writer of ``state/lake.duckdb``, one run
-that writes market partitions.
+that writes market partitions, one order book rebuild.
 
 Dagster 1.13 writes a pool's default limit into the instance only when its run queue first
 meets the pool, after it has read the known limits for that pass; on a new instance that first
@@ -19,9 +19,10 @@ import dagster as dg
 
 from crypto_lake.defs.macro.assets import YAHOO_POOL
 from crypto_lake.defs.market.assets import MARKET_POOL
+from crypto_lake.defs.market.book import BOOK_POOL
 from crypto_lake.defs.ops.assets import DUCKDB_POOL
 
-POOLS = (YAHOO_POOL, DUCKDB_POOL, MARKET_POOL)
+POOLS = (YAHOO_POOL, DUCKDB_POOL, MARKET_POOL, BOOK_POOL)
 
 
 def prepare_pools(instance: dg.DagsterInstance) -> dict[str, int]:

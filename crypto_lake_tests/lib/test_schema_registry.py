@@ -1,9 +1,9 @@
 """The schema registry (lib/core/schema.py): every writer's output is its registered table.
 
 One small lake is built with the real writers (ticks, both bar paths, the 1 m rollup,
-coverage, klines, QA, macro and DXY); each file's Parquet schema must equal its definition
-and pass its pandera contract. Writers refuse a table whose columns differ, and the contract
-catches rows that break a rule of the table.
+coverage, klines, the order book, QA, macro and DXY); each file's Parquet schema must equal
+its definition and pass its pandera contract. Writers refuse a table whose columns differ,
+and the contract catches rows that break a rule of the table.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from crypto_lake.lib.book.report import build_book_day
+from crypto_lake.lib.book.synthetic import Faults, SyntheticSpec, write_day
 from crypto_lake.lib.core import schema
 from crypto_lake.lib.core.contracts import read_frame, validate_file, validate_frame
 from crypto_lake.lib.core.parquet_out import write_dataset, write_dataset_groups
@@ -88,6 +90,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         (zipped := layout.root / "zips" / name).parent.mkdir(exist_ok=True)
         zipped.write_bytes(data)
         write_dataset(read_klines(zipped, day, "1s"), out("klines_1s", day), "klines_1s")
+    # book_1s: a synthetic depth recording (diff events, snapshots, a disconnect) rebuilt
+    spec = SyntheticSpec(symbol=SYMBOL, day=DAYS[0], start_s=7200, seconds=120, events_per_s=5,
+                         levels_per_event=10, depth=200, snapshot_limit=100,
+                         snapshot_every_s=30, faults=Faults(disconnects=1))  # fmt: skip
+    depth = write_day(spec, layout.root / "depth_raw")
+    build_book_day(depth.paths, SYMBOL, DAYS[0], out("book_1s", DAYS[0]),
+                   layout.book_checks_path(SYMBOL, DAYS[0]), layout.quarantine_root)  # fmt: skip
     run_qa_files(layout, SYMBOL, DAYS[0], day_window(DAYS[0]), QAConfig())
     for kind in QA_DATASETS:
         files[f"qa_{kind}"] = [qa_file(layout, kind, DAYS[0], SYMBOL)]
@@ -128,6 +137,9 @@ def test_written_files_equal_their_definition_and_pass_their_contract(
         assert result.rows >= 1440  # real content, not an empty file
     if name == "qa_violations":
         assert result.rows > 0  # the unrepaired gap
+    if name == "book_1s":  # reliable rows, and the disconnect's unreliable ones
+        reliable = pq.read_table(path, columns=["reliable"])["reliable"].to_pylist()
+        assert reliable.count(True) > 60 and reliable.count(False) >= 1
 
 
 def _described(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:

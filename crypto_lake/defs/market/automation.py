@@ -13,7 +13,7 @@ Critical checks gate inside the run: `bars_1m` is not built when R1/R2/R4 fail.
 """
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -89,11 +89,13 @@ def run_in_flight(instance: dg.DagsterInstance, job_name: str, trigger: str) -> 
     return bool(instance.get_run_records(filters, limit=1))
 
 
-def symbol_span(symbols: set[str]) -> list[str]:
-    """The declared symbols from the first to the last touched one (a contiguous range)."""
-    order = [s for s in CONFIG.symbols if s in symbols]
-    first, last = CONFIG.symbols.index(order[0]), CONFIG.symbols.index(order[-1])
-    return CONFIG.symbols[first : last + 1]
+def symbol_span(symbols: set[str], order: Sequence[str] | None = None) -> list[str]:
+    """The declared symbols (``order``: the partitions' symbols, default every configured
+    one) from the first to the last touched one (a contiguous range)."""
+    order = list(CONFIG.symbols if order is None else order)
+    touched = [s for s in order if s in symbols]
+    first, last = order.index(touched[0]), order.index(touched[-1])
+    return order[first : last + 1]
 
 
 def valid_days(days: Iterable[str]) -> list[str]:
@@ -103,13 +105,18 @@ def valid_days(days: Iterable[str]) -> list[str]:
 
 
 def block_requests(
-    touched: dict[str, set[str]], trigger: str, last: int, job_name: str | None = None
+    touched: dict[str, set[str]],
+    trigger: str,
+    last: int,
+    job_name: str | None = None,
+    order: Sequence[str] | None = None,
 ) -> list[dg.RunRequest]:
-    """One ranged run per block of consecutive touched days, over the declared symbols from
-    the first to the last touched one of the block; run keys unique per cursor ``last``."""
+    """One ranged run per block of consecutive touched days, over the declared symbols
+    (``order``, see ``symbol_span``) from the first to the last touched one of the block;
+    run keys unique per cursor ``last``."""
     requests = []
     for block in contiguous_day_blocks(valid_days(touched)):
-        symbols = symbol_span(set().union(*(touched[d] for d in block)))
+        symbols = symbol_span(set().union(*(touched[d] for d in block)), order)
         requests.append(
             dg.RunRequest(
                 run_key=f"{trigger}:{block[0]}:{block[-1]}:{last}",

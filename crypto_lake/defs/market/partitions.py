@@ -22,8 +22,11 @@ DATE_DIM = "date"
 SYMBOL_DIM = "symbol"
 
 
-def build_market_partitions(config: Config) -> dg.MultiPartitionsDefinition:
-    """Daily partitions from ``dagster.partitions_start`` (today included) × configured symbols."""
+def build_market_partitions(
+    config: Config, symbols: Sequence[str] | None = None
+) -> dg.MultiPartitionsDefinition:
+    """Daily partitions from ``dagster.partitions_start`` (today included) × configured symbols
+    (or ``symbols``, a subset in the same order)."""
     return dg.MultiPartitionsDefinition(
         {
             DATE_DIM: dg.DailyPartitionsDefinition(
@@ -31,7 +34,9 @@ def build_market_partitions(config: Config) -> dg.MultiPartitionsDefinition:
                 timezone="UTC",
                 end_offset=1,  # today's partition exists, so intraday refreshes have a target
             ),
-            SYMBOL_DIM: dg.StaticPartitionsDefinition(list(config.symbols)),
+            SYMBOL_DIM: dg.StaticPartitionsDefinition(
+                list(config.symbols if symbols is None else symbols)
+            ),
         }
     )
 
@@ -62,7 +67,9 @@ class PartitionScopeError(dg.Failure):
     """A run whose tags do not name a set of market partitions we can build exactly."""
 
 
-def run_partition_keys(context: Any) -> list[str]:
+def run_partition_keys(
+    context: Any, partitions_def: dg.MultiPartitionsDefinition | None = None
+) -> list[str]:
     """The market partitions a run claims, whatever launched it.
 
     A backfill launched from a job's page gives each run the range tags *and* the dimension
@@ -78,7 +85,9 @@ def run_partition_keys(context: Any) -> list[str]:
     start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     if start and end:
         try:
-            keys = market_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+            keys = (partitions_def or market_partitions).get_partition_keys_in_range(
+                dg.PartitionKeyRange(start, end)
+            )
         except Exception as exc:
             raise PartitionScopeError(
                 f"run tags name the partition range {start} .. {end}, which is not a range of "

@@ -12,7 +12,7 @@ from crypto_lake.lib.core.symbols import validate_day, validate_symbol, validate
 
 EXCHANGE = "binance"
 MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "klines_1s",
-                   "coverage")  # fmt: skip
+                   "coverage", "book_1s")  # fmt: skip
 QA_DATASETS = ("violations", "anomalies", "verdicts")
 # What the archive keeps per symbol-day (SPEC §9): the raw lines compacted into one zstd file,
 # and a copy of each table's partition file; each file has a .meta.json sidecar.
@@ -191,6 +191,12 @@ class LakeLayout:
         """A partition's unrecorded intervals (JSON), saved by the ticks step for the bars and
         coverage steps; outside the table folders, so hive readers see only Parquet."""
         return self.state_dir / "outages" / f"symbol={validate_symbol(symbol)}" / (
+            f"{validate_day(day)}.json")  # fmt: skip
+
+    def book_checks_path(self, symbol: str, day: str | date) -> Path:
+        """What the book_1s step found while rebuilding a partition's order book (JSON: the
+        checks' inputs, gaps, snapshots), read by its asset checks."""
+        return self.state_dir / "book" / f"symbol={validate_symbol(symbol)}" / (
             f"{validate_day(day)}.json")  # fmt: skip
 
     @property

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from crypto_lake.lib.book.model import BANDS_BPS, LEVELS, STATE_NAMES
 from crypto_lake.lib.core.paths import EXCHANGE
 
 TS = pa.timestamp("us", tz="UTC")
@@ -581,8 +582,90 @@ QA_VERDICTS = Dataset(
     rules=("window_start < window_end",),
 )
 
+# --- the order book (crypto_lake.lib.book) ---------------------------------------------------
+_BOOK_SIDES = ("bid", "ask")
+_BOOK = "NULL when not reliable"
+
+
+def _level_columns() -> list[Column]:
+    out = []
+    for i in range(1, LEVELS + 1):
+        for side in _BOOK_SIDES:
+            what = f"{i}{'st' if i == 1 else 'nd' if i == 2 else 'rd' if i == 3 else 'th'}"
+            out.append(Column(f"{side}_price_{i}", PRICE, f"{what} best {side} price; {_BOOK} "
+                              "or beyond the book", nullable=True, gt=0))  # fmt: skip
+            out.append(Column(f"{side}_qty_{i}", QTY, f"quantity at {side}_price_{i}",
+                              nullable=True, gt=0))  # fmt: skip
+    return out
+
+
+def _depth_columns() -> list[Column]:
+    out = []
+    kinds = (("depth", VOLUME, "sum of quantities"),
+             ("notional", QUOTE_VOLUME, "sum of price x quantity, exact"))  # fmt: skip
+    for kind, dtype, what in kinds:
+        for bps in BANDS_BPS:
+            for side in _BOOK_SIDES:
+                out.append(Column(
+                    f"{side}_{kind}_{bps}bps", dtype,
+                    f"{what} of the {side} levels within {bps} bps of the mid; {_BOOK} or when "
+                    "the band reaches past the depth a snapshot proved", nullable=True, ge=0,
+                ))  # fmt: skip
+    return out
+
+
+BOOK_1S = Dataset(
+    name="book_1s",
+    version=1,
+    description=(
+        "The order book at the end of every second (UTC) from Binance's diff depth stream "
+        "and REST snapshots, rebuilt with Binance's documented procedure: the top 20 levels "
+        "per side, mid, microprice, spread, depth and notional within 10 and 50 bps of the "
+        "mid, and the 10 bps imbalance. One row per second from the day's first reliable "
+        "second; `reliable` is false (and the book columns NULL) between a sequence gap and "
+        "the resync, and where the top 20 reach past the depth a snapshot proved. The clock "
+        "is the exchange's event time: a row holds every diff event of its second."
+    ),
+    path=_market_path("book_1s"),
+    columns=(
+        Column("symbol", STR, "Binance symbol, e.g. BTCUSDT"),
+        Column("window_start", TS, "start of the second (UTC); the book at its end"),
+        Column("reliable", BOOL, "the book is proved right at the second's end"),
+        Column(
+            "unreliable_reason",
+            STR,
+            "why not (no_data, no_snapshot, gap, malformed, "
+            "verify_mismatch, beyond_snapshot_depth); NULL when reliable",
+            nullable=True,
+            isin=STATE_NAMES[1:],
+        ),
+        Column("update_id", I64, "the last update id applied; " + _BOOK, nullable=True),
+        Column("events", I64, "diff events received in the second (by event time)", ge=0),
+        Column("level_updates", I64, "level changes in those events", ge=0),
+        Column("mid", F64, "(best bid + best ask) / 2; " + _BOOK, nullable=True),
+        Column(
+            "microprice",
+            F64,
+            "(bid x ask qty + ask x bid qty) / (bid qty + ask qty)",
+            nullable=True,
+        ),
+        Column("spread", PRICE, "best ask - best bid, exact", nullable=True),
+        Column(
+            "imbalance_10bps",
+            F64,
+            "(bid depth - ask depth) / (bid depth + ask depth) within 10 bps",
+            nullable=True,
+        ),
+        *_depth_columns(),
+        *_level_columns(),
+    ),
+    sort_keys=("window_start",),
+    unique=("window_start",),
+)
+
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
-    for d in (TRADES, QUOTES, BARS_1S, BARS_1M, KLINES_1M, KLINES_1S, COVERAGE, MACRO_1M,
-              DXY_SYNTHETIC_1M, QA_VIOLATIONS, QA_ANOMALIES, QA_VERDICTS)
+    for d in (TRADES, QUOTES, BARS_1S, BARS_1M, KLINES_1M, KLINES_1S, COVERAGE, BOOK_1S,
+              MACRO_1M, DXY_SYNTHETIC_1M, QA_VIOLATIONS, QA_ANOMALIES, QA_VERDICTS)
 }  # fmt: skip

@@ -55,6 +55,19 @@ _COVERAGE_DAILY_SQL = "CREATE OR REPLACE VIEW coverage_daily AS " + coverage.DAI
 )
 
 
+# The order book's coverage per symbol and minute: seconds whose rebuilt book is proved right,
+# and the others with why not (a sequence gap until the resync, no snapshot yet, ...).
+_COVERAGE_BOOK_SQL = """
+CREATE OR REPLACE VIEW coverage_book AS
+SELECT symbol, date, time_bucket(INTERVAL 1 minute, window_start) AS minute,
+    count(*) AS seconds,
+    count(*) FILTER (WHERE reliable) AS seconds_reliable,
+    count(*) FILTER (WHERE NOT reliable) AS seconds_unreliable,
+    list(DISTINCT unreliable_reason) FILTER (WHERE NOT reliable) AS unreliable_reasons
+FROM book_1s GROUP BY ALL
+"""
+
+
 def sql_literal(path: Path | str) -> str:
     """A path as a single-quoted SQL string literal."""
     return "'" + str(path).replace("'", "''") + "'"
@@ -77,10 +90,10 @@ def dataset_source(layout: LakeLayout, dataset: str) -> str:
 
 
 def view_statements(layout: LakeLayout) -> list[str]:
-    """CREATE VIEW statements for the market datasets, the bars-vs-klines comparison and the
-    daily coverage summary."""
+    """CREATE VIEW statements for the market datasets, the bars-vs-klines comparison, the
+    daily coverage summary and the order book's coverage per minute."""
     out = [f"CREATE OR REPLACE VIEW {d} AS {dataset_source(layout, d)}" for d in VIEW_DATASETS]
-    return [*out, _COMPARE_SQL, _COVERAGE_DAILY_SQL]
+    return [*out, _COMPARE_SQL, _COVERAGE_DAILY_SQL, _COVERAGE_BOOK_SQL]
 
 
 def _default_extra(layout: LakeLayout) -> list[str]:
