@@ -1,14 +1,14 @@
 """Issue 20: book_1s and its checks from the real Definitions on a real Dagster instance.
 
 Two synthetic depth days of BTCUSDT, written in the collector's exact raw formats
-(``crypto_lake.lib.book.synthetic``): a clean one and one with lost diff events (each
-followed by a "gap" snapshot, as the collector fetches one). The book refresh sensor sees
-their raw files and asks for one ranged run; ``book_job`` runs it. Checked: the partitions
-are the depth symbols only; the clean day's four checks pass with verified snapshots and
-compared bookTickers; on the faulty day the book stays right where it is reliable, the
-spans between each gap and its resync are ``reliable = false`` and listed by the failing
-``book_continuous`` check, and the other checks still pass; the best bid/ask of every
-reliable row equal the true book; the metadata carries the chart.
+(``crypto_lake.lib.book.synthetic``): a clean one, and one with lost diff events (each
+followed by a "gap" snapshot, as the collector fetches one) and two 1-3 s disconnects. The
+book refresh sensor sees their raw files and asks for a run per block of days; ``book_job``
+runs them. Checked: the partitions are the depth symbols only; the clean day's four checks
+pass with verified snapshots and compared bookTickers; on the faulty day the spans between a
+gap and its resync are ``reliable = false`` and listed by the failing ``book_continuous``
+check while the other checks pass; the best bid/ask of every reliable row equal the true
+book; the metadata carries the chart.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import pytest
 
 from crypto_lake.lib.core.paths import LakeLayout
 
-DAYS = ("2024-03-04", "2024-03-05")
+# not adjacent: each synthetic day numbers its updates from the same id, and the next day's
+# first file closes a day's last second (book_1s.first_part_after)
+DAYS = ("2024-03-04", "2024-03-06")
 SECONDS = 900
 
 
@@ -52,13 +54,14 @@ def _checks(out: dict, day: str) -> dict[str, dict]:
     return {c["name"]: c for c in out["checks"] if c["partition"] == f"{day}|BTCUSDT"}
 
 
-def test_partitions_are_the_depth_symbols_and_the_sensor_asks_for_one_ranged_run(run) -> None:
+def test_partitions_are_the_depth_symbols_and_the_sensor_asks_for_the_touched_days(run) -> None:
     _, out = run
     assert out["partitions"] == ["2024-01-01|BTCUSDT", "2024-01-02|BTCUSDT", "2024-01-03|BTCUSDT"]
-    assert len(out["requests"]) == 1 and out["runs"] == [True]
-    tags = out["requests"][0]
-    assert tags["dagster/asset_partition_range_start"] == f"{DAYS[0]}|BTCUSDT"
-    assert tags["dagster/asset_partition_range_end"] == f"{DAYS[1]}|BTCUSDT"
+    assert out["runs"] == [True, True]  # one ranged run per block of consecutive days
+    for day, tags in zip(DAYS, out["requests"], strict=True):
+        assert tags["dagster/asset_partition_range_start"] == f"{day}|BTCUSDT"
+        assert tags["dagster/asset_partition_range_end"] == f"{day}|BTCUSDT"
+        assert tags["crypto_lake/trigger"] == "book_refresh"
     assert out["materialized"] == [f"{d}|BTCUSDT" for d in DAYS]
 
 

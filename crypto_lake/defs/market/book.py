@@ -60,6 +60,8 @@ from crypto_lake.lib.book.report import (
     load_book_report,
 )
 from crypto_lake.lib.core.charts import png_data_uri
+from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
+from crypto_lake.lib.core.symbols import shift_day
 from crypto_lake.lib.raw.catalog import RawCatalog
 
 BOOK_POOL = "lake_book"  # one book rebuild at a time (a busy day is ~40 s of one core)
@@ -97,6 +99,7 @@ def book_1s(context: dg.AssetExecutionContext, lake: LakeResource):
     for day, symbol in partition_pairs(run_partition_keys(context, book_partitions)):
         key = f"{day}|{symbol}"
         files = with_compacted(layout, symbol, day, catalog.files_for(symbol, day))
+        files += first_part_after(layout, symbol, day, files)
         out = partition_file(layout, "book_1s", symbol, day)
         started = datetime.now(UTC)
         report = build_book_day(files, symbol, day, out, layout.book_checks_path(symbol, day),
@@ -114,6 +117,15 @@ def book_1s(context: dg.AssetExecutionContext, lake: LakeResource):
     # a ranged run's partitions keep their numbers, gaps and chart in their observations
     observed = [*BOOK_NUMERIC, "max_mid_deviation_bps", "rebuild_seconds", "summary"]
     yield from materialize_partitions(context, "book_1s", per, BOOK_NUMERIC, observed=observed)
+
+
+def first_part_after(layout: LakeLayout, symbol: str, day: str, files: list[Path]) -> list[Path]:
+    """The next day's first sealed part file, unless ``files`` has it: its first diff event
+    closes the day's last second (a row needs an event after its second)."""
+    folder = layout.raw_day_dir(symbol, shift_day(day, 1))
+    sealed = sorted(p for p in folder.glob("part-*") if (n := parse_part_name(p.name)) is not None
+                    and not n.is_open) if folder.is_dir() else []  # fmt: skip
+    return sealed[:1] if sealed and sealed[0] not in files else []
 
 
 def _hm(us: int) -> str:
