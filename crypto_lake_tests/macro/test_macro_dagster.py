@@ -101,7 +101,12 @@ def test_retrying_yahoo_runs_never_take_every_run_slot(tmp_path: Path) -> None:
     )
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     with dg.DagsterInstance.from_config(str(home)) as inst:
-        assert prepare_pools(inst) == {"yahoo": 1, "lake_duckdb": 1, "lake_market": 1}
+        assert prepare_pools(inst) == {
+            "yahoo": 1,
+            "lake_duckdb": 1,
+            "lake_market": 1,
+            "lake_book": 1,
+        }
         requests = macro_tick(inst, LakeResource(lake_root=str(tmp_path)).layout, now).run_requests
         assert requests is not None and len(requests) == 2  # today + newest catch-up day, capped
         ui_tags = {

@@ -235,6 +235,12 @@ class BookDay:
         return int(hit[0]) if len(hit) else None
 
     @property
+    def last_second(self) -> int | None:
+        """Index of the day's last second the clock passed (a row of data), or None."""
+        hit = np.flatnonzero(self.rows[R_STATE] != NO_DATA)
+        return int(hit[-1]) if len(hit) else None
+
+    @property
     def reliable_seconds(self) -> int:
         return int(np.count_nonzero(self.rows[R_STATE] == RELIABLE))
 

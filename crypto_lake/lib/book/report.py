@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from crypto_lake.lib.book.fast import reconstruct_day
-from crypto_lake.lib.book.model import NO_DATA, R_STATE, BookDay
+from crypto_lake.lib.book.model import BookDay
 from crypto_lake.lib.book.table import book_1s_table
 from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
@@ -49,17 +48,10 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError
 
 
-def last_second(day: BookDay) -> int | None:
-    """Index of the day's last second the book's clock passed (a later one has no row: not
-    recorded, or not yet: today's partition ends at its last complete second)."""
-    hit = np.flatnonzero(day.rows[R_STATE] != NO_DATA)
-    return int(hit[-1]) if len(hit) else None
-
-
 def report_of(day: BookDay, rows: int) -> dict[str, Any]:
     """The JSON report of a rebuilt day (see the module docstring)."""
     c = day.checks
-    first, last = day.first_reliable, last_second(day)
+    first, last = day.first_reliable, day.last_second
     end_us = day.start_us + ((last or 0) + 1) * 1_000_000
     gaps = [g for g in day.gaps() if g.start_us < end_us]
     return {
@@ -98,9 +90,6 @@ def build_book_day(
     """Rebuild, write ``out`` (book_1s) and ``report_path``; returns the report."""
     book = reconstruct_day(files, symbol, day)
     table = book_1s_table(book)
-    first, last = book.first_reliable, last_second(book)
-    if first is not None and last is not None:  # no rows past the clock's last second
-        table = table.slice(0, last - first + 1)
     write_dataset(table, out, "book_1s")
     _write_quarantine(book, Path(quarantine_dir) / f"{symbol}_{day}_depth.jsonl")
     report = report_of(book, table.num_rows)

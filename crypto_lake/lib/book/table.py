@@ -79,9 +79,11 @@ def _doubles(rows: np.ndarray, ok: np.ndarray, depth_ok: np.ndarray) -> dict[str
 
 
 def book_1s_table(day: BookDay) -> pa.Table:
-    """The ``book_1s`` rows of a reconstructed day (none when it never became reliable)."""
-    first = day.first_reliable
-    rows = day.rows[:, first:] if first is not None else day.rows[:, :0]
+    """The ``book_1s`` rows of a reconstructed day: from its first reliable second to the last
+    second its clock passed (none when it never became reliable). Later seconds have no row:
+    not recorded, or not yet (today's partition ends at its last closed second)."""
+    first, last = day.first_reliable, day.last_second
+    rows = day.rows[:, first : last + 1] if first is not None else day.rows[:, :0]
     rows = np.ascontiguousarray(rows)
     n = rows.shape[1]
     state, flags = rows[R_STATE], rows[R_FLAGS]

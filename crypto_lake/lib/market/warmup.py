@@ -1,10 +1,11 @@
 """Compile the numba kernels once, ahead of use: ``python -m crypto_lake.lib.market.warmup``.
 
-The compiled reader (``lib/raw/fastparse.py``) and the bar kernels (``columns.py``,
-``fastbars.py``) are cached by numba (``cache=True``), but only once something calls them:
-the first market run on a fresh machine or container spends about a minute compiling. This
-builds ticks and 1 s bars of a small made-up day with the same calls the assets make, so
-every kernel is compiled with the argument types of a real run and lands in numba's cache
+The compiled reader (``lib/raw/fastparse.py``), the bar kernels (``columns.py``,
+``fastbars.py``) and the order book reconstruction (``lib/book``) are cached by numba
+(``cache=True``), but only once something calls them: the first market or book run on a
+fresh machine or container spends a minute or two compiling. This builds ticks, 1 s bars and
+the book of a small made-up day with the same calls the assets make, so every kernel is
+compiled with the argument types of a real run and lands in numba's cache
 (next to the sources, or in ``NUMBA_CACHE_DIR``). deploy/Containerfile runs it at build time
 with ``NUMBA_CPU_NAME=generic``, so the cache is valid on whatever CPU the image runs on.
 """
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import orjson
 
+from crypto_lake.lib.book.fast import reconstruct_day
+from crypto_lake.lib.book.synthetic import depth_event_line, snapshot_line, ticker_line
+from crypto_lake.lib.book.table import book_1s_table
 from crypto_lake.lib.market.bars import build_bars_1s
 from crypto_lake.lib.market.ticks import build_ticks
 from crypto_lake.lib.raw.lines import ws_line
@@ -54,7 +58,27 @@ def warm(workdir: Path) -> dict[str, int]:
                         seconds_out=seconds)  # fmt: skip
     bars = build_bars_1s(trades, quotes, SYMBOL, DAY, workdir / "bars_1s.parquet",
                          end_us=DAY_START_US + 60_000_000, seconds=seconds)  # fmt: skip
-    return {"trades": ticks.trade_rows, "quotes": ticks.quote_rows, "bars_1s": bars.rows}
+    book = workdir / "depth.jsonl"
+    book.write_bytes(b"".join(depth_lines()))
+    rows = book_1s_table(reconstruct_day([book], SYMBOL, DAY)).num_rows
+    return {"trades": ticks.trade_rows, "quotes": ticks.quote_rows, "bars_1s": bars.rows,
+            "book_1s": rows}  # fmt: skip
+
+
+def depth_lines(seconds: int = 5) -> list[bytes]:
+    """A snapshot, then ten diff events a second each followed by its bookTicker."""
+    tick, lot = 10**6, 10**7  # 0.01 and 0.1 in units of 1e-8
+    bid, ask = 42_000 * 10**8, 42_000 * 10**8 + tick
+    t0 = DAY_START_US + 1_000_000
+    lines = [snapshot_line((t0 - 1) * 1000, 100, [(bid - i * tick, lot) for i in range(30)],
+                           [(ask + i * tick, lot) for i in range(30)], limit=100,
+                           reason="start", symbol=SYMBOL)]  # fmt: skip
+    for i in range(seconds * 10):
+        t, u = t0 + i * 100_000, 101 + i
+        qty = lot + (i % 5) * tick
+        lines.append(depth_event_line(t * 1000, t, u, u, [(bid, qty)], [], symbol=SYMBOL))
+        lines.append(ticker_line(t * 1000 + 1, u, bid, qty, ask, lot, symbol=SYMBOL))
+    return lines
 
 
 def main() -> int:
