@@ -95,8 +95,10 @@ def _discard(file: PublicFile) -> None:
     checksum_path(file.path).unlink(missing_ok=True)
 
 
-def _read_archive(path: Path, kind: str, day: str) -> pa.Table:
-    return read_trades(path, day) if kind == "trades" else read_agg_trades(path, day)
+def _read_archive(path: Path, kind: str, day: str, *, quote_qty: bool = True) -> pa.Table:
+    if kind == "trades":
+        return read_trades(path, day, quote_qty=quote_qty)
+    return read_agg_trades(path, day, quote_qty=quote_qty)
 
 
 def import_trades_archive(layout: LakeLayout, config: Config, symbol: str, day: str) -> Imported:
@@ -116,13 +118,14 @@ def import_trades_archive(layout: LakeLayout, config: Config, symbol: str, day: 
 
 def archive_trades(layout: LakeLayout, config: Config, symbol: str, day: str) -> pa.Table | None:
     """The imported archive of (symbol, day) as a table for the trades build, or None when
-    none is stored. The stored zip is checked against its stored checksum first."""
+    none is stored. The stored zip is checked against its stored checksum first. The table
+    has no quote_qty column: the build computes its own from price and qty."""
     path = layout.public_file(public_trades_kind(config), symbol, day)
     if not path.exists():
         return None
     try:
         verify_stored_file(path)
-        return _read_archive(path, public_trades_kind(config), day)
+        return _read_archive(path, public_trades_kind(config), day, quote_qty=False)
     except PublicFileError as exc:
         raise ImportFailed(
             f"{exc}; the stored archive no longer verifies: materialize binance_trades_archive "
