@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 import numba
-from numba.core.caching import CacheImpl, InTreeCacheLocator
+from numba.core.caching import CacheImpl, InTreeCacheLocator, UserProvidedCacheLocator
 
 from crypto_lake.lib.raw import binance
 
@@ -29,8 +29,8 @@ _STAMPED = {_HERE / f"{m}.py" for m in _COMPILED}
 DIGEST = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in _SOURCES)).digest()
 
 
-class _PackageLocator(InTreeCacheLocator):
-    """The in-tree cache (``__pycache__``), stamped with the package's digest."""
+class _Stamped:
+    """A locator of the reconstruction's modules, stamped with the package's digest."""
 
     def get_source_stamp(self):
         return DIGEST
@@ -42,7 +42,16 @@ class _PackageLocator(InTreeCacheLocator):
         return super().from_function(py_func, py_file)
 
 
-if _PackageLocator not in CacheImpl._locator_classes:
-    CacheImpl._locator_classes.insert(0, _PackageLocator)
+class _PackageDirLocator(_Stamped, UserProvidedCacheLocator):
+    """``NUMBA_CACHE_DIR`` when it is set (the container's build-time cache)."""
+
+
+class _PackageLocator(_Stamped, InTreeCacheLocator):
+    """Otherwise the in-tree cache (``__pycache__``), as numba's own order has it."""
+
+
+for _locator in (_PackageLocator, _PackageDirLocator):  # the first inserted ends up second
+    if _locator not in CacheImpl._locator_classes:
+        CacheImpl._locator_classes.insert(0, _locator)
 
 njit = numba.njit(cache=True, nogil=True)
