@@ -379,17 +379,13 @@ def _depth(hb: dict) -> dict:
     return hb["depth"]["BTCUSDT"]
 
 
-def _units(text: str) -> int:
-    whole, _, frac = text.partition(".")
-    return int(whole) * 10**8 + int(frac.ljust(8, "0"))
-
-
 def _rebuilt_book_equals_the_simulators(lake: Path, sim, *, breaks: int) -> None:
     """The lake's raw files through the book reconstruction (``crypto_lake.lib.book``): every
     reliable second's top 20 levels equal the simulator's true book at the row's update id, the
     verification snapshots agree, bookTickers agree, and each break left unreliable rows or
     was resynced within its second."""
     from crypto_lake.lib.book.fast import reconstruct_day
+    from crypto_lake.lib.book.lines import decimal_units
     from crypto_lake.lib.book.model import (
         LEVELS,
         R_ASK_PX,
@@ -417,7 +413,7 @@ def _rebuilt_book_equals_the_simulators(lake: Path, sim, *, breaks: int) -> None
                 bid = view.bids[k] if k < len(view.bids) else ("0", "0")
                 ask = view.asks[k] if k < len(view.asks) else ("0", "0")
                 got = [int(book.rows[r + k, i]) for r in (R_BID_PX, R_BID_QTY, R_ASK_PX, R_ASK_QTY)]
-                assert got == [_units(x) for x in (*bid, *ask)], (day, i, k)
+                assert got == [decimal_units(x, "level") for x in (*bid, *ask)], (day, i, k)
             compared += 1
     assert compared >= 1  # a few seconds of recording: the lib's fuzz tests cover whole days
 

@@ -58,6 +58,7 @@ from crypto_lake.lib.book.report import (
     build_book_day,
     judge_book,
     load_book_report,
+    utc_time,
 )
 from crypto_lake.lib.core.charts import png_data_uri
 from crypto_lake.lib.core.paths import LakeLayout, parse_part_name
@@ -128,10 +129,6 @@ def first_part_after(layout: LakeLayout, symbol: str, day: str, files: list[Path
     return sealed[:1] if sealed and sealed[0] not in files else []
 
 
-def _hm(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).strftime("%H:%M:%S")
-
-
 def book_metadata(report: dict[str, Any], out: Path) -> dict[str, Any]:
     """One partition's numbers, its gaps and snapshots, and the day's chart."""
     snaps = report["snapshots"]
@@ -151,8 +148,8 @@ def book_metadata(report: dict[str, Any], out: Path) -> dict[str, Any]:
     }
     if report["max_mid_deviation_bps"] is not None:
         meta["max_mid_deviation_bps"] = float(report["max_mid_deviation_bps"])
-    gaps = [{"from": _hm(g["start_us"]), "to": _hm(g["end_us"]), "reason": g["reason"]}
-            for g in report["gaps"]]  # fmt: skip
+    gaps = [{"from": utc_time(g["start_us"])[:8], "to": utc_time(g["end_us"])[:8],
+             "reason": g["reason"]} for g in report["gaps"]]  # fmt: skip
     chart = book_chart_png(out)
     lines = [
         f"**{report['symbol']} {report['day']}**: {report['reliable_seconds']} reliable "

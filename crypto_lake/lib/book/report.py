@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,8 @@ def _skip(name: str, reason: str, **metadata: Any) -> Verdict:
     return Verdict(name, False, reason, skipped=True, metadata=metadata)
 
 
-def _utc(us: int | None) -> str:
-    from datetime import UTC, datetime
-
+def utc_time(us: int | None) -> str:
+    """A time of the day (UTC) as the checks' tables and the asset's summary show it."""
     return "" if us is None else datetime.fromtimestamp(us / 1e6, UTC).strftime("%H:%M:%S.%f")
 
 
@@ -159,7 +159,9 @@ def _crossed(r: dict[str, Any]) -> Verdict:
     name = "book_not_crossed"
     if not r["events_applied"]:
         return _skip(name, "no diff event was applied (the book never synced)")
-    rows = [{"event_time": _utc(x["t_us"]), "update_id": x["update_id"]} for x in r["crossings"]]
+    rows = [
+        {"event_time": utc_time(x["t_us"]), "update_id": x["update_id"]} for x in r["crossings"]
+    ]
     meta = {"events_applied": r["events_applied"], "crossed": r["crossed"]}
     if r["crossed"]:
         return Verdict(name, False, f"crossed after {r['crossed']} applied event(s)", False,
@@ -175,7 +177,7 @@ def _tickers(r: dict[str, Any]) -> Verdict:
     if not r["tickers_compared"]:
         return _skip(name, "no bookTicker had the update id of an applied diff event", **meta)
     rows = [
-        {"received": _utc(m["recv_ns"] // 1000), "update_id": m["update_id"],
+        {"received": utc_time(m["recv_ns"] // 1000), "update_id": m["update_id"],
          "ticker": " / ".join(_px(v) for v in m["expected"]),
          "book": " / ".join(_px(v) for v in m["got"])}
         for m in r["ticker_mismatches"]
@@ -210,7 +212,7 @@ def _snapshots(r: dict[str, Any]) -> Verdict:
         return _skip(name, "no verification snapshot was received while the book was synced",
                      **meta)  # fmt: skip
     rows = [
-        {"received": _utc(s["recv_ns"] // 1000), "last_update_id": s["last_update_id"],
+        {"received": utc_time(s["recv_ns"] // 1000), "last_update_id": s["last_update_id"],
          "reason": s["reason"], "outcome": s["outcome"], "compared": s["compared_levels"],
          "mismatched": s["mismatched_levels"], "mid_dev_bps": s["mid_deviation_bps"]}
         for s in (bad or verified)
@@ -232,7 +234,7 @@ def _continuous(r: dict[str, Any]) -> Verdict:
     gaps = r["gaps"]
     meta = {"gaps": len(gaps), "reliable_seconds": r["reliable_seconds"],
             "unreliable_seconds": r["unreliable_seconds"], **r["breaks"]}  # fmt: skip
-    rows = [{"from": _utc(g["start_us"]), "to": _utc(g["end_us"]), "reason": g["reason"],
+    rows = [{"from": utc_time(g["start_us"]), "to": utc_time(g["end_us"]), "reason": g["reason"],
              "seconds": (g["end_us"] - g["start_us"]) // 1_000_000} for g in gaps]  # fmt: skip
     if gaps:
         return Verdict(name, False, f"{len(gaps)} unreliable span(s), "
