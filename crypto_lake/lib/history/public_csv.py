@@ -1,9 +1,10 @@
 """Binance's public CSV files (inside the zips ``public_files`` stores) -> exact Arrow tables.
 
-pyarrow's multi-threaded CSV reader reads the zip's CSV as a stream (zipfile inflates it and
-checks its CRC at the end) and parses prices and quantities straight into decimal128, so no
-Python code runs per row. quote_qty is computed, not read: the exact product price x qty as
-DECIMAL(38,16) (the file's value is rounded to 8 places; it is only checked against ours).
+pyarrow's multi-threaded CSV reader reads the zip's CSV as a stream (``zip_member``
+inflates it with ISA-L and checks its CRC at the end) and parses prices and quantities
+straight into decimal128, so no Python code runs per row. quote_qty is computed, not read:
+the exact product price x qty as DECIMAL(38,16) (the file's value is rounded to 8 places;
+it is only checked against ours).
 
 Times: Binance's spot files give milliseconds for dates before 2025-01-01 and microseconds
 from then on. The unit is chosen by the file's date, and every time must lie inside the
@@ -44,6 +45,7 @@ from crypto_lake.lib.history.public_files import (
     csv_member,
     has_header,
 )
+from crypto_lake.lib.history.zip_member import open_member
 
 log = get_logger("history.public_csv")
 
@@ -117,12 +119,12 @@ def _read_csv(zip_path: Path, kind: str, types: dict[str, pa.DataType], *,
     try:
         with zipfile.ZipFile(zip_path) as zf:
             info = csv_member(zf, name[: -len(".zip")] + ".csv", where)
-            with zf.open(info) as stream:
-                skip = 1 if has_header(stream, kind, where) else 0
-            read = pcsv.ReadOptions(column_names=columns, skip_rows=skip, block_size=BLOCK_SIZE)
-            with zf.open(info) as stream:
-                source = stream if head_bytes is None else _head(stream, head_bytes)
-                return pcsv.read_csv(source, read_options=read, convert_options=convert)
+        with open_member(zip_path, info) as stream:
+            skip = 1 if has_header(stream, kind, where) else 0
+        read = pcsv.ReadOptions(column_names=columns, skip_rows=skip, block_size=BLOCK_SIZE)
+        with open_member(zip_path, info) as stream:
+            source = stream if head_bytes is None else _head(stream, head_bytes)
+            return pcsv.read_csv(source, read_options=read, convert_options=convert)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise CorruptZip(
             f"{where}: corrupt or truncated zip ({exc}); fetch it again (fetch_public_file "
