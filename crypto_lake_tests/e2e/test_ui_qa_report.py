@@ -1,7 +1,9 @@
-"""The QA report with its charts, as a user opens it on the qa_report asset page (Chromium)."""
+"""Reports with charts as a user opens them in the UI (Chromium), on one Dagster server: the
+QA report on the qa_report asset page, and the order book's day on a book_1s partition."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from crypto_lake.lib.book.report import utc_time
+from crypto_lake.lib.book.synthetic import Faults, SyntheticSpec, write_day
 from crypto_lake.lib.core.fsutil import atomic_path
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.simulator.anomalies import AnomalyPlan, inject_bar_anomalies
@@ -24,6 +28,7 @@ pytestmark = pytest.mark.e2e
 
 DAY = "2024-03-01"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+BOOK_SYMBOL = "BTCUSDT"
 QA_ASSETS = ["qa_violations", "qa_anomalies", "qa_verdicts", "qa_report"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -39,15 +44,22 @@ def _write_bars(layout: LakeLayout, symbol: str) -> None:
         pq.write_table(bars_table(symbol, DAY, cols), tmp)
 
 
-@pytest.fixture
-def dagster_dev(tmp_path: Path):
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory):
+    tmp_path = tmp_path_factory.mktemp("ui_reports")
     layout = LakeLayout(tmp_path / "lake")
     for symbol in SYMBOLS:
         _write_bars(layout, symbol)
+    # an hour of BTCUSDT depth with two sequence gaps (book_1s)
+    book = SyntheticSpec(symbol=BOOK_SYMBOL, day=DAY, start_s=3600, seconds=3600,
+                         levels_per_event=20, depth=400, snapshot_every_s=600, seed=5,
+                         faults=Faults(disconnects=2))  # fmt: skip
+    write_day(book, layout.raw_day_dir(BOOK_SYMBOL, DAY))
     env = {
         "LAKE_ROOT": str(layout.root),
         "CRYPTO_LAKE__DAGSTER__PARTITIONS_START": "2024-01-01",
         "CRYPTO_LAKE__DAGSTER__FINALIZE_CRON": "0 0 1 1 *",
+        "CRYPTO_LAKE__COLLECTOR__DEPTH__SYMBOLS": f"[{BOOK_SYMBOL}]",
         "CRYPTO_LAKE_CONFIG": None,
     }
     dev = DagsterDev(tmp_path / "dagster_home", env, tmp_path / "dagster_dev.log")
@@ -115,3 +127,57 @@ def test_qa_report_page_shows_the_charts(dagster_dev, tmp_path: Path) -> None:
     # One decoded chart per symbol, at the size it was drawn.
     assert [a.split()[0] for a in alts] == SYMBOLS
     assert sizes == [[800, 448]] * len(SYMBOLS)
+
+
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def test_book_partition_page_shows_the_chart_and_the_gaps(dagster_dev, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    dev, layout = dagster_dev
+    partition = f"{DAY}|{BOOK_SYMBOL}"
+    # what "Materialize" of one partition launches in the UI
+    launched = dev.graphql(LAUNCH_RUN, {"params": {
+        "selector": {"repositoryLocationName": "crypto_lake",
+                     "repositoryName": "__repository__", "jobName": "book_job"},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }})["launchRun"]  # fmt: skip
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    deadline, status = time.monotonic() + 240, None
+    while status not in ("SUCCESS", "FAILURE", "CANCELED"):
+        assert time.monotonic() < deadline, f"book_job {status}: {dev.log_path.read_text()[-3000:]}"
+        time.sleep(1)
+        status = dev.graphql(RUN, {"id": launched["run"]["runId"]})["runOrError"]["status"]
+    assert status == "SUCCESS", dev.log_path.read_text()[-3000:]
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # the partitions tab of book_1s, this partition selected, as a user clicks to it
+        page.goto(f"{dev.url}/assets/book_1s?view=partitions&partition={partition}",
+                  wait_until="domcontentloaded")  # fmt: skip
+        page.get_by_text("reliable_seconds").first.wait_for(state="visible", timeout=90_000)
+        page.screenshot(path=str(tmp_path / "book_partition.png"), full_page=True)
+        show = page.get_by_text("[Show Markdown]").first
+        show.wait_for(state="visible", timeout=30_000)
+        page.locator("tr", has_text="summary").get_by_text("[Show Markdown]").first.click()
+        page.get_by_text(f"{BOOK_SYMBOL} {DAY}").first.wait_for(state="visible", timeout=30_000)
+        chart = page.locator('img[alt="spread and depth over the day"]')
+        chart.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(tmp_path / "book_summary.png"), full_page=True)
+        size = chart.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+        text = page.locator("body").inner_text()
+        browser.close()
+    assert not errors, errors
+    assert size == [460, 187], size  # decoded at the size it was drawn (6.4 x 2.6 in, 72 dpi)
+    # the disconnects' gaps are listed, each from its first unreliable second, with its reason
+    gaps = json.loads(layout.book_checks_path(BOOK_SYMBOL, DAY).read_text())["gaps"]
+    assert len(gaps) >= 2, gaps
+    for gap in gaps:
+        assert utc_time(gap["start_us"])[:8] in text and gap["reason"] in text, (gap, text[-2000:])

@@ -218,7 +218,6 @@ def book_1s_checks(
 book_job = dg.define_asset_job(
     name="book_job",
     selection=dg.AssetSelection.assets("book_1s"),
-    partitions_def=book_partitions,
     description="Rebuild the order book per second (book_1s + its checks) for a block of days.",
 )
 BOOK_TRIGGER = "book_refresh"
