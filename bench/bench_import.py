@@ -18,7 +18,8 @@
    The clock starts after the imports and numba's compiler set-up, as in bench_transform
    (numba's one-time compilation into its cache is done first, by a small warm-up day in
    another child). The full CRC pass ``fetch_public_file`` makes before storing a download
-   (``verify_zip``) is timed on its own: it belongs to the download, not the import.
+   (``verify_zip``) is timed on its own: it belongs to the download, not the import. Both
+   inflate the zip's CSV with ISA-L (``lib/history/zip_member.py``).
 3. Baselines in the same run, each in its own child from a cold page cache:
    * ``pandas``: ``pandas.read_csv`` of the zip, ``Decimal`` per price and quantity (exact),
      quote = price x qty in Decimal, sort, ``pyarrow.Table.from_pandas`` + ``write_table``
