@@ -22,14 +22,13 @@ from crypto_lake.simulator.synthetic_bars import (
     seeded_rng,
     synthetic_bars_columns,
 )
-from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, LAUNCH_BACKFILL, DagsterDev
+from crypto_lake_tests.e2e.dagster_harness import DagsterDev
 
 pytestmark = pytest.mark.e2e
 
 DAY = "2024-03-01"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 BOOK_SYMBOL = "BTCUSDT"
-QA_ASSETS = ["qa_violations", "qa_anomalies", "qa_verdicts", "qa_report"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
@@ -70,37 +69,40 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory):
         dev.stop()
 
 
-def _wait(dev: DagsterDev, backfill_id: str, timeout: float = 420) -> dict:
-    deadline = time.monotonic() + timeout
-    data: dict = {}
-    while time.monotonic() < deadline:
-        data = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        runs = data.get("runs") or []
-        if (
-            runs
-            and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs)
-            and (data.get("status") not in ("REQUESTED",))
-        ):
-            return data
-        time.sleep(2)
-    raise TimeoutError(f"backfill not done: {data}\n{dev.log_path.read_text()[-3000:]}")
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def _run(dev: DagsterDev, job: str, tags: dict[str, str], timeout: float = 300) -> None:
+    """Launch ``job`` with ``tags`` (a partition or a range) and wait for its success."""
+    launched = dev.graphql(LAUNCH_RUN, {"params": {
+        "selector": {"repositoryLocationName": "crypto_lake",
+                     "repositoryName": "__repository__", "jobName": job},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    }})["launchRun"]  # fmt: skip
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    deadline, status = time.monotonic() + timeout, None
+    while status not in ("SUCCESS", "FAILURE", "CANCELED"):
+        assert time.monotonic() < deadline, f"{job} {status}: {dev.log_path.read_text()[-3000:]}"
+        time.sleep(1)
+        status = dev.graphql(RUN, {"id": launched["run"]["runId"]})["runOrError"]["status"]
+    assert status == "SUCCESS", dev.log_path.read_text()[-3000:]
 
 
 def test_qa_report_page_shows_the_charts(dagster_dev, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     dev, layout = dagster_dev
-    launched = dev.graphql(
-        LAUNCH_BACKFILL,
-        {"backfillParams": {
-            "assetSelection": [{"path": [a]} for a in QA_ASSETS],
-            "partitionNames": [f"{DAY}|{s}" for s in SYMBOLS],
-            "fromFailure": False,
-            "tags": [],
-        }},
-    )["launchPartitionBackfill"]  # fmt: skip
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    _wait(dev, launched["backfillId"])
+    # the day's QA of both symbols, as the daily schedule launches it
+    _run(
+        dev,
+        "qa_daily_job",
+        {
+            "dagster/asset_partition_range_start": f"{DAY}|{SYMBOLS[0]}",
+            "dagster/asset_partition_range_end": f"{DAY}|{SYMBOLS[-1]}",
+        },
+    )
     assert layout.qa_report_path(DAY).exists(), dev.log_path.read_text()[-3000:]
 
     shots = tmp_path / "screenshots"
@@ -129,29 +131,12 @@ def test_qa_report_page_shows_the_charts(dagster_dev, tmp_path: Path) -> None:
     assert sizes == [[800, 448]] * len(SYMBOLS)
 
 
-LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
-
-
 def test_book_partition_page_shows_the_chart_and_the_gaps(dagster_dev, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     dev, layout = dagster_dev
     partition = f"{DAY}|{BOOK_SYMBOL}"
-    # what "Materialize" of one partition launches in the UI
-    launched = dev.graphql(LAUNCH_RUN, {"params": {
-        "selector": {"repositoryLocationName": "crypto_lake",
-                     "repositoryName": "__repository__", "jobName": "book_job"},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
-    }})["launchRun"]  # fmt: skip
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    deadline, status = time.monotonic() + 240, None
-    while status not in ("SUCCESS", "FAILURE", "CANCELED"):
-        assert time.monotonic() < deadline, f"book_job {status}: {dev.log_path.read_text()[-3000:]}"
-        time.sleep(1)
-        status = dev.graphql(RUN, {"id": launched["run"]["runId"]})["runOrError"]["status"]
-    assert status == "SUCCESS", dev.log_path.read_text()[-3000:]
+    _run(dev, "book_job", {"dagster/partition": partition})  # the UI's Materialize
 
     errors: list[str] = []
     with sync_playwright() as pw:
