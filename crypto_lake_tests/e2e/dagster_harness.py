@@ -111,12 +111,36 @@ class DagsterDev:
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         return graphql(self.url, query, variables)
 
+    def run_job(self, job: str, tags: dict[str, str], timeout: float = 300) -> str:
+        """Launch a run of ``job`` with ``tags`` (a partition, or a range as the automation
+        launches it) as the UI does, wait for its success; its run id."""
+        launched = self.graphql(LAUNCH_RUN, {"params": {
+            "selector": {"repositoryLocationName": "crypto_lake",
+                         "repositoryName": "__repository__", "jobName": job},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }})["launchRun"]  # fmt: skip
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.graphql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]
+            if status in RUN_DONE:
+                assert status == "SUCCESS", f"{job}: {status}\n{self.log_path.read_text()[-3000:]}"
+                return run_id
+            time.sleep(1)
+        raise TimeoutError(f"{job} run {run_id} not done\n{self.log_path.read_text()[-3000:]}")
+
     def stop(self) -> None:
         if self.proc is None:
             return
         stop_group(self.proc)
         self._log.close()
 
+
+RUN_DONE = ("SUCCESS", "FAILURE", "CANCELED")
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUN_STATUS = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
 
 LAUNCH_BACKFILL = """
 mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {

@@ -39,7 +39,7 @@ from crypto_lake.lib.core.paths import ARCHIVE_DATASETS, ARCHIVE_TABLES, LakeLay
 from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.archive.gcs_server import running_emulator
 from crypto_lake_tests.defs import rawgen
-from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, DagsterDev
+from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, RUN_DONE, DagsterDev
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,6 @@ CHAIN_JOBS = {"market_day_job", "qa_daily_job", "qa_hourly_job", "bars_job",
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-RUN_DONE = ("SUCCESS", "FAILURE", "CANCELED")
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 ASSET_NODES = """{ assetNodes(assetKeys: [{path: ["daily_archive"]}, {path: ["gcs_archive_copy"]}])
@@ -66,9 +65,6 @@ ASSET_NODES = """{ assetNodes(assetKeys: [{path: ["daily_archive"]}, {path: ["gc
 SENSORS = """{ sensorsOrError(repositorySelector: {repositoryLocationName: "crypto_lake",
   repositoryName: "__repository__"}) { ... on Sensors { results { name
   sensorState { status ticks(limit: 1) { status } } } } } }"""
-LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-RUN_STATUS = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
 RUNS = """{ runsOrError { ... on Runs { results { runId jobName status } } } }"""
 NO_FAIL_EXECUTIONS = """{ assetCheckExecutions(assetKey: {path: ["qa_verdicts"]},
   checkName: "no_fail_verdict", limit: 100) { status evaluation { partition } } }"""
@@ -176,23 +172,14 @@ def wait_for_first_sensor_ticks(dev: DagsterDev, timeout: float = 120) -> None:
 
 def run_job(dev: DagsterDev, job: str, timeout: float = 300) -> str:
     """A run of ``job`` over DAYS × SYMBOLS (range tags, as the automation launches it)."""
-    tags = {"dagster/asset_partition_range_start": PARTITIONS[0],
-            "dagster/asset_partition_range_end": PARTITIONS[-1]}  # fmt: skip
-    launched = dev.graphql(LAUNCH_RUN, {"params": {
-        "selector": {"repositoryLocationName": "crypto_lake",
-                     "repositoryName": "__repository__", "jobName": job},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-    }})["launchRun"]  # fmt: skip
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = dev.graphql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]
-        if status in RUN_DONE:
-            assert status == "SUCCESS", f"{job}: {status}\n{dev.log_path.read_text()[-3000:]}"
-            return run_id
-        time.sleep(1)
-    raise TimeoutError(f"{job} run {run_id} not done\n{dev.log_path.read_text()[-3000:]}")
+    return dev.run_job(
+        job,
+        {
+            "dagster/asset_partition_range_start": PARTITIONS[0],
+            "dagster/asset_partition_range_end": PARTITIONS[-1],
+        },
+        timeout,
+    )
 
 
 def no_fail_latest(dev: DagsterDev) -> dict[str, str]:

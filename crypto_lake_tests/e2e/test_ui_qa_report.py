@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -69,40 +68,14 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory):
         dev.stop()
 
 
-LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
-
-
-def _run(dev: DagsterDev, job: str, tags: dict[str, str], timeout: float = 300) -> None:
-    """Launch ``job`` with ``tags`` (a partition or a range) and wait for its success."""
-    launched = dev.graphql(LAUNCH_RUN, {"params": {
-        "selector": {"repositoryLocationName": "crypto_lake",
-                     "repositoryName": "__repository__", "jobName": job},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-    }})["launchRun"]  # fmt: skip
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    deadline, status = time.monotonic() + timeout, None
-    while status not in ("SUCCESS", "FAILURE", "CANCELED"):
-        assert time.monotonic() < deadline, f"{job} {status}: {dev.log_path.read_text()[-3000:]}"
-        time.sleep(1)
-        status = dev.graphql(RUN, {"id": launched["run"]["runId"]})["runOrError"]["status"]
-    assert status == "SUCCESS", dev.log_path.read_text()[-3000:]
-
-
 def test_qa_report_page_shows_the_charts(dagster_dev, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     dev, layout = dagster_dev
     # the day's QA of both symbols, as the daily schedule launches it
-    _run(
-        dev,
-        "qa_daily_job",
-        {
-            "dagster/asset_partition_range_start": f"{DAY}|{SYMBOLS[0]}",
-            "dagster/asset_partition_range_end": f"{DAY}|{SYMBOLS[-1]}",
-        },
-    )
+    range_tags = {"dagster/asset_partition_range_start": f"{DAY}|{SYMBOLS[0]}",
+                  "dagster/asset_partition_range_end": f"{DAY}|{SYMBOLS[-1]}"}  # fmt: skip
+    dev.run_job("qa_daily_job", range_tags)
     assert layout.qa_report_path(DAY).exists(), dev.log_path.read_text()[-3000:]
 
     shots = tmp_path / "screenshots"
@@ -136,7 +109,7 @@ def test_book_partition_page_shows_the_chart_and_the_gaps(dagster_dev, tmp_path:
 
     dev, layout = dagster_dev
     partition = f"{DAY}|{BOOK_SYMBOL}"
-    _run(dev, "book_job", {"dagster/partition": partition})  # the UI's Materialize
+    dev.run_job("book_job", {"dagster/partition": partition})  # the UI's Materialize
 
     errors: list[str] = []
     with sync_playwright() as pw:
