@@ -5,8 +5,9 @@
 
 The exchange simulator serves ``--days`` days of deep history (``SimConfig.history_days``) for
 the configured symbols, with Binance's request-weight limit (6000 per minute and IP). The
-backfill is what ``binance_klines_1m`` does in a UI backfill (BackfillPolicy.single_run: one
-run per date over every symbol): per date a fresh ``KlinesClient`` with the production budget
+backfill is what ``binance_klines_1m`` does in a UI backfill, in-process (a run per date
+here; Dagster itself cuts 180 dates × 13 symbols into a run per symbol, see ``--ui``): per
+date a fresh ``KlinesClient`` with the production budget
 (``--share`` of the limit, paced by X-MBX-USED-WEIGHT-1M), each partition fetched with
 ``fetch_day`` and written with ``write_klines_day`` into a temporary lake, skipped when its
 stored file is already complete. On the real clock: the pacing waits are real.
@@ -23,6 +24,13 @@ Measured in the same run:
 
 Prints the ratio of the wall time to the larger bound (1.0 = as fast as the budget or the
 server allows).
+
+``--ui`` also launches the backfill as a user does, through a real ``dagster dev`` (webserver,
+daemon, the queued run coordinator and the ``lake_market`` pool of ``dagster.yaml``): one
+``launchPartitionBackfill`` of ``binance_klines_1m`` over every (date, symbol), as the asset
+page's "Materialize" of the selected partitions sends it, against a fresh simulator; timed
+from the launch until the backfill is complete, with its runs, their statuses and the rows
+stored. Dagster's own costs (a run process per date, the daemon's ticks) are in that figure.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +81,62 @@ def backfill(url: str, days: list[str], symbols: list[str], root: Path, args) ->
     return totals
 
 
+def ui_backfill(url: str, days: list[str], symbols: list[str], work: Path, args) -> dict:
+    """The same backfill launched through a real ``dagster dev`` as the UI launches it."""
+    from crypto_lake.lib.core.paths import LakeLayout
+    from crypto_lake.lib.market.klines import stored_klines
+    from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, LAUNCH_BACKFILL, DagsterDev
+
+    layout = LakeLayout(work / "ui_lake")
+    env = {
+        "LAKE_ROOT": str(layout.root),
+        "CRYPTO_LAKE__BINANCE__REST_BASE_URL": url,
+        "CRYPTO_LAKE__BINANCE__REST_WEIGHT_LIMIT_PER_MINUTE": str(args.weight_limit),
+        "CRYPTO_LAKE__BINANCE__REST_WEIGHT_BUDGET_SHARE": str(args.share),
+        "CRYPTO_LAKE__SYMBOLS": "[" + ",".join(symbols) + "]",
+        "CRYPTO_LAKE__DAGSTER__PARTITIONS_START": days[0],
+        "CRYPTO_LAKE__DAGSTER__FINALIZE_CRON": "0 0 1 1 *",  # no scheduled run in the count
+        "CRYPTO_LAKE_CONFIG": None,
+    }
+    dev = DagsterDev(work / "dagster_home", env, work / "dagster_dev.log")
+    dev.start()
+    try:
+        params = {
+            "assetSelection": [{"path": ["binance_klines_1m"]}],
+            "fromFailure": False,
+            "partitionNames": [f"{d}|{s}" for d in days for s in symbols],
+            "tags": [],
+        }
+        start = time.perf_counter()
+        launched = dev.graphql(LAUNCH_BACKFILL, {"backfillParams": params})
+        launched = launched["launchPartitionBackfill"]
+        if launched["__typename"] != "LaunchBackfillSuccess":
+            raise SystemExit(f"backfill not launched: {launched}")
+        data: dict = {}
+        while data.get("status") not in DONE:
+            time.sleep(5)
+            data = dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
+            data = data["partitionBackfillOrError"]
+            print(f"  ui backfill: {data.get('status')}, {len(data.get('runs') or [])} runs, "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)  # fmt: skip
+        wall = time.perf_counter() - start
+    finally:
+        dev.stop()
+    statuses = Counter(r["status"] for r in data["runs"])
+    stored = [stored_klines(layout.market_file("klines_1m", s, d), s, d)
+              for d in days for s in symbols]  # fmt: skip
+    return {
+        "wall_s": wall,
+        "status": data["status"],
+        "runs": dict(statuses),
+        "rows": sum(k.rows for k in stored if k is not None),
+        "complete": sum(1 for k in stored if k is not None and k.complete),
+    }
+
+
+DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
 def simulator(symbols: list[str], days: int, args, weight_limit: int):
     from crypto_lake.simulator import SimConfig, SimulatorThread
 
@@ -92,6 +157,7 @@ def main() -> None:
     p.add_argument("--history-rate-scale", type=float, default=0.05)
     p.add_argument("--probe-days", type=int, default=5)
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--ui", action="store_true", help="also launch it through dagster dev")
     args = p.parse_args()
     symbols = list(DEFAULT_SYMBOLS[: args.symbols])
     today = datetime.now(UTC).date()
@@ -137,6 +203,15 @@ def main() -> None:
         f"  re-run (all complete): {again['skipped']} of {again['partitions']} skipped, "
         f"{again['requests']} requests, {again['wall_s']:.2f} s"
     )
+    if args.ui:
+        with simulator(symbols, args.days, args, args.weight_limit) as sim:
+            ui = ui_backfill(sim.rest_url, days, symbols, work, args)
+        print(
+            f"  UI backfill (dagster dev, launched as the asset page does): {ui['status']} in "
+            f"{ui['wall_s']:.0f} s, runs {ui['runs']}, {ui['complete']} of "
+            f"{len(days) * len(symbols)} partitions complete, rows {ui['rows']:,} (in-process: "
+            f"{run['rows']:,})"
+        )
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,9 +2,10 @@
 
 Every asset writes its own partition file atomically (the lib functions do: temp + rename),
 so a re-run replaces rather than duplicates. With ``BackfillPolicy.single_run()`` a UI
-backfill launches one run per date covering all selected symbols (measured: a backfill of
-N dates × 13 symbols creates N runs, see ``crypto_lake_tests/e2e``), so an asset may receive
-several partition keys and loops over ``run_partition_keys(context)``: the partitions the
+backfill launches one run per range along one dimension, whichever gives fewer runs (2 dates
+× 13 symbols: a run per date, see ``crypto_lake_tests/e2e``; 180 dates × 13 symbols: a run
+per symbol, ``bench/bench_klines_backfill.py --ui``), so an asset may receive several
+partition keys and loops over ``run_partition_keys(context)``: the partitions the
 run claims, also for a backfill launched from a job page, whose runs Dagster's step context
 reports as one partition. ``materialize_partitions`` records exactly the partitions built.
 """
