@@ -12,7 +12,8 @@ import pytest
 LONG_FIRST = ("test_demo.py", "test_simulator_to_bars.py", "e2e/", "test_production_deploy.py",
               "test_container_k8s.py", "test_capture.py",
               "test_fastparse.py", "test_book_fuzz.py", "test_unclean_stop.py",
-              "test_partition_truth.py")  # fmt: skip
+              "test_partition_truth.py", "test_schema_registry.py", "test_history_import.py",
+              "test_bars_fuzz.py", "test_archive_defs.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
