@@ -85,7 +85,7 @@ def ui_backfill(url: str, days: list[str], symbols: list[str], work: Path, args)
     """The same backfill launched through a real ``dagster dev`` as the UI launches it."""
     from crypto_lake.lib.core.paths import LakeLayout
     from crypto_lake.lib.market.klines import stored_klines
-    from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, LAUNCH_BACKFILL, DagsterDev
+    from crypto_lake_tests.e2e.dagster_harness import LAUNCH_BACKFILL, DagsterDev
 
     layout = LakeLayout(work / "ui_lake")
     env = {
@@ -112,13 +112,7 @@ def ui_backfill(url: str, days: list[str], symbols: list[str], work: Path, args)
         launched = launched["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise SystemExit(f"backfill not launched: {launched}")
-        data: dict = {}
-        while data.get("status") not in DONE:
-            time.sleep(5)
-            data = dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
-            data = data["partitionBackfillOrError"]
-            print(f"  ui backfill: {data.get('status')}, {len(data.get('runs') or [])} runs, "
-                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)  # fmt: skip
+        data = dev.wait_backfill(launched["backfillId"], timeout=3600, poll=5)
         wall = time.perf_counter() - start
     finally:
         dev.stop()
@@ -132,9 +126,6 @@ def ui_backfill(url: str, days: list[str], symbols: list[str], work: Path, args)
         "rows": sum(k.rows for k in stored if k is not None),
         "complete": sum(1 for k in stored if k is not None and k.complete),
     }
-
-
-DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 def simulator(symbols: list[str], days: int, args, weight_limit: int):

@@ -130,6 +130,19 @@ class DagsterDev:
             time.sleep(1)
         raise TimeoutError(f"{job} run {run_id} not done\n{self.log_path.read_text()[-3000:]}")
 
+    def wait_backfill(self, backfill_id: str, timeout: float = 420, poll: float = 2) -> dict:
+        """The backfill once it and every run it launched are done (``BACKFILL_STATUS``)."""
+        deadline, data = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            data = self.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+            runs = data.get("runs") or []
+            if data.get("status") in BACKFILL_DONE and all(r["status"] in RUN_DONE for r in runs):
+                return data
+            time.sleep(poll)
+        raise TimeoutError(
+            f"backfill {backfill_id} not done: {data}\n{self.log_path.read_text()[-3000:]}"
+        )
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -138,6 +151,7 @@ class DagsterDev:
 
 
 RUN_DONE = ("SUCCESS", "FAILURE", "CANCELED")
+BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
 RUN_STATUS = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""

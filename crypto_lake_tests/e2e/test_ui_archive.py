@@ -39,7 +39,7 @@ from crypto_lake.lib.core.paths import ARCHIVE_DATASETS, ARCHIVE_TABLES, LakeLay
 from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.archive.gcs_server import running_emulator
 from crypto_lake_tests.defs import rawgen
-from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, RUN_DONE, DagsterDev
+from crypto_lake_tests.e2e.dagster_harness import DagsterDev
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,6 @@ CHAIN_JOBS = {"market_day_job", "qa_daily_job", "qa_hourly_job", "bars_job",
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 ASSET_NODES = """{ assetNodes(assetKeys: [{path: ["daily_archive"]}, {path: ["gcs_archive_copy"]}])
   { assetKey { path } groupName dependencyKeys { path } dependedByKeys { path }
@@ -246,15 +245,7 @@ def backfill(ui: ArchiveUI) -> Backfill:
     launched = launch_from_group_page(ui)
     assert launched["result"]["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["result"]["backfillId"]
-    deadline, data = time.monotonic() + 300, {}
-    while time.monotonic() < deadline:
-        data = ui.dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        runs_done = all(r["status"] in RUN_DONE for r in data.get("runs") or [])
-        if data.get("status") in BACKFILL_DONE and runs_done:
-            break
-        time.sleep(2)
-    else:
-        raise TimeoutError(f"backfill not done: {data}\n{ui.dev.log_path.read_text()[-3000:]}")
+    data = ui.dev.wait_backfill(backfill_id, timeout=300)
     runs = {}
     for r in data["runs"]:
         tags = {t["key"]: t["value"] for t in r["tags"]}

@@ -8,7 +8,6 @@ creates N runs (one per date, each covering every symbol); this test asserts 2 r
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from crypto_lake.lib.core.config import load_config
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.defs import rawgen
-from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, LAUNCH_BACKFILL, DagsterDev
+from crypto_lake_tests.e2e.dagster_harness import LAUNCH_BACKFILL, DagsterDev
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +35,6 @@ query Checks($name: String!) {
   }
 }
 """
-DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 @pytest.fixture
@@ -64,20 +62,6 @@ def dagster_dev(tmp_path: Path):
             dev.stop()
 
 
-def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout: float = 420) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        if data.get("status") in DONE and all(
-            r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in data["runs"]
-        ):
-            return data
-        time.sleep(2)
-    raise TimeoutError(
-        f"backfill {backfill_id} not done: {data}\n{dev.log_path.read_text()[-3000:]}"
-    )
-
-
 def test_ui_backfill_and_pages_render(dagster_dev, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -93,7 +77,7 @@ def test_ui_backfill_and_pages_render(dagster_dev, tmp_path: Path) -> None:
         }},
     )["launchPartitionBackfill"]  # fmt: skip
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill = wait_for_backfill(dev, launched["backfillId"])
+    backfill = dev.wait_backfill(launched["backfillId"])
     runs = backfill["runs"]
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
     assert [r["status"] for r in runs] == ["SUCCESS"] * len(runs), runs

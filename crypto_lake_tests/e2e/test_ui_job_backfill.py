@@ -24,7 +24,7 @@ import pytest
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.raw.catalog import RawCatalog
 from crypto_lake_tests.defs import rawgen
-from crypto_lake_tests.e2e.dagster_harness import BACKFILL_STATUS, DagsterDev
+from crypto_lake_tests.e2e.dagster_harness import RUN_DONE, DagsterDev
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +38,6 @@ JOB_PAGE = "/locations/crypto_lake/jobs/market_day_job"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-RUN_DONE = ("SUCCESS", "FAILURE", "CANCELED")
-BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 MATERIALIZATIONS = """
 query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
@@ -115,21 +113,6 @@ def dagster_dev(tmp_path: Path):
             dev.stop()
 
 
-def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    data: dict = {}
-    while time.monotonic() < deadline:
-        data = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        if data.get("status") in BACKFILL_DONE and all(
-            r["status"] in RUN_DONE for r in data["runs"]
-        ):
-            return data
-        time.sleep(2)
-    raise TimeoutError(
-        f"backfill {backfill_id} not done: {data}\n{dev.log_path.read_text()[-3000:]}"
-    )
-
-
 def materialized_by(dev: DagsterDev, asset: str, run_ids: set[str]) -> set[str]:
     """Partitions of the selection that Dagster recorded as materialized by these runs."""
     data = dev.graphql(MATERIALIZATIONS, {"key": {"path": [asset]}, "partitions": PARTITIONS})
@@ -194,7 +177,7 @@ def test_job_page_backfill_builds_every_partition(dagster_dev, tmp_path: Path) -
         assert sorted(launched["request"]["partitionNames"]) == sorted(PARTITIONS)
         backfill_id = launched["result"]["backfillId"]
 
-        backfill = wait_for_backfill(dev, backfill_id)
+        backfill = dev.wait_backfill(backfill_id, timeout=300)
         page.goto(f"{dev.url}/runs/b/{backfill_id}", wait_until="domcontentloaded")
         page.get_by_text("Partition selection").first.wait_for(state="visible", timeout=60_000)
         page.wait_for_timeout(1500)

@@ -120,12 +120,13 @@ def archive_trades(layout: LakeLayout, config: Config, symbol: str, day: str) ->
     """The imported archive of (symbol, day) as a table for the trades build, or None when
     none is stored. The stored zip is checked against its stored checksum first. The table
     has no quote_qty column: the build computes its own from price and qty."""
-    path = layout.public_file(public_trades_kind(config), symbol, day)
+    kind = public_trades_kind(config)
+    path = layout.public_file(kind, symbol, day)
     if not path.exists():
         return None
     try:
         verify_stored_file(path)
-        return _read_archive(path, public_trades_kind(config), day, quote_qty=False)
+        return _read_archive(path, kind, day, quote_qty=False)
     except PublicFileError as exc:
         raise ImportFailed(
             f"{exc}; the stored archive no longer verifies: materialize binance_trades_archive "
