@@ -183,10 +183,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dagster", action="store_true", help="only simulator + collector")
     p.add_argument("--fresh", action="store_true", help="delete the demo lake first")
     p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl+C)")
-    p.add_argument("--outage-at", type=float, default=60.0,
+    p.add_argument("--outage-at", type=float, default=20.0,
                    help="the exchange drops every connection this many seconds after the start, "
                         "so the UI shows a real outage (0: none)")  # fmt: skip
-    p.add_argument("--outage-seconds", type=float, default=20.0, help="how long it lasts")
+    p.add_argument("--outage-seconds", type=float, default=15.0, help="how long it lasts")
     p.add_argument("--report-every", type=float, default=600.0,
                    help="rebuild today's QA report this often, in seconds")  # fmt: skip
     return p.parse_args(argv)
@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "CRYPTO_LAKE__COLLECTOR__DEPTH__SYMBOLS": f"[{args.depth_symbols}]",
         # a verification snapshot every 2 minutes, so book_1s shows them soon
         "CRYPTO_LAKE__COLLECTOR__DEPTH__VERIFY_INTERVAL_MINUTES": "2",
-        # compressed automation: refresh today's partitions every minute
-        "CRYPTO_LAKE__DAGSTER__REFRESH_INTERVAL_SECONDS": "60",
+        # compressed automation: refresh today's partitions every 30 s (the minimum)
+        "CRYPTO_LAKE__DAGSTER__REFRESH_INTERVAL_SECONDS": "30",
         "PYTHONUNBUFFERED": "1",
     }
     py = sys.executable

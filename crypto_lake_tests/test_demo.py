@@ -216,7 +216,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert sealed(), "no sealed raw file"
         # Within 5 minutes of the start a newcomer sees: bars and passing checks; the injected
-        # fault (the exchange dropped every connection 60 s after the start, for 20 s) in
+        # fault (the exchange dropped every connection 20 s after the start, for 15 s) in
         # coverage and the bars' flags, with checks per partition; macro minutes and the DXY
         # from the loopback stand-in (today and the catch-up days, at most 2 macro runs queued
         # at a time); today's QA report. Each is timed from the start.
