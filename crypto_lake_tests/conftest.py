@@ -9,6 +9,8 @@ import pytest
 # The suite runs in two worker processes, a test module per worker at a time (pytest-xdist,
 # ``--dist loadfile`` in pyproject.toml). These modules take minutes, mostly waiting on
 # processes they started; they go first so the short ones fill in around them.
+# (``--no-loadscope-reorder`` keeps this order: by default xdist hands out the modules with
+# the most tests first, which left the deploy and UI modules for the last minutes.)
 LONG_FIRST = ("test_demo.py", "test_simulator_to_bars.py", "e2e/", "test_production_deploy.py",
               "test_container_k8s.py", "test_capture.py",
               "test_fastparse.py", "test_book_fuzz.py", "test_unclean_stop.py",
