@@ -1,6 +1,7 @@
 """The demo: exchange simulator + collector + Dagster on loopback, no network needed.
 
-``./dev demo`` runs this. It starts, each in its own process group:
+``./dev demo`` runs this. It first compiles numba's cache (``lib/market/warmup.py``; a second
+once it exists), then starts, each in its own process group:
 
 1. the exchange simulator (``python -m crypto_lake.simulator``) on an ephemeral loopback port;
 2. the Yahoo stand-in (``python -m crypto_lake.simulator.yahoo``), also on loopback, which
@@ -192,6 +193,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _warm_numba(py: str, env: dict[str, str]) -> None:
+    """numba's cache compiled before the first run needs it (``lib/market/warmup.py``): a
+    second when it is there, about a minute on a fresh machine, when the demo's first market
+    and book runs would otherwise each compile it while the clock runs."""
+    print("compiling numba's kernels into its cache (once: about a minute on a fresh "
+          "machine) ...", flush=True)  # fmt: skip
+    done = subprocess.run([py, "-m", "crypto_lake.lib.market.warmup"], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    if done.returncode:
+        log.warning("numba warm-up failed (exit %d), the first runs compile instead:\n%s",
+                    done.returncode, done.stdout[-2000:])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lake: Path = args.lake.resolve()
@@ -218,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONUNBUFFERED": "1",
     }
     py = sys.executable
+    if not args.no_dagster:
+        _warm_numba(py, env)
     fleet = Fleet()
     stop_requested = False
 
