@@ -7,8 +7,8 @@ fresh machine or container spends a minute or two compiling. This builds ticks, 
 the book of a small made-up day with the same calls the assets make (the two halves in two
 processes side by side: 45 s instead of 75 s on 2 cores), so every kernel is compiled with the
 argument types of a real run and lands in numba's cache (next to the sources, or in
-``NUMBA_CACHE_DIR``). deploy/Containerfile runs it at build time
-with ``NUMBA_CPU_NAME=generic``, so the cache is valid on whatever CPU the image runs on.
+``NUMBA_CACHE_DIR``). deploy/Containerfile runs it at build time with
+``NUMBA_CPU_NAME=generic``, so the cache is valid on whatever CPU the image runs on.
 """
 
 from __future__ import annotations
