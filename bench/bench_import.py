@@ -1,7 +1,7 @@
 """Benchmark: importing one day of Binance's public trades file (6.5 M trades) into the lake.
 
     ./dev bench bench_import [--trades 6500000] [--workdir /tmp/bench_import] [--keep]
-                             [--baselines pandas,duckdb] [--repeat 1]
+                             [--baselines pyarrow,pandas,duckdb] [--repeat 1]
 
 1. Generates (cached under --workdir) a BTC-like day in Binance's public spot format: a
    numpy random walk of prices in cents, log-normal quantities in steps of 0.00001 BTC,
@@ -9,18 +9,20 @@
    pyarrow, zipped with zipfile's deflate, its SHA256 in a ``.CHECKSUM`` beside it.
 2. Ours, in a child process, the zip dropped from the page cache first, exactly as the
    Dagster ticks and bars_1s steps import a day of history (``importer.archive_trades``,
-   then ``build_ticks`` and ``build_bars_1s``): ``verify_stored_file`` (SHA256 against the
-   stored checksum), ``read_trades(..., quote_qty=False)`` (as ``archive_trades``: the
-   build computes the products itself), ``build_ticks([], ..., archive=table,
-   seconds_out=...)`` (the trades Parquet + the per-second summary) and
-   ``build_bars_1s(..., seconds=...)``. ``--repeat N`` runs it N times; the summary gives
-   the median run (and every run's wall time).
+   then ``build_ticks`` and ``build_bars_1s``): ``read_stored_archive`` (the compiled
+   reader ``fast_trades`` straight into tick rows, the SHA256 against the stored checksum
+   alongside), ``build_ticks([], ..., archive=rows, seconds_out=...)`` (the trades Parquet
+   + the per-second summary) and ``build_bars_1s(..., seconds=...)``. ``--repeat N`` runs
+   it N times; the summary gives the median run (and every run's wall time).
    The clock starts after the imports and numba's compiler set-up, as in bench_transform
    (numba's one-time compilation into its cache is done first, by a small warm-up day in
    another child). The full CRC pass ``fetch_public_file`` makes before storing a download
    (``verify_zip``) is timed on its own: it belongs to the download, not the import. Both
    inflate the zip's CSV with ISA-L (``lib/history/zip_member.py``).
 3. Baselines in the same run, each in its own child from a cold page cache:
+   * ``pyarrow``: ours with the general reader the fast one falls back to on a file of
+     another shape: ``verify_stored_file``, then pyarrow's CSV reader
+     (``read_trades(..., quote_qty=False)``), the rest as ours;
    * ``pandas``: ``pandas.read_csv`` of the zip, ``Decimal`` per price and quantity (exact),
      quote = price x qty in Decimal, sort, ``pyarrow.Table.from_pandas`` + ``write_table``
      (zstd), 1 s bars with ``resample`` on floats, written to Parquet;
@@ -124,13 +126,18 @@ def _decimals(units, dtype):
 
 
 # --- child: ours --------------------------------------------------------------------------------
-def child_ours(zip_path: Path, out: Path) -> dict:
+def child_ours(zip_path: Path, out: Path, reader: str = "fast") -> dict:
+    """``reader``: "fast" as the asset reads (``read_stored_archive``: ``fast_trades``, the
+    checksum alongside), "pyarrow" the general reader the fast one falls back to
+    (``verify_stored_file``, then ``read_trades``)."""
     import numpy as np
 
     from crypto_lake.lib.core.duck import connect
+    from crypto_lake.lib.history.importer import read_stored_archive
     from crypto_lake.lib.history.public_csv import read_trades
     from crypto_lake.lib.history.public_files import verify_stored_file
     from crypto_lake.lib.market import fastbars
+    from crypto_lake.lib.market.archive_trades import ArchiveRows
     from crypto_lake.lib.market.bars import build_bars_1s
     from crypto_lake.lib.market.ticks import build_ticks
     from crypto_lake.lib.raw.catalog import day_bounds_us
@@ -142,11 +149,16 @@ def child_ours(zip_path: Path, out: Path) -> dict:
     stages: dict[str, float] = {}
     cpu = time.process_time()
     t_all = t = time.perf_counter()
-    verify_stored_file(zip_path)
-    stages["verify_sha256_s"], t = _lap(t)
-    table = read_trades(zip_path, DAY, quote_qty=False)  # as importer.archive_trades
-    stages["read_trades_s"], t = _lap(t)
-    rows = table.num_rows
+    if reader == "fast":
+        table = read_stored_archive(zip_path, "trades", DAY)  # importer.archive_trades's read
+        if not isinstance(table, ArchiveRows):
+            raise SystemExit("the fast reader did not take the generated day")
+        rows = table.rows.shape[1]
+    else:
+        verify_stored_file(zip_path)
+        table = read_trades(zip_path, DAY, quote_qty=False)
+        rows = table.num_rows
+    stages["verify_and_read_s"], t = _lap(t)
     stats = build_ticks([], SYMBOL, DAY, trades, quotes, out / "quarantine", con=con,
                         seconds_out=seconds, archive=table)  # fmt: skip
     del table
@@ -286,14 +298,15 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "bench_import")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the generated zips (cache)")
-    parser.add_argument("--baselines", default="pandas,duckdb")
+    parser.add_argument("--baselines", default="pyarrow,pandas,duckdb")
     parser.add_argument("--repeat", type=int, default=1, help="runs of ours (median kept)")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, rest = args.child[0], args.child[1:]
         children = {"ours": child_ours, "verify_zip": child_verify_zip,
-                    "pandas": child_pandas, "duckdb": child_duckdb}  # fmt: skip
+                    "pandas": child_pandas, "duckdb": child_duckdb,
+                    "pyarrow": lambda z, o: child_ours(z, o, "pyarrow")}  # fmt: skip
         paths = [Path(a) for a in rest[:2]]
         print(json.dumps(children[kind](*paths, *rest[2:])))
         return 0
@@ -342,7 +355,7 @@ def _print_summary(r: dict, baselines: list[str]) -> None:
     lines = [
         f"public trades day: {g['trades'] / 1e6:.2f} M trades, CSV {g['csv_bytes'] / 1e6:.0f} MB, "
         f"zip {g['zip_bytes'] / 1e6:.0f} MB",
-        f"ours (verify + read_trades + build_ticks + build_bars_1s), median of "
+        f"ours (verify + read + build_ticks + build_bars_1s), median of "
         f"{len(o['walls'])}: {o['wall_s']:.2f} s, {rate / 1e6:.2f} M rows/s (target >= "
         f"{TARGET_ROWS_S / 1e6:.1f}), peak RSS {o['peak_rss_mb']} MB (target <= "
         f"{TARGET_RSS_MB:.0f}), CPU {o['cpu_s']} s",

@@ -19,7 +19,7 @@ import yaml
 from crypto_lake_tests.deploy.units import ROOT
 
 DEPLOY = ROOT / "deploy"
-KERNEL_MODULES = ("fastparse", "columns", "fastbars", "engine", "scan", "levels")
+KERNEL_MODULES = ("fastparse", "fast_trades", "columns", "fastbars", "engine", "scan", "levels")
 
 
 def containerfile() -> str:

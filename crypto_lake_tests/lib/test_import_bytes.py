@@ -21,6 +21,7 @@ from crypto_lake.lib.history.public_files import (
     checksum_path,
     sha256_file,
 )
+from crypto_lake.lib.market.archive_trades import ArchiveRows
 from crypto_lake.lib.market.bars import build_bars_1s
 from crypto_lake.lib.market.ticks import build_ticks
 from crypto_lake.lib.raw.catalog import day_bounds_us
@@ -55,7 +56,7 @@ def _store_zip(root: Path, kind: str, lines: list[str]) -> Path:
     return path
 
 
-def _built_bytes(root: Path, archive: pa.Table) -> tuple[bytes, bytes]:
+def _built_bytes(root: Path, archive: pa.Table | ArchiveRows) -> tuple[bytes, bytes]:
     """The trades and bars_1s files of a day without raw files, from ``archive``."""
     root.mkdir()
     con = connect(threads=2)
@@ -68,13 +69,18 @@ def _built_bytes(root: Path, archive: pa.Table) -> tuple[bytes, bytes]:
 
 
 def test_the_build_without_products_writes_the_same_bytes(tmp_path):
+    """The table with products, the general reader's without, and the compiled reader's
+    rows the asset gets (``archive_trades``) build the same files."""
     zip_path = _store_zip(tmp_path / "lake", "trades", _trade_lines(30_000))
     full = read_trades(zip_path, DAY)
-    lean = archive_trades(LakeLayout(tmp_path / "lake"), Config(), SYMBOL, DAY)
+    lean = read_trades(zip_path, DAY, quote_qty=False)
     assert "quote_qty" in full.column_names and "quote_qty" not in lean.column_names
     assert lean.equals(full.drop_columns(["quote_qty"]))
-    assert lean.equals(read_trades(zip_path, DAY, quote_qty=False))
-    assert _built_bytes(tmp_path / "full", full) == _built_bytes(tmp_path / "lean", lean)
+    rows = archive_trades(LakeLayout(tmp_path / "lake"), Config(), SYMBOL, DAY)
+    assert isinstance(rows, ArchiveRows)
+    built = _built_bytes(tmp_path / "full", full)
+    assert _built_bytes(tmp_path / "lean", lean) == built
+    assert _built_bytes(tmp_path / "rows", rows) == built
 
 
 def test_agg_trades_without_products_are_the_same_rows(tmp_path):

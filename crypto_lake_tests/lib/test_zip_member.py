@@ -127,3 +127,18 @@ def test_a_bad_local_header_or_method_is_refused(tmp_path: Path) -> None:
     info.compress_type = zipfile.ZIP_BZIP2
     with pytest.raises(NotImplementedError):
         open_member(path, info)
+
+
+def test_a_zip_cut_out_of_its_middle_is_a_corrupt_zip(tmp_path: Path) -> None:
+    """A zip missing bytes before its directory: zipfile still opens it, with the member's
+    offset below zero; that is a damaged zip, not an OSError from the seek."""
+    path = tmp_path / "BTCUSDT-trades-2025-03-01.zip"
+    _zip(path, _contents(random.Random(6))[4], zipfile.ZIP_DEFLATED)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] + data[-200:])
+    with zipfile.ZipFile(path) as zf:
+        assert zf.infolist()[0].header_offset < 0
+    with pytest.raises(zipfile.BadZipFile, match="offset"):
+        open_member(path, zipfile.ZipFile(path).infolist()[0])
+    with pytest.raises(CorruptZip):
+        verify_zip(path, "member.csv", "trades", str(path))

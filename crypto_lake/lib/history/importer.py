@@ -2,7 +2,8 @@
 
 ``import_trades_archive`` fetches and verifies the day's trades zip (aggTrades when the
 collector records @aggTrade) and parses it whole, so a stored zip is always one the trades
-build can read; ``archive_trades`` gives the trades build that table. ``import_klines_1s``
+build can read; ``archive_trades`` gives the trades build its rows (``fast_trades``, or the
+general reader's table for a file of another shape). ``import_klines_1s``
 turns the day's 1 s klines zip into the ``klines_1s`` table. Every failure is one
 :class:`ImportFailed` whose message says what happened to which file and what to do; nothing
 is stored for a file that failed (a zip that verified but does not parse is removed again).
@@ -10,6 +11,7 @@ is stored for a file that failed (a zip that verified but does not parse is remo
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.parquet_out import write_dataset
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.core.symbols import validate_day, validate_symbol
+from crypto_lake.lib.history import fast_trades
 from crypto_lake.lib.history.public_csv import (
     public_time_unit,
     read_agg_trades,
@@ -35,6 +38,7 @@ from crypto_lake.lib.history.public_files import (
     fetch_public_file,
     verify_stored_file,
 )
+from crypto_lake.lib.market.archive_trades import ArchiveRows
 
 log = get_logger("history.import")
 
@@ -95,10 +99,12 @@ def _discard(file: PublicFile) -> None:
     checksum_path(file.path).unlink(missing_ok=True)
 
 
-def _read_archive(path: Path, kind: str, day: str, *, quote_qty: bool = True) -> pa.Table:
+def _read_archive(path: Path, kind: str, day: str) -> pa.Table:
+    """The general reader's table of a public trades (aggTrades) zip, without quote_qty (the
+    trades build computes its own products)."""
     if kind == "trades":
-        return read_trades(path, day, quote_qty=quote_qty)
-    return read_agg_trades(path, day, quote_qty=quote_qty)
+        return read_trades(path, day, quote_qty=False)
+    return read_agg_trades(path, day, quote_qty=False)
 
 
 def import_trades_archive(layout: LakeLayout, config: Config, symbol: str, day: str) -> Imported:
@@ -106,32 +112,46 @@ def import_trades_archive(layout: LakeLayout, config: Config, symbol: str, day: 
     symbol, day = validate_symbol(symbol), validate_day(day)
     kind = public_trades_kind(config)
     file = _fetch(layout, config, kind, symbol, day)
-    try:
-        table = _read_archive(file.path, kind, day)
+    try:  # as the trades build will read it
+        read = fast_trades.read_rows(file.path, kind, day) or _read_archive(file.path, kind, day)
+        ids = read.rows[2] if isinstance(read, ArchiveRows) else read["trade_id"].to_numpy()
     except PublicFileError as exc:
         _discard(file)
         raise ImportFailed(f"{exc} (the file was removed again)") from exc
-    ids = table["trade_id"].to_numpy()
     first, last = (int(ids.min()), int(ids.max())) if len(ids) else (None, None)
-    return Imported(file, kind, table.num_rows, public_time_unit(day), first, last)
+    return Imported(file, kind, len(ids), public_time_unit(day), first, last)
 
 
-def archive_trades(layout: LakeLayout, config: Config, symbol: str, day: str) -> pa.Table | None:
-    """The imported archive of (symbol, day) as a table for the trades build, or None when
-    none is stored. The stored zip is checked against its stored checksum first. The table
-    has no quote_qty column: the build computes its own from price and qty."""
+def archive_trades(layout: LakeLayout, config: Config, symbol: str, day: str,
+                   ) -> pa.Table | ArchiveRows | None:  # fmt: skip
+    """The imported archive of (symbol, day) for the trades build (``build_ticks(archive=)``),
+    or None when none is stored: its tick rows (``fast_trades``), or the general reader's
+    table when the file is not of the shape the fast reader takes (that table has no
+    quote_qty column: the build computes its own). The stored zip is checked against its
+    stored checksum while it is read, and nothing is returned unless it matches."""
     kind = public_trades_kind(config)
     path = layout.public_file(kind, symbol, day)
     if not path.exists():
         return None
     try:
-        verify_stored_file(path)
-        return _read_archive(path, kind, day, quote_qty=False)
+        return read_stored_archive(path, kind, day)
     except PublicFileError as exc:
         raise ImportFailed(
             f"{exc}; the stored archive no longer verifies: materialize binance_trades_archive "
             f"for {day}|{symbol} again"
         ) from exc
+
+
+def read_stored_archive(path: Path, kind: str, day: str) -> pa.Table | ArchiveRows:
+    """``archive_trades`` of the stored zip at ``path``: checked against its stored checksum
+    while it is read (PublicFileError when it does not match, whatever the read found)."""
+    with ThreadPoolExecutor(1) as pool:  # hashing releases the GIL: it overlaps the read
+        verified = pool.submit(verify_stored_file, path)
+        try:
+            rows = fast_trades.read_rows(path, kind, day)
+        finally:
+            verified.result()
+    return rows if rows is not None else _read_archive(path, kind, day)
 
 
 def import_klines_1s(

@@ -91,7 +91,7 @@ def _epoch_us(d: date) -> int:
 
 
 # --- reading ------------------------------------------------------------------------------------
-def _symbol_of(zip_path: Path, day: str | date, name: str) -> str | None:
+def symbol_of(zip_path: Path, day: str | date, name: str) -> str | None:
     """The symbol in a public zip's file name (None for a name of another form), after
     checking that the name is of ``day``'s period and ``name`` (trades, aggTrades or the
     kline interval)."""
@@ -291,6 +291,18 @@ def _check_file_quote(exact: pa.ChunkedArray, in_file: pa.ChunkedArray, ids: pa.
         )
 
 
+_TRADE_TYPES = {"id": _I64, "price": PRICE, "qty": QTY, "time": _I64, "is_buyer_maker": _BOOL}
+
+
+def check_file_quote(zip_path: Path) -> None:
+    """The quote_qty column of a trades zip agrees with price x qty to 8 places on the rows
+    of its first ``HEAD_BYTES`` (UnexpectedCsv otherwise)."""
+    head = _read_csv(zip_path, "trades", {**_TRADE_TYPES, "quote_qty": _F64},
+                     head_bytes=HEAD_BYTES)  # fmt: skip
+    _check_file_quote(exact_quote_qty(head["price"], head["qty"], str(zip_path)),
+                      head["quote_qty"], head["id"], str(zip_path))  # fmt: skip
+
+
 def read_trades(zip_path: Path, day: str | date, *, check_quote_qty: bool = True,
                 quote_qty: bool = True) -> pa.Table:  # fmt: skip
     """A public trades zip (``day``: its UTC day, or a YYYY-MM month) as a table: trade_id,
@@ -302,14 +314,10 @@ def read_trades(zip_path: Path, day: str | date, *, check_quote_qty: bool = True
     build computes it again from its own rows (a busy day's products take 0.2 s of both
     cores)."""
     where = str(zip_path)
-    _symbol_of(zip_path, day, "trades")
-    types = {"id": _I64, "price": PRICE, "qty": QTY, "time": _I64, "is_buyer_maker": _BOOL}
+    symbol_of(zip_path, day, "trades")
     if check_quote_qty:
-        head = _read_csv(Path(zip_path), "trades", {**types, "quote_qty": _F64},
-                         head_bytes=HEAD_BYTES)  # fmt: skip
-        _check_file_quote(exact_quote_qty(head["price"], head["qty"], where), head["quote_qty"],
-                          head["id"], where)  # fmt: skip
-    t = _read_csv(Path(zip_path), "trades", types)
+        check_file_quote(Path(zip_path))
+    t = _read_csv(Path(zip_path), "trades", _TRADE_TYPES)
     times = _times_us(t["time"], day, where, "time")
     quote = _quote_column(t["price"], t["qty"], where, quote_qty)
     order = _order(t["id"], times, "id", where)
@@ -326,7 +334,7 @@ def read_agg_trades(zip_path: Path, day: str | date, *, quote_qty: bool = True) 
     is_buyer_maker, first_trade_id, last_trade_id; sorted by (ts_event, trade_id).
     Invalidated aggregates (first = last = -1) are left out, as the live path does."""
     where = str(zip_path)
-    _symbol_of(zip_path, day, "aggTrades")
+    symbol_of(zip_path, day, "aggTrades")
     t = _read_csv(Path(zip_path), "aggTrades", {
         "agg_id": _I64, "price": PRICE, "qty": QTY, "first_trade_id": _I64,
         "last_trade_id": _I64, "time": _I64, "is_buyer_maker": _BOOL,
@@ -368,7 +376,7 @@ def read_klines(zip_path: Path, day: str | date, interval: str, symbol: str | No
     where = str(zip_path)
     if interval not in INTERVAL_SECONDS:
         raise ValueError(f"unsupported interval {interval!r}; known: {list(INTERVAL_SECONDS)}")
-    symbol = symbol or _symbol_of(zip_path, day, interval)
+    symbol = symbol or symbol_of(zip_path, day, interval)
     if symbol is None:
         raise ValueError(f"{zip_path}: not a public file name; pass the symbol")
     symbol = validate_symbol(symbol)

@@ -267,13 +267,16 @@ def csv_member(zf: zipfile.ZipFile, csv_name: str, where: str) -> zipfile.ZipInf
     return infos[0]
 
 
+HEADER_LINE_BYTES = 64 << 10  # of a CSV's first row, at most, that has_header reads
+
+
 def has_header(stream: BinaryIO, kind: str, where: str) -> bool:
     """Read a CSV's first row: True for a header naming the expected columns (to skip),
     False for data; UnexpectedCsv for anything else, an empty file too (Binance publishes no
     file rather than an empty one: taken as a day without trades, it would be a false
     record)."""
     columns = CSV_COLUMNS[kind]
-    text = stream.readline(64 * 1024).decode("utf-8-sig", errors="replace").strip()
+    text = stream.readline(HEADER_LINE_BYTES).decode("utf-8-sig", errors="replace").strip()
     if not text:
         raise UnexpectedCsv(
             f"{where}: the CSV is empty or starts with an empty line; Binance's files have a "

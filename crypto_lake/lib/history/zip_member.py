@@ -41,6 +41,8 @@ class _MemberReader(io.RawIOBase):
             raise NotImplementedError(f"{info.filename}: compression method {info.compress_type}")
         if info.flag_bits & 0x1:
             raise NotImplementedError(f"{info.filename}: encrypted")
+        if info.header_offset < 0:  # zipfile's offset of a zip cut before its directory
+            raise zipfile.BadZipFile(f"{info.filename}: bad local file header offset")
         self._info = info
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
         try:

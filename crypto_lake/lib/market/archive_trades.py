@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -37,14 +38,25 @@ _AGG_COLUMNS = {"first_trade_id": pa.int64(), "last_trade_id": pa.int64()}
 FILL_THREADS = 2
 
 
+@dataclass(frozen=True)
+class ArchiveRows:
+    """A public file's trades already as tick rows (``archive_rows`` of its table), as
+    ``history.fast_trades`` reads them; ``kind``: TRADE or AGG_TRADE."""
+
+    kind: str
+    rows: np.ndarray
+
+
 class ArchiveKindMismatch(ValueError):
     """The public file's kind (trades or aggTrades) is not the day's trade kind: their ids are
     different id spaces, so the two cannot be merged."""
 
 
-def archive_kind(table: pa.Table) -> str:
+def archive_kind(table: pa.Table | ArchiveRows) -> str:
     """``"aggTrade"`` for a table of aggTrades (with first/last trade ids), else ``"trade"``;
     a table without the columns and types of either is refused (ValueError)."""
+    if isinstance(table, ArchiveRows):
+        return table.kind
     names = set(table.column_names)
     agg = set(_AGG_COLUMNS) <= names
     if not agg and names & set(_AGG_COLUMNS):
@@ -69,23 +81,26 @@ def check_kind(archive_kind: str, day_kind: str | None) -> None:
         )
 
 
-def archive_rows(table: pa.Table, start_us: int, end_us: int) -> np.ndarray:
+def archive_rows(table: pa.Table | ArchiveRows, start_us: int, end_us: int) -> np.ndarray:
     """The archive table as tick rows (``fastparse.TRADE_COLUMNS`` x n, each row contiguous):
     prices and quantities in 1e-8, flags ``FLAG_ARCHIVE`` (+ ``FLAG_IBM``). Every row must
     be a trade of the day [start_us, end_us) without nulls (ValueError otherwise).
 
     The rows are filled batch by batch straight from the Arrow buffers, by two threads: a
     busy day is 6.5 M trades (468 MB of rows), and most of the time goes to the first touch
-    of fresh memory (``_zeros``), which the kernel serves in parallel; a whole-column copy on
+    of fresh memory (``zeros``), which the kernel serves in parallel; a whole-column copy on
     the way would cost as much again. The receive row is left as allocated: zeros, which is
-    ``NO_RECV_US``, and its pages are never touched."""
+    ``NO_RECV_US``, and its pages are never touched. ``ArchiveRows`` are such rows already:
+    only checked to lie inside the day."""
+    if isinstance(table, ArchiveRows):
+        return _inside_day(table.rows, start_us, end_us)
     kind = archive_kind(table)
     nulls = [c for c in (*_COLUMNS, *_AGG_COLUMNS)
              if c in table.column_names and table.column(c).null_count]  # fmt: skip
     if nulls:
         raise ValueError(f"archive table has nulls in {nulls}")
     agg = kind == AGG_TRADE
-    m = _zeros(len(fastparse.TRADE_COLUMNS), table.num_rows)
+    m = zeros(len(fastparse.TRADE_COLUMNS), table.num_rows)
     if not table.num_rows:
         return m
     batches = table.select([*_COLUMNS, *(_AGG_COLUMNS if agg else ())]).to_batches()
@@ -97,16 +112,21 @@ def archive_rows(table: pa.Table, start_us: int, end_us: int) -> np.ndarray:
 
     with ThreadPoolExecutor(FILL_THREADS) as pool:  # numpy copies release the GIL
         list(pool.map(fill, range(len(batches))))
+    if agg and np.any(m[3] > m[4]):
+        raise ValueError("archive table has an aggTrade with first_trade_id > last_trade_id")
+    return _inside_day(m, start_us, end_us)
+
+
+def _inside_day(m: np.ndarray, start_us: int, end_us: int) -> np.ndarray:
+    """``m`` after checking that every row's time lies in [start_us, end_us)."""
     ts = m[5]
-    if ts.min() < start_us or ts.max() >= end_us:
+    if len(ts) and (ts.min() < start_us or ts.max() >= end_us):
         outside = (ts < start_us) | (ts >= end_us)
         raise ValueError(
             f"archive table holds {int(np.count_nonzero(outside))} trade(s) outside the day "
             f"[{start_us}, {end_us}) µs (first trade id {int(m[2][outside][0])}): "
             "a public daily file of another day?"
         )
-    if agg and np.any(m[3] > m[4]):
-        raise ValueError("archive table has an aggTrade with first_trade_id > last_trade_id")
     return m
 
 
@@ -155,7 +175,7 @@ def conflicting_losers(conflicts: np.ndarray) -> int:
     return int(np.count_nonzero(lost & ((conflicts[8] & fastparse.FLAG_ARCHIVE) != 0)))
 
 
-def _zeros(rows: int, n: int) -> np.ndarray:
+def zeros(rows: int, n: int) -> np.ndarray:
     """A (rows, n) int64 matrix of zeros in an anonymous memory map: the kernel zeroes its
     pages on first touch, 4 KB at a time. numpy asks for transparent huge pages for large
     arrays; on the 2-core benchmark VM their first touch cost 0.4-1 s for a day's matrix,

@@ -1,14 +1,15 @@
 """Compile the numba kernels once, ahead of use: ``python -m crypto_lake.lib.market.warmup``.
 
-The compiled reader (``lib/raw/fastparse.py``), the bar kernels (``columns.py``,
-``fastbars.py``) and the order book reconstruction (``lib/book``) are cached by numba
-(``cache=True``), but only once something calls them: the first market or book run on a
-fresh machine or container spends a minute or two compiling. This builds ticks, 1 s bars and
-the book of a small made-up day with the same calls the assets make (the two halves in two
-processes side by side: 45 s instead of 75 s on 2 cores), so every kernel is compiled with the
-argument types of a real run and lands in numba's cache (next to the sources, or in
-``NUMBA_CACHE_DIR``). deploy/Containerfile runs it at build time with
-``NUMBA_CPU_NAME=generic``, so the cache is valid on whatever CPU the image runs on.
+The compiled readers (``lib/raw/fastparse.py``, ``lib/history/fast_trades.py``), the bar
+kernels (``columns.py``, ``fastbars.py``) and the order book reconstruction (``lib/book``)
+are cached by numba (``cache=True``), but only once something calls them: the first market
+or book run on a fresh machine or container spends a minute or two compiling. This builds
+ticks, 1 s bars, a public trades file's rows and the book of a small made-up day with the same
+calls the assets make (the two halves in two processes side by side: 45 s instead of 75 s on 2
+cores), so every kernel is compiled with the argument types of a real run and lands in
+numba's cache (next to the sources, or in ``NUMBA_CACHE_DIR``). deploy/Containerfile runs it
+at build time with ``NUMBA_CPU_NAME=generic``, so the cache is valid on whatever CPU the
+image runs on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import orjson
 from crypto_lake.lib.book.fast import reconstruct_day
 from crypto_lake.lib.book.synthetic import depth_event_line, snapshot_line, ticker_line
 from crypto_lake.lib.book.table import book_1s_table
+from crypto_lake.lib.history import fast_trades
 from crypto_lake.lib.market.bars import build_bars_1s
 from crypto_lake.lib.market.ticks import build_ticks
 from crypto_lake.lib.raw.lines import ws_line
@@ -75,7 +78,23 @@ def warm_market(workdir: Path) -> dict[str, int]:
                         seconds_out=seconds)  # fmt: skip
     bars = build_bars_1s(trades, quotes, SYMBOL, DAY, workdir / "bars_1s.parquet",
                          end_us=DAY_START_US + 60_000_000, seconds=seconds)  # fmt: skip
-    return {"trades": ticks.trade_rows, "quotes": ticks.quote_rows, "bars_1s": bars.rows}
+    return {"trades": ticks.trade_rows, "quotes": ticks.quote_rows, "bars_1s": bars.rows,
+            "public_trades": warm_public_trades(workdir)}  # fmt: skip
+
+
+def warm_public_trades(workdir: Path, count: int = 200) -> int:
+    """The compiled public trades reader (``history.fast_trades``): a small public trades
+    zip of the sample day (milliseconds, as Binance's files before 2025), its row count."""
+    path = workdir / f"{SYMBOL}-trades-{DAY}.zip"
+    ms = DAY_START_US // 1000
+    rows = "".join(f"{1000 + i},42000.50000000,0.01000000,420.00500000,{ms + i * 50},True,True\n"
+                   for i in range(count))  # fmt: skip
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(path.name[: -len(".zip")] + ".csv", rows)
+    read = fast_trades.read_rows(path, "trades", DAY)
+    if read is None:
+        raise RuntimeError(f"the compiled reader did not take {path}")
+    return read.rows.shape[1]
 
 
 def warm_book(workdir: Path) -> dict[str, int]:
