@@ -456,21 +456,36 @@ def _queries(check_name: str) -> list[tuple[str, str, dict]]:
     return out
 
 
-def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats: int) -> dict:
-    """Start dagster-webserver on ``home`` and time each page's query: cold, then median."""
+# The webserver as before the UI speed-ups, for the baseline pages: the check status memo off
+# (MEMO_SECONDS 0) and Dagster's own partition status ranges (ui_partition_keys not installed).
+BASELINE_WEBSERVER = (
+    "import sys; from crypto_lake import storage, ui_partition_keys; "
+    "storage.MEMO_SECONDS = 0.0; ui_partition_keys.install = lambda: False; "
+    "from dagster_webserver.cli import main; sys.argv[0] = 'dagster-webserver'; main()"
+)
+
+
+def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats: int,
+            baseline: bool = False) -> dict:  # fmt: skip
+    """Start dagster-webserver on ``home`` and time each page's query: cold, then median;
+    ``baseline``: the pages only, on the webserver without the UI speed-ups."""
     from crypto_lake_tests.e2e.dagster_harness import OFFLINE, free_port, graphql, stop_group
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     full = {**os.environ, **OFFLINE, **env, "DAGSTER_HOME": str(home)}
     full.pop("CRYPTO_LAKE_CONFIG", None)
-    cmd = [str(Path(sys.executable).parent / "dagster-webserver"), "-w",
-           str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    server = ([sys.executable, "-c", BASELINE_WEBSERVER] if baseline
+              else [str(Path(sys.executable).parent / "dagster-webserver")])  # fmt: skip
+    cmd = [*server, "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         try:
             _wait_ready(proc, url, log)
+            if baseline:
+                pages = time_pages(url, check_name, repeats)
+                return {f"{label} [baseline]": t for label, t in pages.items()}
             times = {}
             for label, query, variables in _queries(check_name):
                 t0 = time.perf_counter()
@@ -507,23 +522,39 @@ def time_pages(url: str, check_name: str, repeats: int) -> dict:
         (f"page: checks bars_1s ({check_name})", "/assets/bars_1s?view=checks", check_name,
          "This is a blocking asset check"),
     ]  # fmt: skip
-    out = {}
+    out, requests = {}, []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("requestfinished", lambda r: requests.append(r) if "/graphql" in r.url else None)
         page.goto(url + "/overview", wait_until="load")  # the scripts, once
         for label, path, click, marker in pages:
             loads = []
             for _ in range(repeats + 1):
+                requests.clear()
                 t0 = time.perf_counter()
                 page.goto(url + path, wait_until="domcontentloaded")
                 if click:
                     page.get_by_text(click).first.click(timeout=60_000)
                 page.get_by_text(marker).first.wait_for(state="visible", timeout=60_000)
                 loads.append(time.perf_counter() - t0)
+                shown = time.time() * 1000
             out[label] = (loads[0], statistics.median(loads[1:]), f"shows '{marker}'")
+            out[label] += (_slowest(requests, shown - loads[-1] * 1000),)
         browser.close()
     return out
+
+
+def _slowest(requests: list, start_ms: float, count: int = 4) -> str:
+    """The slowest GraphQL requests of a page load (started at ``start_ms``, epoch ms):
+    operation, its start after the navigation and its time, in ms."""
+    rows = []
+    for r in requests:
+        t = r.timing
+        name = (r.post_data_json or {}).get("operationName") or "?"
+        rows.append((t["responseEnd"], name, t["startTime"] - start_ms))
+    rows.sort(reverse=True)
+    return ", ".join(f"{n} +{at:.0f}:{d:.0f}" for d, n, at in rows[:count])
 
 
 def _answer(data: dict) -> str:
@@ -566,7 +597,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 def bench_backend(name: str, sample: Sample, days: list[str], whole_days: int,
-                  symbols: list[str], work: Path, repeats: int) -> dict:  # fmt: skip
+                  symbols: list[str], work: Path, repeats: int,
+                  baseline: bool = False) -> dict:  # fmt: skip
     """Write the history into a fresh instance of ``name`` and time the UI on it."""
     import dagster as dg
 
@@ -596,6 +628,9 @@ def bench_backend(name: str, sample: Sample, days: list[str], whole_days: int,
             checkpoint = checkpoint_passes(instance)
         check = next(c["check_name"] for c in sample.check_rows if c["asset_key"] == '["bars_1s"]')
         times = time_ui(home, env, work / f"{name}_webserver.log", check, repeats)
+        if baseline:
+            times.update(time_ui(home, env, work / f"{name}_baseline_webserver.log", check,
+                                 repeats, baseline=True))  # fmt: skip
         return {"rows": rows, "write_s": write_s, "times": times, "checkpoint": checkpoint,
                 "pruned_day_bytes": (sizes[1] - sizes[0]) / max(len(pruned), 1),
                 "whole_day_bytes": (sizes[2] - sizes[1]) / max(len(whole), 1),
@@ -683,9 +718,11 @@ def report(sample: Sample, history_days: int, results: dict[str, dict]) -> None:
               f"first computation {first_s:.1f} s, a pass after it {again_s:.2f} s")  # fmt: skip
         print(f"{'query (GraphQL behind the page)':44} {'cold s':>7} {'median s':>9} "
               f"{'< 2 s':>6}  answer")  # fmt: skip
-        for label, (cold, warm, answer) in r["times"].items():
+        for label, (cold, warm, answer, *slowest) in r["times"].items():
             ok = "yes" if max(cold, warm) < TARGET_S else "NO"
             print(f"{label:44} {cold:>7.2f} {warm:>9.2f} {ok:>6}  {answer}")
+            if slowest:
+                print(f"{'':44} slowest requests of the last load (+start:ms): {slowest[0]}")
     print(
         "\nNot measured, listed from the schedules (per day): finalize (1 ranged run of "
         "yesterday), QA, archive, retention (1 run each), collector_health (an observation + "
@@ -706,6 +743,8 @@ def main() -> None:
     )
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per query after the first")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also time the pages on a webserver without the UI speed-ups")  # fmt: skip
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -722,7 +761,7 @@ def main() -> None:
         print(f"stage 2+3: {name}: {args.days} days of history ({whole_days} whole), then the UI",
               flush=True)  # fmt: skip
         results[name] = bench_backend(name, sample, days, whole_days, symbols, args.workdir,
-                                      args.repeats)  # fmt: skip
+                                      args.repeats, args.baseline)  # fmt: skip
     report(sample, history_days, results)
     print(f"\ntotal wall {time.perf_counter() - t0:.0f} s")
 

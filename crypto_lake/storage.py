@@ -20,6 +20,14 @@ What keeps a checkpoint true:
 - any deletion (a run's events, an asset wiped, the instance wiped) drops every checkpoint,
   and the next read computes each from nothing.
 
+Within one process a state it computed is given again while the largest ids, its stored
+checkpoint and the partitions definition are those it was computed at and no run is in
+progress, for at most ``MEMO_SECONDS``: the checks page asks for every check's status from two
+queries at once, and one computation at a time serves both.
+
+When the webserver prepares the storage (``optimize_for_webserver``) it also gets faster
+partition health bars (``crypto_lake.ui_partition_keys``).
+
 ``dagster.yaml`` selects these classes: the embedded default through ``LakeInstance``
 (Dagster's SQLite layout under ``$DAGSTER_HOME``), production through ``storage: custom`` with
 ``LakePostgresStorage`` (``deploy/dagster.yaml``). Unpartitioned checks have one record each
@@ -29,6 +37,8 @@ and are always read whole.
 import hashlib
 import json
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +75,8 @@ from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
+from crypto_lake import ui_partition_keys
+
 log = logging.getLogger(__name__)
 
 KV_PREFIX = "crypto_lake/check_state/"
@@ -74,6 +86,9 @@ FORMAT = 2
 LAG_IDS = 1000
 # Beyond this many changed partitions a check's update reads them all (one IN list less).
 MAX_LISTED_PARTITIONS = 500
+# A state this process computed is given again for at most this long while the largest ids
+# stay the same; short, as a late Postgres commit (LAG_IDS) does not move them.
+MEMO_SECONDS = 10.0
 
 
 def _kv_name(key: AssetCheckKey) -> str:
@@ -96,6 +111,26 @@ class Checkpoint:
     state: AssetCheckState
     event_mark: int
     row_mark: int
+
+
+@dataclass(frozen=True)
+class _Memo:
+    """A check's state as this process last computed it, and what it was computed at."""
+
+    state: AssetCheckState
+    event_mark: int
+    row_mark: int
+    stored: str | None  # its checkpoint in the key-value store just after
+    digest: str
+    at: float  # time.monotonic()
+
+    def holds(self, event_mark: int, row_mark: int, stored: str | None, digest: str,
+              now: float) -> bool:  # fmt: skip
+        """Whether it is still the state: nothing recorded or dropped since, nothing in
+        progress that a run's end could resolve, not older than MEMO_SECONDS."""
+        return ((self.event_mark, self.row_mark, self.stored, self.digest)
+                == (event_mark, row_mark, stored, digest)
+                and not self.state.in_progress_runs and now - self.at < MEMO_SECONDS)  # fmt: skip
 
 
 def encode(point: Checkpoint, digest: str) -> str:
@@ -194,17 +229,51 @@ class CheckStateCheckpoints:
     def _kvs(self):
         return self._instance.run_storage  # type: ignore[attr-defined]
 
+    def _memo(self) -> tuple[threading.Lock, dict[AssetCheckKey, _Memo]]:
+        if "_check_state_memo" not in self.__dict__:
+            self.__dict__["_check_state_memo"] = (threading.Lock(), {})
+        return self.__dict__["_check_state_memo"]
+
     def get_asset_check_state(
         self, keys: Sequence[tuple[AssetCheckKey, PartitionsDefinition | None]]
     ) -> Mapping[AssetCheckKey, AssetCheckState]:
         """What Dagster's ``bulk_update_asset_check_state`` computes from nothing, computed
-        from each check's checkpoint and the partitions that changed since (module doc)."""
+        from each check's checkpoint and the partitions that changed since (module doc).
+
+        One computation at a time per process, and a state this process computed is given
+        again while nothing changed (the same largest ids, its checkpoint as it left it, no
+        run in progress, at most ``MEMO_SECONDS`` old): a page asks for the same checks from
+        two queries at once, and a reload asks again."""
+        lock, memo = self._memo()
+        with lock:
+            return self._check_state(keys, memo)
+
+    def _check_state(self, keys, memo: dict[AssetCheckKey, _Memo]):
         pdefs = dict(keys)
         partitioned = [key for key, pdef in keys if pdef is not None]
         digests = {key: partitions_digest(pdefs[key]) for key in partitioned}
         names = {key: _kv_name(key) for key in partitioned}
         event_mark, row_mark = self._marks()  # before anything is read
         saved = self._kvs().get_cursor_values(set(names.values())) if names else {}
+        now = time.monotonic()
+        seen = {}
+        for key in partitioned:
+            m = memo.get(key)
+            if m is not None and m.holds(event_mark, row_mark, saved.get(names[key]),
+                                         digests[key], now):  # fmt: skip
+                seen[key] = m.state
+        self.check_state_memo_hits = getattr(self, "check_state_memo_hits", 0) + len(seen)
+        if len(seen) == len(keys):
+            return seen
+        rest = [(key, pdef) for key, pdef in keys if key not in seen]
+        out = {**seen, **self._computed(rest, digests, names, saved, (event_mark, row_mark),
+                                        memo, now)}  # fmt: skip
+        return {key: out[key] for key, _ in keys}
+
+    def _computed(self, keys, digests, names, saved, marks, memo, now):
+        pdefs = dict(keys)
+        partitioned = [key for key, pdef in keys if pdef is not None]
+        event_mark, row_mark = marks
         warm = {key: p for key in partitioned
                 if (p := decode(saved.get(names[key]), digests[key])) is not None}  # fmt: skip
         since = self._infos_since(warm) if warm else []
@@ -227,12 +296,17 @@ class CheckStateCheckpoints:
                                          row_mark - point.row_mark) > LAG_IDS  # fmt: skip
             if moved or state != before:
                 changed[names[key]] = encode(Checkpoint(state, event_mark, row_mark), digests[key])
+        stored = saved
         if changed:
             try:
                 self._kvs().set_cursor_values(changed)
+                stored = {**saved, **changed}
             except Exception:  # a busy or read-only store: the page still gets its answer
                 log.warning("could not store %d check status checkpoints; the next read "
                             "applies the changes again", len(changed), exc_info=True)  # fmt: skip
+        for key in partitioned:
+            memo[key] = _Memo(out[key], event_mark, row_mark, stored.get(names[key]),
+                              digests[key], now)  # fmt: skip
         return out
 
     def _partition_infos(
@@ -358,12 +432,22 @@ class CheckStateCheckpoints:
         )
         return {run.run_id: run.status for run in runs}
 
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int,
+                               max_overflow: int) -> None:  # fmt: skip
+        """The webserver's set-up of the storage, and its faster partition health bars
+        (``crypto_lake.ui_partition_keys``)."""
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)  # type: ignore[misc]
+        ui_partition_keys.install()
+
     def drop_check_state(self) -> None:
         """Forget every checkpoint: the next read computes each check's status from nothing.
 
         Called whenever records are deleted. Narrower would be wrong: SQLite reuses the ids
         of deleted rows at the top of a table, so a kept checkpoint could look past them.
         """
+        lock, memo = self._memo()
+        with lock:
+            memo.clear()
         names = _checkpoint_names(self._kvs())
         if names:
             self._kvs().set_cursor_values(dict.fromkeys(names, ""))

@@ -262,3 +262,31 @@ def test_sensor_keeps_every_check_current(instance) -> None:
                                 lake_storage.partitions_digest(pdef))  # fmt: skip
     assert state is not None
     assert not state.state.subsets[Resolved.SUCCEEDED].is_empty
+
+
+def test_a_state_is_given_again_only_while_nothing_changed(instance, monkeypatch) -> None:
+    """The same process asks twice with nothing recorded in between (a page's two queries, a
+    reload): the second read is the first's state. New records, a checkpoint dropped by
+    another process (a deletion there) or the memo's age make it compute again."""
+    pdef = partitions()
+    bars = make_asset(pdef)
+    run(instance, bars, DAYS[0], "BTCUSDT")
+    storage = instance.event_log_storage
+    passed = {"SUCCEEDED": {"2024-03-01|BTCUSDT"}}
+    assert status(instance, pdef) == passed
+    hits = storage.check_state_memo_hits
+    assert status(instance, pdef) == passed
+    assert storage.check_state_memo_hits == hits + 1
+
+    FAIL.add("2024-03-01|BTCUSDT")
+    run(instance, bars, DAYS[0], "BTCUSDT")
+    assert status(instance, pdef) == {"FAILED": {"2024-03-01|BTCUSDT"}}
+    assert storage.check_state_memo_hits == hits + 1  # computed: new records
+
+    name = lake_storage.KV_PREFIX + CHECK.to_user_string()
+    instance.run_storage.set_cursor_values({name: ""})  # another process's deletion
+    assert status(instance, pdef) == {"FAILED": {"2024-03-01|BTCUSDT"}}
+    assert storage.check_state_memo_hits == hits + 1
+    monkeypatch.setattr(lake_storage, "MEMO_SECONDS", 0.0)
+    assert status(instance, pdef) == {"FAILED": {"2024-03-01|BTCUSDT"}}
+    assert storage.check_state_memo_hits == hits + 1
