@@ -2,7 +2,7 @@
 projected to a year, and how fast the asset, partitions and checks pages answer at that size.
 
     ./dev bench bench_history [--workdir /tmp/bench_history] [--days 14] [--history-days 7]
-                              [--backends sqlite,postgres] [--repeats 5]
+                              [--backends sqlite,postgres] [--repeats 5] [--baseline]
 
 Three stages:
 
@@ -38,7 +38,10 @@ Three stages:
    for raw_market_events, bars_1s and one check on bars_1s: first call (cold, it builds the
    partition status cache) and the median of ``--repeats`` after it, against the 2 s target;
    then the pages themselves in headless Chromium (Debian's chromium through Playwright, as
-   the UI tests drive it), until each shows its answer and the network is idle.
+   the UI tests drive it), until each shows its answer, with the slowest GraphQL requests of
+   each page's last load (Chromium's timings). ``--baseline`` times the pages once more on a
+   webserver without the UI speed-ups (the storage's check state memo and
+   ``crypto_lake/ui_partition_keys.py``), in the same run.
    The history is ``--days`` long, not a year: the printed year figures are projections, the
    query times are measured at the written size (run with --days 30 or more to see the trend).
 """
