@@ -76,10 +76,10 @@ def _parse(buf, rows, state, codes, targets, flag_ibm, flag_archive):  # pragma:
     order), or FULL. The last line may lack its newline (the end of the file)."""
     end, cap, nf = len(buf), rows.shape[1], len(codes)
     n, last_id, last_ts = state[0], state[1], state[2]
-    p, status = 0, 0
+    p, status = 0, OK
     while p < end:
         if n == cap:
-            status = 2
+            status = FULL
             break
         for f in range(nf):
             code = codes[f]
@@ -94,7 +94,7 @@ def _parse(buf, rows, state, codes, targets, flag_ibm, flag_archive):  # pragma:
                     rows[targets[f], n] = flag_archive
                     p += 5
                 else:
-                    status = 1
+                    status = REFUSED
                     break
             else:
                 v, digits = 0, 0
@@ -103,7 +103,7 @@ def _parse(buf, rows, state, codes, targets, flag_ibm, flag_archive):  # pragma:
                     p += 1
                     digits += 1
                 if digits == 0 or digits > (18 if code == 1 else 10):
-                    status = 1
+                    status = REFUSED
                     break
                 if code == 2:
                     decimals = 0
@@ -114,7 +114,7 @@ def _parse(buf, rows, state, codes, targets, flag_ibm, flag_archive):  # pragma:
                             p += 1
                             decimals += 1
                         if decimals == 0 or decimals > 8:
-                            status = 1
+                            status = REFUSED
                             break
                     for _ in range(8 - decimals):
                         v *= 10
@@ -122,10 +122,10 @@ def _parse(buf, rows, state, codes, targets, flag_ibm, flag_archive):  # pragma:
             # the separator: a comma between fields, a newline (or the end) after the last
             if f < nf - 1:
                 if p >= end or buf[p] != 44:
-                    status = 1
+                    status = REFUSED
                     break
             elif p < end and buf[p] != 10:
-                status = 1
+                status = REFUSED
                 break
             p += 1
         if status:
@@ -133,7 +133,7 @@ def _parse(buf, rows, state, codes, targets, flag_ibm, flag_archive):  # pragma:
         # ids rising, times never falling (state starts at -1: below any unsigned value),
         # prices above zero
         if rows[ID, n] <= last_id or rows[TS, n] < last_ts or rows[PRICE, n] <= 0:
-            status = 1
+            status = REFUSED
             break
         last_id, last_ts = rows[ID, n], rows[TS, n]
         n += 1
