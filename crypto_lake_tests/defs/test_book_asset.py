@@ -8,7 +8,7 @@ runs them. Checked: the partitions are the depth symbols only; the clean day's f
 pass with verified snapshots and compared bookTickers; on the faulty day the spans between a
 gap and its resync are ``reliable = false`` and listed by the failing ``book_continuous``
 check while the other checks pass; the best bid/ask of every reliable row equal the true
-book; the metadata carries the chart.
+book; the metadata carries the chart; the book's coverage per minute counts those seconds.
 """
 
 from __future__ import annotations
@@ -102,6 +102,16 @@ def test_gaps_are_marked_unreliable_and_reliable_rows_equal_the_true_book(run) -
             assert (bid, ask) == (bids[sec - start], asks[sec - start]), sec
         unreliable = [r for r in rows if not r[1]]
         assert all(r[2] is not None and r[3] is None for r in unreliable)
+        # the book's coverage per minute, written with the partition: every second counted
+        cov = layout.market_file("coverage_book", "BTCUSDT", day)
+        minutes, reliable_s, gap_s, total = duckdb.sql(
+            "SELECT count(*), sum(seconds_reliable), sum(seconds_gap), sum(seconds_reliable + "
+            "seconds_no_snapshot + seconds_gap + seconds_malformed + seconds_verify_mismatch + "
+            f"seconds_beyond_snapshot_depth + seconds_no_data) FROM read_parquet('{cov}')"
+        ).fetchall()[0]
+        assert (minutes, total) == (1440, 86_400)  # a closed day, nothing pending
+        assert reliable_s == out["metadata"][f"{day}|BTCUSDT"]["reliable_seconds"]
+        assert (gap_s > 0) == (day == DAYS[1])
         if day == DAYS[1]:
             assert {r[2] for r in unreliable} >= {"gap"}
             assert (

@@ -16,7 +16,7 @@ from crypto_lake.lib.core.parquet_out import write_parquet
 from crypto_lake.lib.core.paths import LakeLayout
 from crypto_lake.lib.core.schema import COVERAGE
 from crypto_lake.lib.market.coverage import build_coverage, render_hourly_chart
-from crypto_lake.lib.market.views import build_lake_views
+from crypto_lake.lib.market.views import BOOK_COLUMNS, build_lake_views
 from crypto_lake.lib.raw.catalog import day_bounds_us
 
 DAY = "2024-03-01"
@@ -195,7 +195,7 @@ def test_views_bind_on_a_fresh_lake_and_read_a_partition(tmp_path: Path, closed_
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM coverage_daily").fetchall() == [(0,)]
         cols = {r[0] for r in con.execute("DESCRIBE coverage").fetchall()}
-        assert cols == {*COVERAGE.names, "exchange"}
+        assert cols == {*COVERAGE.names, "exchange", *BOOK_COLUMNS}
     bars, quotes, intervals = closed_day
     out = layout.market_partition_dir("coverage", "BTCUSDT", DAY) / "part-0.parquet"
     stats = build_coverage(bars, quotes, "BTCUSDT", DAY, out, intervals, now_us=END_US)

@@ -96,7 +96,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
                          snapshot_every_s=30, faults=Faults(disconnects=1))  # fmt: skip
     depth = write_day(spec, layout.root / "depth_raw")
     build_book_day(depth.paths, SYMBOL, DAYS[0], out("book_1s", DAYS[0]),
-                   layout.book_checks_path(SYMBOL, DAYS[0]), layout.quarantine_root)  # fmt: skip
+                   layout.book_checks_path(SYMBOL, DAYS[0]), layout.quarantine_root,
+                   out("coverage_book", DAYS[0]))  # fmt: skip
     run_qa_files(layout, SYMBOL, DAYS[0], day_window(DAYS[0]), QAConfig())
     for kind in QA_DATASETS:
         files[f"qa_{kind}"] = [qa_file(layout, kind, DAYS[0], SYMBOL)]

@@ -89,7 +89,9 @@ BOOK_NUMERIC = ["dagster/row_count", "reliable_seconds", "unreliable_seconds", "
         "book_1s",
         "Partitions exist for the symbols in collector.depth.symbols. The metadata gives the "
         "day's reliable seconds, gaps, verified snapshots (largest mid deviation) and a chart "
-        "of spread and depth over the day; four checks judge the rebuild.",
+        "of spread and depth over the day; four checks judge the rebuild. Each partition also "
+        "writes its seconds by state per minute (table coverage_book), which the coverage "
+        "view shows beside the trades' coverage of every minute.",
     ),
     metadata=table_metadata("book_1s"),
 )
@@ -104,7 +106,8 @@ def book_1s(context: dg.AssetExecutionContext, lake: LakeResource):
         out = partition_file(layout, "book_1s", symbol, day)
         started = datetime.now(UTC)
         report = build_book_day(files, symbol, day, out, layout.book_checks_path(symbol, day),
-                                layout.quarantine_root / symbol / day)  # fmt: skip
+                                layout.quarantine_root / symbol / day,
+                                partition_file(layout, "coverage_book", symbol, day))  # fmt: skip
         seconds = (datetime.now(UTC) - started).total_seconds()
         per[key] = {**base_metadata(out, report["rows"], "book_1s"),
                     **book_metadata(report, out)}  # fmt: skip

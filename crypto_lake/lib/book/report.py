@@ -1,15 +1,17 @@
 """One ``book_1s`` partition: rebuild, write, and what its checks judge.
 
 ``build_book_day`` rebuilds the book of a symbol-day from its raw files (``fast``), writes
-the ``book_1s`` table, quarantines malformed depth lines, and saves a *report* (plain JSON
-beside the lake's state, ``LakeLayout.book_checks_path``): the counters, gaps, snapshots and
-first mismatches of the rebuild. The asset checks judge that report (``judge_book``), so a
-check never rebuilds a day. ``book_chart_png`` draws the day's spread and depth.
+the ``book_1s`` table and its seconds by state per minute (``coverage_book``), quarantines
+malformed depth lines, and saves a *report* (plain JSON beside the lake's state,
+``LakeLayout.book_checks_path``): the counters, gaps, snapshots and first mismatches of the
+rebuild. The asset checks judge that report (``judge_book``), so a check never rebuilds a day.
+``book_chart_png`` draws the day's spread and depth.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ import orjson
 
 from crypto_lake.lib.book.fast import reconstruct_day
 from crypto_lake.lib.book.model import BookDay
-from crypto_lake.lib.book.table import book_1s_table
+from crypto_lake.lib.book.table import book_1s_table, book_coverage_table
 from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.parquet_out import write_dataset
@@ -86,12 +88,23 @@ def report_of(day: BookDay, rows: int) -> dict[str, Any]:
 
 
 def build_book_day(
-    files: list[Path], symbol: str, day: str, out: Path, report_path: Path, quarantine_dir: Path
+    files: list[Path],
+    symbol: str,
+    day: str,
+    out: Path,
+    report_path: Path,
+    quarantine_dir: Path,
+    coverage_out: Path,
+    now_us: int | None = None,
 ) -> dict[str, Any]:
-    """Rebuild, write ``out`` (book_1s) and ``report_path``; returns the report."""
+    """Rebuild, write ``out`` (book_1s), ``coverage_out`` (coverage_book) and ``report_path``;
+    returns the report. ``now_us`` (default: the clock) decides whether the day is closed."""
     book = reconstruct_day(files, symbol, day)
     table = book_1s_table(book)
     write_dataset(table, out, "book_1s")
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    closed = book.start_us + 86_400 * 1_000_000 <= now
+    write_dataset(book_coverage_table(book, closed), coverage_out, "coverage_book")
     _write_quarantine(book, Path(quarantine_dir) / f"{symbol}_{day}_depth.jsonl")
     report = report_of(book, table.num_rows)
     atomic_write_bytes(report_path, orjson.dumps(report, default=_jsonable), durable=False)

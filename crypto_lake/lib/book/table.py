@@ -14,6 +14,8 @@ The dataset definition is ``crypto_lake.lib.core.schema.BOOK_1S``, with every ot
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pyarrow as pa
 
@@ -38,7 +40,7 @@ from crypto_lake.lib.book.model import (
     sum_index,
 )
 from crypto_lake.lib.core.schema import BOOK_1S as BOOK_1S  # the table's definition
-from crypto_lake.lib.core.schema import F64, PRICE, QTY, QUOTE_VOLUME, VOLUME
+from crypto_lake.lib.core.schema import COVERAGE_BOOK, F64, PRICE, QTY, QUOTE_VOLUME, VOLUME
 from crypto_lake.lib.market import columns
 
 _SIDES = ("bid", "ask")
@@ -121,3 +123,34 @@ def book_1s_table(day: BookDay) -> pa.Table:
             out[f"{_SIDES[side]}_qty_{i + 1}"] = columns.units(None, "", rows[qty + i], QTY,
                                                                present)  # fmt: skip
     return pa.table(out)
+
+
+_COVERAGE_STATES = ("reliable", *STATE_NAMES[1:])  # in R_STATE order (RELIABLE = 0)
+
+
+def book_coverage_table(day: BookDay, closed: bool) -> pa.Table:
+    """The ``coverage_book`` rows of a reconstructed day: per minute, its seconds by state.
+
+    A closed day has its 1,440 minutes; a day not yet closed (``closed`` false) ends at the
+    minute of the book's last second, and the seconds after that second are pending."""
+    state = day.rows[R_STATE].copy()
+    last = day.last_second
+    if closed:
+        minutes = len(state) // 60
+    else:
+        minutes = 0 if last is None else last // 60 + 1
+        state[0 if last is None else last + 1 :] = len(_COVERAGE_STATES)  # pending
+    per = state[: minutes * 60].reshape(minutes, 60)
+    counts = {
+        f"seconds_{name}": (per == k).sum(axis=1, dtype=np.int32)
+        for k, name in enumerate([*_COVERAGE_STATES, "pending"])
+    }
+    names = [f.name for f in COVERAGE_BOOK.arrow_schema()]
+    out: dict[str, pa.Array] = {
+        "symbol": pa.array([day.symbol] * minutes, pa.string()),
+        "date": pa.array([date.fromisoformat(day.day)] * minutes, pa.date32()),
+        "minute": columns.timestamps(day.start_us + np.arange(minutes, dtype=np.int64) * 60 * US),
+        **{k: pa.array(v) for k, v in counts.items()},
+        "events": pa.array(day.rows[R_EVENTS, : minutes * 60].reshape(minutes, 60).sum(axis=1)),
+    }
+    return pa.table({name: out[name] for name in names})

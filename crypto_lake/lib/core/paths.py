@@ -12,7 +12,7 @@ from crypto_lake.lib.core.symbols import validate_day, validate_symbol, validate
 
 EXCHANGE = "binance"
 MARKET_DATASETS = ("trades", "quotes", "bars_1s", "bars_1m", "klines_1m", "klines_1s",
-                   "coverage", "book_1s")  # fmt: skip
+                   "coverage", "book_1s", "coverage_book")  # fmt: skip
 QA_DATASETS = ("violations", "anomalies", "verdicts")
 # What the archive keeps per symbol-day (SPEC §9): the raw lines compacted into one zstd file,
 # and a copy of each table's partition file; each file has a .meta.json sidecar.

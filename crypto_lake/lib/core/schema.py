@@ -663,9 +663,87 @@ BOOK_1S = Dataset(
     unique=("window_start",),
 )
 
+_BOOK_SECONDS = f"{_SECONDS} whose book is"
+COVERAGE_BOOK = Dataset(
+    name="coverage_book",
+    version=1,
+    description=(
+        "The order book's coverage: per depth symbol and UTC minute, the seconds whose "
+        "rebuilt book (book_1s) is proved right and the others with why not: no snapshot yet, "
+        "a sequence gap until the resync, a malformed event, a failed verification, top levels "
+        "beyond a snapshot's depth, no diff event at all (nothing recorded), or still pending "
+        "(today, after the book's last second). Every second is in exactly one state, so the "
+        "eight counts sum to 60. Written with each book_1s partition; 1,440 rows for a closed "
+        "day, today's up to the book's last second. The `coverage` view joins it per minute."
+    ),
+    path=_market_path("coverage_book"),
+    columns=(
+        _SYMBOL,
+        Column("date", DATE, "the UTC day"),
+        Column("minute", TS, "start of the minute (UTC)"),
+        Column("seconds_reliable", I32, f"{_BOOK_SECONDS} proved right", ge=0, le=60),
+        Column(
+            "seconds_no_snapshot", I32, f"{_BOOK_SECONDS} not yet synced to a snapshot", ge=0, le=60
+        ),
+        Column(
+            "seconds_gap",
+            I32,
+            f"{_BOOK_SECONDS} broken by a sequence gap (lost or "
+            "out-of-order diff events) until the resync",
+            ge=0,
+            le=60,
+        ),
+        Column(
+            "seconds_malformed",
+            I32,
+            f"{_BOOK_SECONDS} broken by a malformed (quarantined) diff event until the resync",
+            ge=0,
+            le=60,
+        ),
+        Column(
+            "seconds_verify_mismatch",
+            I32,
+            f"{_BOOK_SECONDS} broken by a verification snapshot that disagreed, until the resync",
+            ge=0,
+            le=60,
+        ),
+        Column(
+            "seconds_beyond_snapshot_depth",
+            I32,
+            f"{_BOOK_SECONDS} synced but whose top 20 "
+            "levels reach past the depth a snapshot proved",
+            ge=0,
+            le=60,
+        ),
+        Column(
+            "seconds_no_data",
+            I32,
+            f"{_SECONDS} without book data: no diff event after "
+            "them (nothing recorded, or before the day's first event)",
+            ge=0,
+            le=60,
+        ),
+        Column(
+            "seconds_pending",
+            I32,
+            f"{_SECONDS} after the book's last second on a day not yet closed (not yet due)",
+            ge=0,
+            le=60,
+        ),
+        Column("events", I64, "diff events received in the minute (by event time)", ge=0),
+    ),
+    sort_keys=("minute",),
+    unique=("minute",),
+    rules=(
+        "seconds_reliable + seconds_no_snapshot + seconds_gap + seconds_malformed "
+        "+ seconds_verify_mismatch + seconds_beyond_snapshot_depth + seconds_no_data "
+        "+ seconds_pending == 60",
+    ),
+)
+
 
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (TRADES, QUOTES, BARS_1S, BARS_1M, KLINES_1M, KLINES_1S, COVERAGE, BOOK_1S,
-              MACRO_1M, DXY_SYNTHETIC_1M, QA_VIOLATIONS, QA_ANOMALIES, QA_VERDICTS)
+              COVERAGE_BOOK, MACRO_1M, DXY_SYNTHETIC_1M, QA_VIOLATIONS, QA_ANOMALIES, QA_VERDICTS)
 }  # fmt: skip

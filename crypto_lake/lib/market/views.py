@@ -47,25 +47,50 @@ FROM bars_1m b FULL JOIN klines_1m k ON b.symbol = k.symbol AND b.window_start =
 """
 
 
-# "What can I trust for this day across symbols": coverage summed per symbol and date. Files
-# of coverage schema v1 have no seconds_archive: a lake holding only those still binds.
-_COVERAGE_DAILY_SQL = "CREATE OR REPLACE VIEW coverage_daily AS " + coverage.DAILY_SQL.format(
-    source="(SELECT * FROM coverage UNION ALL BY NAME "
-    "SELECT NULL::INTEGER AS seconds_archive WHERE false)"
-)
-
-
-# The order book's coverage per symbol and minute: seconds whose rebuilt book is proved right,
-# and the others with why not (a sequence gap until the resync, no snapshot yet, ...).
-_COVERAGE_BOOK_SQL = """
-CREATE OR REPLACE VIEW coverage_book AS
-SELECT symbol, date, time_bucket(INTERVAL 1 minute, window_start) AS minute,
-    count(*) AS seconds,
-    count(*) FILTER (WHERE reliable) AS seconds_reliable,
-    count(*) FILTER (WHERE NOT reliable) AS seconds_unreliable,
-    list(DISTINCT unreliable_reason) FILTER (WHERE NOT reliable) AS unreliable_reasons
-FROM book_1s GROUP BY ALL
+# The book's coverage joined to each minute of `coverage` (NULL where no book was rebuilt for
+# the minute: a symbol without depth, or a book not rebuilt yet): seconds proved right, the
+# others before the book's end (pending excluded), and why they are not.
+BOOK_COLUMNS = ("book_seconds_reliable", "book_seconds_unreliable", "book_unreliable_reasons")
+_BOOK_REASONS = ("no_snapshot", "gap", "malformed", "verify_mismatch",
+                 "beyond_snapshot_depth", "no_data")  # fmt: skip
+_COVERAGE_SQL = """
+CREATE OR REPLACE VIEW coverage AS
+SELECT c.*, b.seconds_reliable AS book_seconds_reliable,
+    ({unreliable})::INTEGER AS book_seconds_unreliable,
+    CASE WHEN b.minute IS NOT NULL THEN list_filter([{reasons}], lambda r: r IS NOT NULL) END
+        AS book_unreliable_reasons
+FROM ({coverage}) c
+LEFT JOIN ({book}) b ON b.symbol = c.symbol AND b.date = c.date AND b.minute = c.minute
 """
+# coverage_daily with the book's seconds of the day, where it was rebuilt
+_BOOK_DAILY_SQL = """
+SELECT symbol, date, sum(seconds_reliable)::BIGINT AS book_seconds_reliable,
+    sum({unreliable})::BIGINT AS book_seconds_unreliable,
+    round(100.0 * sum(seconds_reliable) / nullif(sum(60 - seconds_pending), 0), 3)
+        AS book_pct_reliable
+FROM coverage_book GROUP BY symbol, date
+"""
+
+
+def _coverage_views(layout: LakeLayout) -> list[str]:
+    """The views ``coverage`` (the table, with the book's seconds per minute) and
+    ``coverage_daily`` (summed per day). Files of coverage schema v1 have no seconds_archive:
+    a lake holding only those still binds."""
+    unreliable = " + ".join(f"b.seconds_{r}" for r in _BOOK_REASONS)
+    reasons = ", ".join(f"CASE WHEN b.seconds_{r} > 0 THEN '{r}' END" for r in _BOOK_REASONS)
+    table = dataset_source(layout, "coverage")
+    coverage_sql = _COVERAGE_SQL.format(
+        unreliable=unreliable, reasons=reasons, book=dataset_source(layout, "coverage_book"),
+        coverage=f"{table} UNION ALL BY NAME SELECT NULL::INTEGER AS seconds_archive WHERE false",
+    )  # fmt: skip
+    daily = coverage.DAILY_SQL.format(source="coverage")
+    book = _BOOK_DAILY_SQL.format(unreliable=" + ".join(f"seconds_{r}" for r in _BOOK_REASONS))
+    return [
+        coverage_sql,
+        f"CREATE OR REPLACE VIEW coverage_daily AS SELECT d.*, b.book_seconds_reliable, "
+        f"b.book_seconds_unreliable, b.book_pct_reliable FROM ({daily}) d "
+        f"LEFT JOIN ({book}) b ON b.symbol = d.symbol AND b.date = d.date",
+    ]
 
 
 def sql_literal(path: Path | str) -> str:
@@ -90,10 +115,11 @@ def dataset_source(layout: LakeLayout, dataset: str) -> str:
 
 
 def view_statements(layout: LakeLayout) -> list[str]:
-    """CREATE VIEW statements for the market datasets, the bars-vs-klines comparison, the
-    daily coverage summary and the order book's coverage per minute."""
-    out = [f"CREATE OR REPLACE VIEW {d} AS {dataset_source(layout, d)}" for d in VIEW_DATASETS]
-    return [*out, _COMPARE_SQL, _COVERAGE_DAILY_SQL, _COVERAGE_BOOK_SQL]
+    """CREATE VIEW statements for the market datasets (``coverage`` with the book's seconds
+    joined), the bars-vs-klines comparison and the daily coverage summary."""
+    out = [f"CREATE OR REPLACE VIEW {d} AS {dataset_source(layout, d)}" for d in VIEW_DATASETS
+           if d != "coverage"]  # fmt: skip
+    return [*out, *_coverage_views(layout), _COMPARE_SQL]
 
 
 def _default_extra(layout: LakeLayout) -> list[str]:
