@@ -13,7 +13,10 @@ How: the function gets the same arguments except the partitions definition, wrap
 delimiter and name its parts in the definition's dimension order, exactly what Dagster's own
 methods do without building the key objects; everything else is the definition itself. The
 result is the same (``crypto_lake_tests/lib/test_ui_partition_keys.py`` compares the two on
-random status subsets). Installed by ``crypto_lake.storage`` when the webserver prepares the
+random status subsets). And the checks page's two queries build the same ranges from the
+same subset objects (the storage gives a check's state object again while nothing changed):
+the second gets the first's answer (``_Recent``), so a page builds each check's ranges once.
+Installed by ``crypto_lake.storage`` when the webserver prepares the
 instance's storage (``optimize_for_webserver``: that process only), and only on the
 dagster-graphql version it was checked against; on any other the UI keeps Dagster's own
 function.
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -66,17 +71,66 @@ class SplitKeys:
         return _Key(dict(zip(self._names, parts, strict=True)))
 
 
+class _Recent:
+    """The last ``size`` answers, each kept with the very subset objects it was built from.
+
+    Dagster's partition subsets are immutable values, and the storage gives the same check
+    state objects again while nothing changed (``crypto_lake.storage``'s memo): the checks
+    page's two queries, and its reloads, ask for the ranges of the same subset objects. An
+    answer is given again only for those same objects (held here, so no other object can
+    take their ids), an equal definition and the same secondary builder."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple, tuple[Any, Any, list]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @staticmethod
+    def key(subsets: Mapping, build_secondary_dim: Callable) -> tuple:
+        code = getattr(build_secondary_dim, "__code__", build_secondary_dim)
+        return (code, *((status, id(subset)) for status, subset in subsets.items()))
+
+    def get(self, key: tuple, partitions_def: Any) -> list | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[1] != partitions_def:
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return list(entry[2])
+
+    def put(self, key: tuple, subsets: Mapping, partitions_def: Any, ranges: list) -> None:
+        with self._lock:
+            self._entries[key] = (list(subsets.values()), partitions_def, list(ranges))
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 def split_keys_ranges(original: Callable) -> Callable:
-    """``build_multi_partition_ranges_generic`` with the definition wrapped in ``SplitKeys``."""
+    """``build_multi_partition_ranges_generic`` with the definition wrapped in ``SplitKeys``,
+    and its recent answers given again for the same subset objects (``_Recent``)."""
 
     from dagster import MultiPartitionsDefinition
 
+    recent = _Recent()
+
     def ranges(subsets, partitions_def, dynamic_partitions_store, build_secondary_dim):
-        if isinstance(partitions_def, MultiPartitionsDefinition):
-            partitions_def = SplitKeys(partitions_def)
-        return original(subsets, partitions_def, dynamic_partitions_store, build_secondary_dim)
+        if not isinstance(partitions_def, MultiPartitionsDefinition):
+            return original(subsets, partitions_def, dynamic_partitions_store,
+                            build_secondary_dim)  # fmt: skip
+        key = recent.key(subsets, build_secondary_dim)
+        found = recent.get(key, partitions_def)
+        if found is not None:
+            return found
+        out = original(subsets, SplitKeys(partitions_def), dynamic_partitions_store,
+                       build_secondary_dim)  # fmt: skip
+        recent.put(key, subsets, partitions_def, out)
+        return out
 
     ranges.original = original  # type: ignore[attr-defined]
+    ranges.recent = recent  # type: ignore[attr-defined]
     return ranges
 
 

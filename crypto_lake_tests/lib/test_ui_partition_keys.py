@@ -64,6 +64,38 @@ def test_split_keys_give_dagsters_ranges(name):
         assert faster(subsets, pdef, store, secondary) == ORIGINAL(subsets, pdef, store, secondary)
 
 
+def test_an_answer_is_given_again_only_for_the_same_subset_objects():
+    pdef = DEFINITIONS["market"]
+    store = dg.DagsterInstance.ephemeral()
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return ORIGINAL(*args)
+
+    faster = ui_partition_keys.split_keys_ranges(counted)
+    subsets = random_subsets(pdef, random.Random(3))
+    assert any(v for v in subsets.values())
+    truth = ORIGINAL(subsets, pdef, store, secondary)
+    first = faster(subsets, pdef, store, secondary)
+    # the page's other query: a new mapping of the same subset objects, the same definition
+    # rebuilt from its snapshot (equal, not the same object)
+    rebuilt = build_market_partitions(load_config(environ={}), SYMBOLS)
+    assert rebuilt is not pdef and rebuilt == pdef
+    assert faster(dict(subsets), rebuilt, store, secondary) == first == truth
+    assert len(calls) == 1 and faster.recent.hits == 1
+    first.clear()  # a caller changing its list changes no later answer
+    assert faster(subsets, pdef, store, secondary) == truth and len(calls) == 1
+    # equal contents in new objects, another definition or another builder: built again
+    copies = {s: None if v is None else pdef.empty_subset().with_partition_keys(
+        list(v.get_partition_keys())) for s, v in subsets.items()}  # fmt: skip
+    assert faster(copies, pdef, store, secondary) == truth and len(calls) == 2
+    fewer = build_market_partitions(load_config(environ={}), SYMBOLS[:3])
+    assert faster(subsets, fewer, store, secondary) == ORIGINAL(subsets, fewer, store, secondary)
+    assert len(calls) == 3
+    assert faster(subsets, pdef, store, lambda s: secondary(s)) == truth and len(calls) == 4
+
+
 def test_a_wrong_key_is_refused_as_dagster_refuses_it():
     pdef = DEFINITIONS["market"]
     split = ui_partition_keys.SplitKeys(pdef)

@@ -142,3 +142,19 @@ def test_a_zip_cut_out_of_its_middle_is_a_corrupt_zip(tmp_path: Path) -> None:
         open_member(path, zipfile.ZipFile(path).infolist()[0])
     with pytest.raises(CorruptZip):
         verify_zip(path, "member.csv", "trades", str(path))
+
+
+def test_a_local_header_naming_another_file_is_refused_like_zipfile(tmp_path: Path) -> None:
+    """The directory points at a member whose local header names another file (a damaged or
+    spliced zip): zipfile refuses to read it, and so does open_member."""
+    path = tmp_path / "n.zip"
+    info = _zip(path, b"1,2\n" * 100, zipfile.ZIP_DEFLATED)
+    raw = bytearray(path.read_bytes())
+    at = info.header_offset + 30  # the local header's file name
+    assert raw[at : at + 10] == b"member.csv"
+    raw[at : at + 6] = b"OTHERS"  # same length, another name
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as zf, pytest.raises(zipfile.BadZipFile):
+        zf.read(info.filename)
+    with pytest.raises(zipfile.BadZipFile, match="names another file"):
+        open_member(path, info)

@@ -6,10 +6,10 @@ does it in 0.7 s instead of 1.75 s here, which is the parser's other core freed 
 a second, and the download's full CRC pass (``verify_zip``) 2.4x faster.
 
 ``open_member`` reads the member's local header itself (the offset, sizes and CRC come from
-zipfile's central directory), inflates the data as it is read and checks the CRC-32 and
-size when the deflate stream ends, like zipfile's own reader: a damaged or truncated member
-raises ``zipfile.BadZipFile`` (ISA-L's own error too) or ``EOFError``, which the callers turn
-into ``CorruptZip``.
+zipfile's central directory; the header must name the same file), inflates the data as it is
+read and checks the CRC-32 and size when the deflate stream ends, like zipfile's own reader:
+a damaged or truncated member raises ``zipfile.BadZipFile`` (ISA-L's own error too) or
+``EOFError``, which the callers turn into ``CorruptZip``.
 Stored (uncompressed) members are read as they are; any other method or an encrypted member
 raises ``NotImplementedError``. Tested against zipfile on random members and damaged ones
 (``crypto_lake_tests/lib/test_zip_member.py``).
@@ -51,7 +51,11 @@ class _MemberReader(io.RawIOBase):
             if len(head) != _LOCAL_HEADER.size or head[:4] != _SIGNATURE:
                 raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
             _, _, name_len, extra_len = _LOCAL_HEADER.unpack(head)
-            self._file.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+            # as zipfile: the local header names the member the directory points to
+            encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+            if self._file.read(name_len) != info.orig_filename.encode(encoding):
+                raise zipfile.BadZipFile(f"{info.filename}: the local header names another file")
+            self._file.seek(extra_len, io.SEEK_CUR)
         except BaseException:
             self._file.close()
             raise
