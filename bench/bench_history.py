@@ -40,8 +40,8 @@ Three stages:
    then the pages themselves in headless Chromium (Debian's chromium through Playwright, as
    the UI tests drive it), until each shows its answer, with the slowest GraphQL requests of
    each page's first visit and last reload (Chromium's timings). ``--baseline`` times the
-   pages once more on a webserver without the UI speed-ups (the storage's check state memo and
-   ``crypto_lake/ui_partition_keys.py``), in the same run.
+   queries and pages once more on a webserver without the UI speed-ups (the storage's check
+   state memo and ``crypto_lake/ui_partition_keys.py``), in the same run.
    The history is ``--days`` long, not a year: the printed year figures are projections, the
    query times are measured at the written size (run with --days 30 or more to see the trend).
 """
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -486,10 +487,7 @@ def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats
                                 start_new_session=True)  # fmt: skip
         try:
             _wait_ready(proc, url, log)
-            if baseline:
-                pages = time_pages(url, check_name, repeats)
-                return {f"{label} [baseline]": t for label, t in pages.items()}
-            times = {}
+            times = {}  # the baseline the same way: its queries, then its pages
             for label, query, variables in _queries(check_name):
                 t0 = time.perf_counter()
                 data = graphql(url, query, variables)
@@ -501,7 +499,7 @@ def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats
                     warm.append(time.perf_counter() - t0)
                 times[label] = (cold, statistics.median(warm), _answer(data))
             times.update(time_pages(url, check_name, repeats))
-            return times
+            return {f"{label} [baseline]": t for label, t in times.items()} if baseline else times
         finally:
             stop_group(proc)
 
@@ -509,8 +507,9 @@ def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats
 def time_pages(url: str, check_name: str, repeats: int) -> dict:
     """The pages themselves in headless Chromium: from navigation until the page shows its
     answer (a text that appears only once its data arrived); the first visit of each page
-    (the UI's scripts already cached by one visit of the overview), then the median of
-    ``repeats`` reloads."""
+    (the UI's scripts already loaded by one visit of the overview, and the code of each kind
+    of page by a visit of that page of another asset, timed as "page code"), then the median
+    of ``repeats`` reloads."""
     from playwright.sync_api import sync_playwright
 
     from crypto_lake_tests.e2e.test_ui_backfill import CHROMIUM, CHROMIUM_ARGS
@@ -531,6 +530,17 @@ def time_pages(url: str, check_name: str, repeats: int) -> dict:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.on("requestfinished", lambda r: requests.append(r) if "/graphql" in r.url else None)
         page.goto(url + "/overview", wait_until="load")  # the scripts, once
+        # Each kind of page loads its own part of the UI's code on its first visit in a
+        # browser, once (cached after): timed apart, on another asset's pages, so the first
+        # visits below are of this asset's pages, with the webserver's first answers for it.
+        for view in ("", "?view=partitions", "?view=checks"):
+            t0 = time.perf_counter()
+            page.goto(f"{url}/assets/trades{view}", wait_until="networkidle")
+            out[f"page code: the first asset page{view or ''} (trades)"] = (
+                time.perf_counter() - t0,
+                float("nan"),
+                "until the network was quiet for 0.5 s",
+            )
         for label, path, click, marker in pages:
             loads, slowest = [], []
             for _ in range(repeats + 1):
@@ -723,7 +733,10 @@ def report(sample: Sample, history_days: int, results: dict[str, dict]) -> None:
               f"{'< 2 s':>6}  answer")  # fmt: skip
         for label, (cold, warm, answer, *slowest) in r["times"].items():
             ok = "yes" if max(cold, warm) < TARGET_S else "NO"
-            print(f"{label:44} {cold:>7.2f} {warm:>9.2f} {ok:>6}  {answer}")
+            median = f"{warm:.2f}"
+            if math.isnan(warm):  # the page code's one load, until the network is quiet
+                ok = median = "-"
+            print(f"{label:44} {cold:>7.2f} {median:>9} {ok:>6}  {answer}")
             if slowest:
                 print(f"{'':44} slowest requests (+start:ms): {slowest[0]}")
     print(
