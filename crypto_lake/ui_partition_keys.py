@@ -16,10 +16,10 @@ result is the same (``crypto_lake_tests/lib/test_ui_partition_keys.py`` compares
 random status subsets). And the checks page's two queries build the same ranges from the
 same subset objects (the storage gives a check's state object again while nothing changed):
 the second gets the first's answer (``_Recent``), so a page builds each check's ranges once.
-Installed by ``crypto_lake.storage`` when the webserver prepares the
-instance's storage (``optimize_for_webserver``: that process only), and only on the
-dagster-graphql version it was checked against; on any other the UI keeps Dagster's own
-function.
+
+Installed by ``crypto_lake.storage`` when the webserver prepares the instance's storage
+(``optimize_for_webserver``: that process only), and only on the dagster-graphql version it
+was checked against; on any other the UI keeps Dagster's own function.
 """
 
 from __future__ import annotations
