@@ -472,7 +472,7 @@ BASELINE_WEBSERVER = (
 def time_ui(home: Path, env: dict[str, str], log: Path, check_name: str, repeats: int,
             baseline: bool = False) -> dict:  # fmt: skip
     """Start dagster-webserver on ``home`` and time each page's query: cold, then median;
-    ``baseline``: the pages only, on the webserver without the UI speed-ups."""
+    ``baseline``: the same on the webserver without the UI speed-ups."""
     from crypto_lake_tests.e2e.dagster_harness import OFFLINE, free_port, graphql, stop_group
 
     port = free_port()

@@ -18,6 +18,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionResolvedStatus as Resolved,
 )
 from dagster._core.storage.asset_check_state import AssetCheckState, bulk_update_asset_check_state
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 from crypto_lake import storage as lake_storage
 from crypto_lake.defs.market.checks import target_of
@@ -262,6 +263,38 @@ def test_sensor_keeps_every_check_current(instance) -> None:
                                 lake_storage.partitions_digest(pdef))  # fmt: skip
     assert state is not None
     assert not state.state.subsets[Resolved.SUCCEEDED].is_empty
+
+
+def test_the_latest_execution_is_given_again_only_while_nothing_changed(
+    instance, monkeypatch
+) -> None:
+    """Each check's latest execution (every checks query asks): a second ask with nothing
+    recorded in between is the first's answer; a new record, a deletion or the age make it
+    ask again, and every answer is Dagster's own."""
+    pdef = partitions()
+    bars = make_asset(pdef)
+    storage = instance.event_log_storage
+
+    def latest() -> dict:
+        got = storage.get_latest_asset_check_execution_by_key([CHECK])
+        dagsters = SqlEventLogStorage.get_latest_asset_check_execution_by_key(storage, [CHECK])
+        assert got == dagsters
+        return got[CHECK]
+
+    run(instance, bars, DAYS[0], "BTCUSDT")
+    first = latest()
+    hits = getattr(storage, "latest_memo_hits", 0)
+    assert latest() is first and storage.latest_memo_hits == hits + 1
+    second_run = run(instance, bars, DAYS[1], "ETHUSDT")
+    newer = latest()  # a new record: asked again
+    assert newer.id > first.id and newer.run_id == second_run
+    assert storage.latest_memo_hits == hits + 1
+    instance.delete_run(second_run)  # a deletion in this process forgets every answer
+    after = latest()
+    assert storage.latest_memo_hits == hits + 1
+    assert latest() is after and storage.latest_memo_hits == hits + 2
+    monkeypatch.setattr(lake_storage, "MEMO_SECONDS", 0.0)
+    assert latest() == after and storage.latest_memo_hits == hits + 2
 
 
 def test_a_state_is_given_again_only_while_nothing_changed(instance, monkeypatch) -> None:
