@@ -40,8 +40,9 @@ Three stages:
    then the pages themselves in headless Chromium (Debian's chromium through Playwright, as
    the UI tests drive it), until each shows its answer, with the slowest GraphQL requests of
    each page's first visit and last reload (Chromium's timings). ``--baseline`` times the
-   queries and pages once more on a webserver without the UI speed-ups (the storage's check
-   state memo and ``crypto_lake/ui_partition_keys.py``), in the same run.
+   queries and pages once more on a webserver without the UI speed-ups (the storage's memos
+   of check states and latest executions, and ``crypto_lake/ui_partition_keys.py``), in the
+   same run.
    The history is ``--days`` long, not a year: the printed year figures are projections, the
    query times are measured at the written size (run with --days 30 or more to see the trend).
 """
@@ -460,7 +461,7 @@ def _queries(check_name: str) -> list[tuple[str, str, dict]]:
     return out
 
 
-# The webserver as before the UI speed-ups, for the baseline pages: the check status memo off
+# The webserver as before the UI speed-ups, for the baseline pages: the storage's memos off
 # (MEMO_SECONDS 0) and Dagster's own partition status ranges (ui_partition_keys not installed).
 BASELINE_WEBSERVER = (
     "import sys; from crypto_lake import storage, ui_partition_keys; "
