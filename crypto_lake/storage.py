@@ -230,10 +230,9 @@ class CheckStateCheckpoints:
     def _kvs(self):
         return self._instance.run_storage  # type: ignore[attr-defined]
 
-    def _memo(self) -> tuple[threading.Lock, dict[AssetCheckKey, _Memo]]:
-        if "_check_state_memo" not in self.__dict__:
-            self.__dict__["_check_state_memo"] = (threading.Lock(), {})
-        return self.__dict__["_check_state_memo"]
+    def _memo(self, name: str = "check_state") -> tuple[threading.Lock, dict]:
+        """This process's memo ``name`` (check states, or latest executions) and its lock."""
+        return self.__dict__.setdefault(f"_{name}_memo", (threading.Lock(), {}))
 
     def get_asset_check_state(
         self, keys: Sequence[tuple[AssetCheckKey, PartitionsDefinition | None]]
@@ -254,7 +253,7 @@ class CheckStateCheckpoints:
         ``MEMO_SECONDS`` old): every query of a checks page asks for the latest execution of
         each check, a query that groups all of a year's executions of those checks."""
         key = (tuple(check_keys), partition_filter)
-        lock, memo = self._latest_memo()
+        lock, memo = self._memo("latest_execution")
         marks, now = self._marks(), time.monotonic()
         with lock:
             hit = memo.get(key)
@@ -269,11 +268,6 @@ class CheckStateCheckpoints:
                 memo.clear()
             memo[key] = (marks, now, out)
         return out
-
-    def _latest_memo(self) -> tuple[threading.Lock, dict[tuple, tuple]]:
-        if "_latest_execution_memo" not in self.__dict__:
-            self.__dict__["_latest_execution_memo"] = (threading.Lock(), {})
-        return self.__dict__["_latest_execution_memo"]
 
     def _check_state(self, keys, memo: dict[AssetCheckKey, _Memo]):
         pdefs = dict(keys)
@@ -472,7 +466,7 @@ class CheckStateCheckpoints:
         Called whenever records are deleted. Narrower would be wrong: SQLite reuses the ids
         of deleted rows at the top of a table, so a kept checkpoint could look past them.
         """
-        for lock, memo in (self._memo(), self._latest_memo()):
+        for lock, memo in (self._memo(), self._memo("latest_execution")):
             with lock:
                 memo.clear()
         names = _checkpoint_names(self._kvs())

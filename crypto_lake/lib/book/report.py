@@ -25,6 +25,7 @@ from crypto_lake.lib.book.table import book_1s_table, book_coverage_table
 from crypto_lake.lib.core.fsutil import atomic_path, atomic_write_bytes
 from crypto_lake.lib.core.logs import get_logger
 from crypto_lake.lib.core.parquet_out import write_dataset
+from crypto_lake.lib.raw.catalog import day_bounds_us
 
 log = get_logger("book")
 
@@ -103,7 +104,7 @@ def build_book_day(
     table = book_1s_table(book)
     write_dataset(table, out, "book_1s")
     now = time.time_ns() // 1000 if now_us is None else now_us
-    closed = book.start_us + 86_400 * 1_000_000 <= now
+    closed = day_bounds_us(day)[1] <= now
     write_dataset(book_coverage_table(book, closed), coverage_out, "coverage_book")
     _write_quarantine(book, Path(quarantine_dir) / f"{symbol}_{day}_depth.jsonl")
     report = report_of(book, table.num_rows)

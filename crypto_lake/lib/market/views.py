@@ -51,8 +51,10 @@ FROM bars_1m b FULL JOIN klines_1m k ON b.symbol = k.symbol AND b.window_start =
 # the minute: a symbol without depth, or a book not rebuilt yet): seconds proved right, the
 # others before the book's end (pending excluded), and why they are not.
 BOOK_COLUMNS = ("book_seconds_reliable", "book_seconds_unreliable", "book_unreliable_reasons")
-_BOOK_REASONS = ("no_snapshot", "gap", "malformed", "verify_mismatch",
-                 "beyond_snapshot_depth", "no_data")  # fmt: skip
+# why a second is not proved: every coverage_book count but reliable and pending
+_BOOK_REASONS = tuple(c.removeprefix("seconds_") for c in schema.COVERAGE_BOOK.names
+                      if c.startswith("seconds_")
+                      and c not in ("seconds_reliable", "seconds_pending"))  # fmt: skip
 _COVERAGE_SQL = """
 CREATE OR REPLACE VIEW coverage AS
 SELECT c.*, b.seconds_reliable AS book_seconds_reliable,
